@@ -1,0 +1,117 @@
+"""Client SDK on confluent-kafka: produce records, read compacted topics, watch consumer lag."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+Record = tuple[bytes | None, bytes, int | None]
+"""(key, value, partition); partition None lets the producer's partitioner choose."""
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: int = 5) -> int:
+    """Produce every record, wait for all acknowledgements and return how many were acked."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
+    )
+    errors: list[str] = []
+
+    def on_delivery(error: object, _message: object) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    sent = 0
+    for key, value, partition in records:
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value, key, on_delivery=on_delivery)
+                else:
+                    producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or errors:
+        raise KafkaException(f"{remaining} records unsent, {len(errors)} failed: {errors[:3]}")
+    return sent
+
+
+def _reader(bootstrap: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"kps-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+
+
+def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes, bytes]:
+    """The latest value of every key in ``topic`` up to its current end; tombstones delete."""
+    consumer = _reader(bootstrap)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        latest: dict[bytes, bytes] = {}
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: partitions {sorted(ends)} not at end")
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    raise KafkaException(message.error())
+                key, value = message.key(), message.value()
+                if value is None:
+                    latest.pop(key, None)
+                else:
+                    latest[key] = value
+                if message.offset() + 1 >= ends.get(message.partition(), 1 << 62):
+                    del ends[message.partition()]
+        return latest
+    finally:
+        consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records in ``topic`` that consumer group ``group`` has not committed yet."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
+        lag = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        return lag
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(bootstrap: str, group: str, topic: str, timeout: float = 120.0) -> None:
+    """Block until ``group`` has committed everything in ``topic``."""
+    deadline = time.monotonic() + timeout
+    lag = group_lag(bootstrap, group, topic)
+    while lag > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"group {group} still {lag} records behind on {topic}")
+        time.sleep(0.5)
+        lag = group_lag(bootstrap, group, topic)

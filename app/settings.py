@@ -1,0 +1,53 @@
+"""Settings, read from ``KPS_*`` environment variables.
+
+Every process of a job (workers, the CLI, the test fixtures) builds its settings
+the same way, so a job is configured by its environment alone, as a container is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout this package runs from (the project is installed editable).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LocalKafkaSettings(BaseSettings):
+    """The local single-node Apache Kafka broker used for development, demos and CI."""
+
+    model_config = SettingsConfigDict(env_prefix="KPS_KAFKA_")
+
+    version: str = "4.0.2"
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    #: Broker state: server.properties, log dirs, pid file and the broker's log.
+    home: Path = REPO_ROOT / ".kps" / "kafka"
+    #: Where the broker's jars are collected once, shared by every checkout.
+    cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kafka-ps")
+    heap: str = "512m"
+    start_timeout: float = 90.0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class JobSettings(BaseSettings):
+    """One kafka-ps job: which broker, which topics, where local state lives."""
+
+    model_config = SettingsConfigDict(env_prefix="KPS_")
+
+    broker: str = "127.0.0.1:9092"
+    app_id: str = "kafka-ps"
+    data_dir: Path = REPO_ROOT / ".kps" / "data"
+    input_topic: str = "kps-training"
+    partitions: int = 4
+    #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    commit_interval: float = 1.0
+    log_level: str = "info"

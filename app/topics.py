@@ -1,0 +1,69 @@
+"""Explicit topic creation: every topic gets its partition count and cleanup policy up front.
+
+The broker runs with ``auto.create.topics.enable=false``; Faust and the broker disagree
+about default partition counts, so nothing is left to either to guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+    def new_topic(self) -> NewTopic:
+        config = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
+        return NewTopic(
+            self.name, num_partitions=self.partitions, replication_factor=1, config=config
+        )
+
+
+class TopicMismatchError(RuntimeError):
+    """A topic exists with another partition count than the job needs."""
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+    """Create the topics that are missing; verify the partition counts of those that exist."""
+    specs = list(specs)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [spec for spec in specs if spec.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [spec.new_topic() for spec in missing], operation_timeout=timeout
+        )
+        for _name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as error:
+                if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    metadata = admin.list_topics(timeout=timeout).topics
+    for spec in specs:
+        have = len(metadata[spec.name].partitions) if spec.name in metadata else 0
+        if have != spec.partitions:
+            raise TopicMismatchError(
+                f"topic {spec.name!r} has {have} partitions, the job needs {spec.partitions}"
+            )
+
+
+def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = list(names)
+    if not names:
+        return
+    for future in admin.delete_topics(names, operation_timeout=timeout).values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise

@@ -1,0 +1,127 @@
+"""Running a kafka-ps worker process, in this interpreter or as a child process.
+
+Faust never closes its RocksDB handles, so a worker is restarted as a new process,
+never inside the same interpreter: :class:`WorkerProcess` is how the CLI demo, the
+tests and the benchmarks do that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import faust
+
+from agents.jobs import JOBS
+from app.faust_app import create_app
+from app.settings import JobSettings
+from app.topics import ensure_topics
+
+
+def run_worker(job: str, settings: JobSettings) -> None:
+    """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
+    spec = JOBS[job]
+    ensure_topics(settings.broker, spec.topics(settings))
+    app = create_app(settings)
+    spec.register(app, settings)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def settings_env(settings: JobSettings) -> dict[str, str]:
+    """The environment that makes a child process build the same settings."""
+    return {f"KPS_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
+
+
+class WorkerProcess:
+    """One ``kps worker`` child process with its own log file and data directory."""
+
+    def __init__(self, job: str, settings: JobSettings, log_path: Path) -> None:
+        self.job = job
+        self.settings = settings
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("worker not started")
+        return self._process.pid
+
+    def start(self) -> WorkerProcess:
+        if self.running:
+            raise RuntimeError(f"worker already running (pid {self.pid})")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker", "--job", self.job],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for Faust's "Ready" line in this run's log."""
+        deadline = time.monotonic() + timeout
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
+            with self.log_path.open("rb") as log:
+                log.seek(start)
+                if b"Ready" in log.read():
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM: Faust flushes its producer, commits and closes; return the exit code."""
+        return self._stop(signal.SIGTERM, timeout)
+
+    def kill(self) -> int:
+        return self._stop(signal.SIGKILL, 30.0)
+
+    def _stop(self, sig: signal.Signals, timeout: float) -> int:
+        if self._process is None:
+            raise RuntimeError("worker not started")
+        if self._process.poll() is None:
+            self._process.send_signal(sig)
+            try:
+                return self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+                raise TimeoutError(f"worker ignored {sig.name} for {timeout:.0f}s") from None
+        return self._process.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.running:
+            with contextlib.suppress(TimeoutError):
+                self.terminate()

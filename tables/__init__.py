@@ -1,0 +1,1 @@
+"""kafka-ps tables: shards, keys, the value codec, update rules and clocks."""
