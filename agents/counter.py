@@ -17,13 +17,16 @@ partition ``shard_of(key, P)`` of the input topic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 
 import faust
 import numpy as np
 
+from app.client import Record
 from app.settings import JobSettings
 from app.topics import TopicSpec
 from tables.codec import ParamRecord, decode_record, encode_record
+from tables.keys import shard_of
 from tables.rocksdb import rocksdb_options
 
 COUNTS_TABLE = "counts"
@@ -47,6 +50,12 @@ def encode_count(count: int, offset: int) -> bytes:
 def decode_count(data: bytes) -> int:
     """The count in a stored table value."""
     return int(decode_record(data).value[0])
+
+
+def increment_records(increments: Iterable[tuple[bytes, int]], partitions: int) -> Iterator[Record]:
+    """Input records for (key, increment) pairs, each sent to its key's partition."""
+    for key, increment in increments:
+        yield key, encode_increment(increment), shard_of(key, partitions)
 
 
 def changelog_topic(settings: JobSettings, table: str) -> str:

@@ -6,7 +6,14 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 Record = tuple[bytes | None, bytes, int | None]
 """(key, value, partition); partition None lets the producer's partitioner choose."""
@@ -106,12 +113,33 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
+_TRANSIENT = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def is_transient(error: KafkaException) -> bool:
+    """Errors a fresh or restarting broker gives until its coordinators have loaded."""
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, KafkaError) and (cause.retriable() or cause.code() in _TRANSIENT)
+
+
 def wait_caught_up(bootstrap: str, group: str, topic: str, timeout: float = 120.0) -> None:
     """Block until ``group`` has committed everything in ``topic``."""
     deadline = time.monotonic() + timeout
-    lag = group_lag(bootstrap, group, topic)
-    while lag > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"group {group} still {lag} records behind on {topic}")
+    lag: int | str = "?"
+    while time.monotonic() < deadline:
+        try:
+            lag = group_lag(bootstrap, group, topic)
+        except KafkaException as error:
+            if not is_transient(error):
+                raise
+            lag = f"? ({error.args[0].str()})"
+        if lag == 0:
+            return
         time.sleep(0.5)
-        lag = group_lag(bootstrap, group, topic)
+    raise TimeoutError(f"group {group} still {lag} records behind on {topic}")

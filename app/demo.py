@@ -13,16 +13,13 @@ from collections import Counter
 from agents.counter import (
     COUNTS_TABLE,
     changelog_topic,
-    counter_topics,
     decode_count,
-    encode_increment,
+    increment_records,
 )
 from app.client import produce, read_latest, wait_caught_up
 from app.local_kafka import LocalKafka
 from app.settings import REPO_ROOT, JobSettings
-from app.topics import ensure_topics
 from app.worker import WorkerProcess
-from tables.keys import shard_of
 from tables.local_store import read_table
 
 WORDS = [
@@ -46,7 +43,6 @@ def run_demo(records: int = 5000) -> int:
     settings = JobSettings(
         app_id=run, input_topic=f"{run}-increments", data_dir=REPO_ROOT / ".kps" / run
     )
-    ensure_topics(settings.broker, counter_topics(settings))
     keys = [WORDS[(i * 7 + i // 3) % len(WORDS)].encode() for i in range(records)]
     expected = Counter(keys)
     started = time.monotonic()
@@ -57,7 +53,7 @@ def run_demo(records: int = 5000) -> int:
         produce(
             settings.broker,
             settings.input_topic,
-            ((key, encode_increment(1), shard_of(key, settings.partitions)) for key in keys),
+            increment_records(((key, 1) for key in keys), settings.partitions),
         )
         wait_caught_up(settings.broker, settings.app_id, settings.input_topic)
         elapsed = time.monotonic() - started

@@ -6,6 +6,7 @@ about default partition counts, so nothing is left to either to guess.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,9 +48,24 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
             except KafkaException as error:
                 if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
-    metadata = admin.list_topics(timeout=timeout).topics
+    _await_metadata(admin, specs, timeout)
+
+
+def _partitions_with_leaders(admin: AdminClient, name: str) -> int:
+    topic = admin.list_topics(name, timeout=10).topics.get(name)
+    if topic is None or topic.error is not None:
+        return 0
+    return sum(1 for partition in topic.partitions.values() if partition.leader >= 0)
+
+
+def _await_metadata(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """A created topic shows up in metadata, with leaders, a moment after creation."""
+    deadline = time.monotonic() + timeout
     for spec in specs:
-        have = len(metadata[spec.name].partitions) if spec.name in metadata else 0
+        have = _partitions_with_leaders(admin, spec.name)
+        while have < spec.partitions and time.monotonic() < deadline:
+            time.sleep(0.1)
+            have = _partitions_with_leaders(admin, spec.name)
         if have != spec.partitions:
             raise TopicMismatchError(
                 f"topic {spec.name!r} has {have} partitions, the job needs {spec.partitions}"

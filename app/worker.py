@@ -54,8 +54,10 @@ class WorkerProcess:
         return self._process.pid
 
     def start(self) -> WorkerProcess:
+        """Create the job's topics, so records can be produced at once, then spawn the worker."""
         if self.running:
             raise RuntimeError(f"worker already running (pid {self.pid})")
+        ensure_topics(self.settings.broker, JOBS[self.job].topics(self.settings))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:

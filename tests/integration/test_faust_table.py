@@ -7,11 +7,10 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 
-from agents.counter import COUNTS_TABLE, changelog_topic, decode_count, encode_increment
+from agents.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
 from app.client import produce, read_latest, wait_caught_up
 from app.settings import JobSettings
 from app.worker import WorkerProcess
-from tables.keys import shard_of
 from tables.local_store import read_table
 
 KEYS = [f"counter-{i}".encode() for i in range(250)]
@@ -23,7 +22,7 @@ def send_increments(settings: JobSettings, n: int, seed: int, expected: Counter[
     produce(
         settings.broker,
         settings.input_topic,
-        ((key, encode_increment(inc), shard_of(key, settings.partitions)) for key, inc in batch),
+        increment_records(batch, settings.partitions),
     )
     for key, inc in batch:
         expected[key] += inc
