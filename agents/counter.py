@@ -92,6 +92,8 @@ def register_counter(app: faust.App, settings: JobSettings, idempotent: bool = T
             stored = counts.get(event.key)
             record = decode_record(stored) if stored is not None else None
             if record is not None and idempotent and record.offset >= offset:
+                # Written again: the crash may have lost this write's changelog record.
+                counts[event.key] = stored
                 continue
             count = int(record.value[0]) if record is not None else 0
             counts[event.key] = encode_count(count + decode_increment(event.value), offset)

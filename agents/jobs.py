@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import faust
 
+from agents.api import BatchWorkerLogic, ParamRegistry
 from agents.counter import counter_topics, register_counter
+from agents.server import PARAMS_TABLE, register_server
+from agents.worker import register_worker
 from app.settings import JobSettings
 from app.topics import TopicSpec
 
@@ -17,9 +22,53 @@ from app.topics import TopicSpec
 class Job:
     register: Callable[[faust.App, JobSettings], None]
     topics: Callable[[JobSettings], list[TopicSpec]]
+    #: Appended to the job's app id to name this role's consumer group.
+    role: str = ""
+
+    def group(self, settings: JobSettings) -> str:
+        return settings.group(self.role)
+
+
+def ps_topics(settings: JobSettings) -> list[TopicSpec]:
+    """Every topic of a parameter-server job, created before any of its processes starts."""
+    workers, shards = settings.partitions, settings.shards
+    return [
+        TopicSpec(settings.input_topic, workers),
+        TopicSpec(settings.topic("shard"), shards),
+        TopicSpec(settings.topic("replies"), workers),
+        TopicSpec(settings.topic("predictions"), workers),
+        TopicSpec(settings.topic("metrics"), 1),
+        TopicSpec(settings.topic("model-updates"), shards, compacted=True),
+        TopicSpec(settings.topic(f"server-{PARAMS_TABLE}-changelog"), shards, compacted=True),
+    ]
+
+
+def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
+    """A built-in model by name, or the user's own logic as ``package.module:factory``."""
+    if ":" in name:
+        module, _, attribute = name.partition(":")
+        return getattr(importlib.import_module(module), attribute)(**params)
+    from agents.models import make_model
+
+    return make_model(name, **params)
+
+
+def _register_servers(app: faust.App, settings: JobSettings) -> None:
+    logic = load_logic(settings.model, settings.model_params)
+    register_server(app, settings, ParamRegistry(list(logic.params)))
+
+
+def _register_workers(app: faust.App, settings: JobSettings) -> None:
+    logic = load_logic(settings.model, settings.model_params)
+    register_worker(app, settings, logic, ParamRegistry(list(logic.params)))
 
 
 JOBS: dict[str, Job] = {
+    # Shards and workers run in processes of their own, in consumer groups of their own:
+    # a Faust process delivers all its topics through one conductor, so a worker blocked
+    # on a pull would stop its own process's shards from answering (docs/flow-control.md).
+    "server": Job(_register_servers, ps_topics, role="server"),
+    "worker": Job(_register_workers, ps_topics, role="worker"),
     "counter": Job(register_counter, counter_topics),
     # Without the offset check: at-least-once as Faust gives it, for the baseline benchmark.
     "counter-naive": Job(partial(register_counter, idempotent=False), counter_topics),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from app.local_kafka import LocalKafka, LocalKafkaError
@@ -37,10 +38,47 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+def _train(args: argparse.Namespace) -> int:
+    from app.train import run_training
 
-    return run_demo(args.records)
+    overrides: dict[str, object] = {"batch_size": args.batch_size}
+    if args.model:
+        overrides["model"] = args.model
+    if args.model_params:
+        overrides["model_params"] = json.loads(args.model_params)
+    summary = run_training(args.dataset, args.workers, args.servers, args.limit, **overrides)
+    accuracy = f", accuracy {summary.accuracy:.4f}" if summary.accuracy is not None else ""
+    name = "logloss" if summary.accuracy is not None else "RMSE"
+    print(
+        f"done: {summary.records:,} records in {summary.seconds:.1f}s "
+        f"({summary.samples_per_s:,.0f} samples/s), progressive {name} {summary.loss:.4f}"
+        f"{accuracy}"
+    )
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from app.client import produce
+    from app.datasets import load
+    from app.train import training_records
+
+    settings = JobSettings()
+    sent = produce(
+        settings.broker,
+        args.topic or settings.input_topic,
+        training_records(load(args.dataset, limit=args.limit), args.partitions, 50_000),
+    )
+    print(f"produced {sent:,} records")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from app.model_export import export_npz
+
+    settings = JobSettings()
+    count = export_npz(settings.broker, args.topic or settings.topic("model-updates"), args.out)
+    print(f"wrote {count:,} parameters to {args.out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "wipe"])
     kafka.set_defaults(handler=_kafka)
+
     worker = commands.add_parser("worker", help="run a worker process (configured by KPS_* env)")
-    worker.add_argument("--job", default="counter", help="which job's agents to host")
+    worker.add_argument(
+        "--job", default="worker", help="what the process hosts: worker, server, counter"
+    )
     worker.set_defaults(handler=_worker)
-    demo = commands.add_parser("demo", help="the smoke demo: count keyed increments")
-    demo.add_argument("--records", type=int, default=5000)
-    demo.set_defaults(handler=_demo)
+
+    for name, help_text in [
+        ("train", "train on a data set end to end"),
+        ("demo", "the main job: flights on two worker processes"),
+    ]:
+        train = commands.add_parser(name, help=help_text)
+        train.add_argument("--dataset", default="flights")
+        train.add_argument("--workers", type=int, default=2, help="worker processes")
+        train.add_argument("--servers", type=int, default=1, help="server (shard) processes")
+        train.add_argument("--limit", type=int, default=None)
+        train.add_argument("--model", default=None, help="model name or package.module:factory")
+        train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
+        train.add_argument("--batch-size", type=int, default=256)
+        train.set_defaults(handler=_train)
+
+    produce = commands.add_parser("produce", help="stream a data set into a training topic")
+    produce.add_argument("--dataset", default="flights")
+    produce.add_argument("--topic", default=None, help="default: KPS_INPUT_TOPIC")
+    produce.add_argument("--partitions", type=int, default=4)
+    produce.add_argument("--limit", type=int, default=None)
+    produce.set_defaults(handler=_produce)
+
+    model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
+    model.add_argument("--out", default="model.npz")
+    model.add_argument("--topic", default=None, help="default: <KPS_APP_ID>-model-updates")
+    model.set_defaults(handler=_model)
     return parser
 
 

@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import aiokafka
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app.settings import JobSettings
 
+_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 
-def create_app(settings: JobSettings) -> faust.App:
+
+def _with_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """Make Faust's consumer long-poll for ``fetch_max_wait_ms`` instead of its fixed 1500 ms.
+
+    aiokafka keeps one fetch in flight per broker and leaves out partitions that still
+    have buffered records. A pull that lands on such a partition waits for the in-flight
+    fetch to expire: with Faust's hard-coded 1500 ms that was the median pull latency
+    (measured 1.66 s). Short waits cost only idle fetch requests on a quiet topic.
+    """
+
+    def create(self: Any, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = _create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms
+        return consumer
+
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create
+
+
+def create_app(settings: JobSettings, group: str) -> faust.App:
     """A Faust app configured for kafka-ps: aiokafka driver, RocksDB tables, no web server.
 
-    Topics are created by :mod:`app.topics` before any worker starts, so Faust never
-    guesses partition counts.
+    ``group`` is the Faust app id, hence the consumer group and the prefix of table
+    changelogs. Topics are created by :mod:`app.topics` before any process starts, so
+    Faust never guesses partition counts.
     """
+    _with_fetch_wait(settings.fetch_max_wait_ms)
     return faust.App(
-        settings.app_id,
+        group,
         broker=f"kafka://{settings.broker}",
         store="rocksdb://",
         datadir=str(settings.data_dir),

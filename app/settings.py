@@ -7,6 +7,7 @@ the same way, so a job is configured by its environment alone, as a container is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,3 +52,25 @@ class JobSettings(BaseSettings):
     heartbeat_interval: float = 1.0
     commit_interval: float = 1.0
     log_level: str = "info"
+    #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
+    fetch_max_wait_ms: int = 10
+    #: Server shards: partitions of the shard topic and of the parameter table.
+    shards: int = 4
+    model: str = "logreg_ftrl"
+    #: The model's hyper-parameters, as JSON in KPS_MODEL_PARAMS.
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = 256
+    #: Seconds a worker waits for a pull reply before it asks again.
+    pull_timeout: float = 10.0
+    #: Seconds between flushes of changed parameters to the model-updates topic.
+    publish_interval: float = 1.0
+    #: Records per progressive-metrics window.
+    metrics_window: int = 10_000
+
+    def group(self, role: str) -> str:
+        """The consumer group (Faust app id) of the job's processes of ``role``."""
+        return f"{self.app_id}-{role}" if role else self.app_id
+
+    def topic(self, role: str) -> str:
+        """The job's topic for ``role``: shard, replies, model-updates, predictions, metrics."""
+        return f"{self.app_id}-{role}"

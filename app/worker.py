@@ -8,6 +8,9 @@ tests and the benchmarks do that.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import json
 import os
 import signal
 import subprocess
@@ -28,14 +31,26 @@ def run_worker(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
     spec = JOBS[job]
     ensure_topics(settings.broker, spec.topics(settings))
-    app = create_app(settings)
+    app = create_app(settings, spec.group(settings))
     spec.register(app, settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
 def settings_env(settings: JobSettings) -> dict[str, str]:
     """The environment that makes a child process build the same settings."""
-    return {f"KPS_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
+    return {
+        f"KPS_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for name, value in settings.model_dump(mode="json").items()
+    }
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM it when the process that started it dies, so none is orphaned."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerProcess:
@@ -46,6 +61,7 @@ class WorkerProcess:
         self.settings = settings
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def pid(self) -> int:
@@ -59,7 +75,14 @@ class WorkerProcess:
             raise RuntimeError(f"worker already running (pid {self.pid})")
         ensure_topics(self.settings.broker, JOBS[self.job].topics(self.settings))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+        }
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "worker", "--job", self.job],
@@ -77,12 +100,11 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait for Faust's "Ready" line in this run's log."""
         deadline = time.monotonic() + timeout
-        start = self.log_path.stat().st_size if self.log_path.exists() else 0
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
             with self.log_path.open("rb") as log:
-                log.seek(start)
+                log.seek(self._log_start)
                 if b"Ready" in log.read():
                     return
             time.sleep(0.2)

@@ -1,0 +1,119 @@
+"""The worker/server logic API, after the Flink Parameter Server.
+
+A model is written once against these interfaces and runs unchanged on the Kafka
+runtime (``agents.worker`` / ``agents.server``) and on the in-process
+:class:`agents.local.LocalParameterServer` that unit tests and users' own tests use.
+
+Two forms of worker logic:
+
+- :class:`WorkerLogic`, record at a time: ``on_recv(record, ps)`` calls ``ps.pull(key)``;
+  each pulled value arrives in ``on_pull_recv(key, value, ps)``, which may ``ps.push``
+  and ``ps.output``. The runtime still sends one pull request and one push per shard per
+  mini-batch underneath.
+- :class:`BatchWorkerLogic`, a mini-batch at a time: ``await ps.pull_many(keys)`` and
+  ``ps.push_many(deltas)``. The built-in models use this form for speed.
+
+Server logic is the :class:`ParamSpec` of each parameter: its shape, its initialiser
+(``param_init(key) -> value``) and its update rule (``param_update(value, delta) ->
+value``), both applied by the shard that owns the key.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from tables.params import ParamRegistry, ParamSpec, UnknownParameterError
+
+__all__ = [
+    "BatchParameterServerClient",
+    "BatchWorkerLogic",
+    "ParamRegistry",
+    "ParamSpec",
+    "ParameterServerClient",
+    "Prediction",
+    "Task",
+    "TrainingRecord",
+    "UnknownParameterError",
+    "WorkerLogic",
+]
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """One parsed training record.
+
+    ``features`` holds sparse features by name (numbers, or strings that models hash);
+    ``dense`` holds a dense feature vector. ``partition`` and ``offset`` say where the
+    record was read, which is what exactly-once bookkeeping and progressive metrics key on.
+    """
+
+    features: Mapping[str, float | int | str] = field(default_factory=dict)
+    dense: np.ndarray | None = None
+    label: float | None = None
+    key: bytes | None = None
+    timestamp: float | None = None
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model emits per record, before it learns from it (progressive validation)."""
+
+    value: float
+    label: float | None
+    record_key: bytes | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ParameterServerClient(Protocol):
+    """What record-at-a-time logic may call."""
+
+    def pull(self, key: bytes) -> None: ...
+    def push(self, key: bytes, delta: np.ndarray) -> None: ...
+    def output(self, prediction: Prediction) -> None: ...
+
+
+class BatchParameterServerClient(Protocol):
+    """What mini-batch logic may call.
+
+    ``pull_many`` returns, per key, an array of shape ``(n_slots, *shape)``: the value and
+    its optimizer state. ``push_many`` takes, per key, an array of shape
+    ``(rule.delta_slots, *shape)``.
+    """
+
+    async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]: ...
+    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None: ...
+    def output(self, prediction: Prediction) -> None: ...
+
+
+class WorkerLogic(ABC):
+    """Record-at-a-time worker logic (the Flink Parameter Server's WorkerLogic)."""
+
+    params: Sequence[ParamSpec]
+    task: Task
+
+    @abstractmethod
+    def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None: ...
+
+    @abstractmethod
+    def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None: ...
+
+
+class BatchWorkerLogic(ABC):
+    """Mini-batch worker logic: pull once, learn record by record locally, push once."""
+
+    params: Sequence[ParamSpec]
+    task: Task
+
+    @abstractmethod
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None: ...

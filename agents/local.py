@@ -1,0 +1,200 @@
+"""An in-process parameter server, for unit tests and for testing your own worker logic.
+
+:class:`LocalParameterServer` runs a :class:`~agents.api.WorkerLogic` or a
+:class:`~agents.api.BatchWorkerLogic` over a list of records the way the Kafka runtime
+does, without a broker: records are cut into mini-batches; every pull in a mini-batch
+sees the state from before the mini-batch; pushes are applied at the end of the
+mini-batch. Like the runtime, which sends one push message per shard per mini-batch
+naming each key once, the deltas pushed to one key during a mini-batch are summed and
+applied as one, keys in the order of their first push. (For ``add``, ``sgd`` and
+``ftrl_additive`` that equals applying them one by one; for ``adagrad``, ``adam`` and
+``ftrl`` it does not.)
+
+Shards are plain dicts ``key -> slots``. A key that was only pulled is not stored: its
+value is created from :meth:`~agents.api.ParamSpec.initial_slots` whenever it is read,
+which gives the same value every time, as a real shard does.
+
+Usage::
+
+    model = make_model("logreg_ftrl")
+    server = LocalParameterServer(model.params)
+    predictions = server.run(model, records, batch_size=256)
+    weights = server.snapshot()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.api import (
+    BatchWorkerLogic,
+    ParamRegistry,
+    ParamSpec,
+    Prediction,
+    TrainingRecord,
+    WorkerLogic,
+)
+from tables.keys import shard_of
+from tables.update_rules import BadDeltaError, Slots
+
+
+@dataclass
+class Counters:
+    """Traffic a Kafka runtime would have sent for the same run.
+
+    ``pulls`` counts keys requested and ``pushes`` keys updated, each key once per
+    request or per mini-batch; the ``*_messages`` fields count shard messages, one per
+    shard per request and one per shard per mini-batch with pushes.
+    """
+
+    pulls: int = 0
+    pushes: int = 0
+    pull_messages: int = 0
+    push_messages: int = 0
+
+
+class _Session:
+    """The client a logic sees during one mini-batch; implements both client protocols."""
+
+    def __init__(self, server: LocalParameterServer) -> None:
+        self._server = server
+        self.pending_pulls: list[bytes] = []
+        #: Per key, the sum of this mini-batch's deltas.
+        self.pushes: dict[bytes, np.ndarray] = {}
+        self.outputs: list[Prediction] = []
+
+    def pull(self, key: bytes) -> None:
+        self._server.registry.spec_for(key)
+        self.pending_pulls.append(key)
+
+    async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        return self._server.read(keys)
+
+    def push(self, key: bytes, delta: np.ndarray) -> None:
+        """Add ``delta`` to the key's push for this mini-batch.
+
+        Shape and kind are checked here, so that deltas can be summed and a bad one is
+        reported where it was pushed; the rest is checked when the push is applied.
+        """
+        spec = self._server.registry.spec_for(key)
+        try:
+            delta = np.asarray(delta)
+        except (TypeError, ValueError) as error:
+            raise BadDeltaError(f"delta for {key!r} is not an array: {error}") from error
+        if delta.shape != spec.delta_shape or delta.dtype.kind not in "iuf":
+            raise BadDeltaError(
+                f"delta for {key!r} is {delta.dtype}{list(delta.shape)}, "
+                f"expected numbers of shape {list(spec.delta_shape)}"
+            )
+        current = self.pushes.get(key)
+        # A new array either way: the logic may reuse its buffer after pushing.
+        self.pushes[key] = delta.copy() if current is None else current + delta
+
+    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
+        for key, delta in deltas.items():
+            self.push(key, delta)
+
+    def output(self, prediction: Prediction) -> None:
+        self.outputs.append(prediction)
+
+
+class LocalParameterServer:
+    """Parameter shards in memory, and a runner for worker logic against them."""
+
+    def __init__(self, params: Sequence[ParamSpec], partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.registry = ParamRegistry(params)
+        self.partitions = partitions
+        self.shards: list[dict[bytes, Slots]] = [{} for _ in range(partitions)]
+        self.counters = Counters()
+        #: Every prediction output so far, in output order.
+        self.outputs: list[Prediction] = []
+
+    def run(
+        self,
+        logic: WorkerLogic | BatchWorkerLogic,
+        records: Sequence[TrainingRecord],
+        batch_size: int = 256,
+    ) -> list[Prediction]:
+        """Feed ``records`` to ``logic`` in mini-batches; return the predictions output."""
+        return asyncio.run(self.arun(logic, records, batch_size))
+
+    async def arun(
+        self,
+        logic: WorkerLogic | BatchWorkerLogic,
+        records: Sequence[TrainingRecord],
+        batch_size: int = 256,
+    ) -> list[Prediction]:
+        """:meth:`run` for callers already inside an event loop."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(logic, WorkerLogic | BatchWorkerLogic):
+            raise TypeError(f"not a WorkerLogic or BatchWorkerLogic: {type(logic).__name__}")
+        outputs: list[Prediction] = []
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            session = _Session(self)
+            if isinstance(logic, BatchWorkerLogic):
+                await logic.on_batch(batch, session)
+            else:
+                self._run_records(logic, batch, session)
+            self._apply(session.pushes)
+            outputs.extend(session.outputs)
+        self.outputs.extend(outputs)
+        return outputs
+
+    def _run_records(
+        self, logic: WorkerLogic, batch: Sequence[TrainingRecord], session: _Session
+    ) -> None:
+        """Record-at-a-time logic: every ``on_recv``, then the answers in pull order.
+
+        Pulls made while answering are answered in a further round of the same mini-batch.
+        """
+        for record in batch:
+            logic.on_recv(record, session)
+        while session.pending_pulls:
+            pulls, session.pending_pulls = session.pending_pulls, []
+            values = self.read(pulls)
+            for key in pulls:
+                logic.on_pull_recv(key, values[key].copy(), session)
+
+    def read(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """What a pull of ``keys`` returns: per key, its slots stacked as ``(n_slots, *shape)``.
+
+        Counted as one pull request to every shard the keys live on.
+        """
+        unique = dict.fromkeys(keys)
+        values = {key: np.stack(self.slots(key)) for key in unique}
+        self.counters.pulls += len(unique)
+        self.counters.pull_messages += len({shard_of(key, self.partitions) for key in unique})
+        return values
+
+    def slots(self, key: bytes) -> Slots:
+        """The stored slots of ``key``, or its initial slots (not stored) if never pushed."""
+        spec = self.registry.spec_for(key)
+        stored = self.shards[shard_of(key, self.partitions)].get(key)
+        return stored if stored is not None else spec.initial_slots(key)
+
+    def snapshot(self) -> dict[bytes, np.ndarray]:
+        """Copies of the value (slot 0) of every stored key."""
+        return {key: slots[0].copy() for shard in self.shards for key, slots in shard.items()}
+
+    def _apply(self, pushes: Mapping[bytes, np.ndarray]) -> None:
+        """Apply one mini-batch's summed deltas, all or none.
+
+        Every new state is computed before any is stored, so a bad delta raises
+        :class:`BadDeltaError` and leaves every shard as it was.
+        """
+        staged = {
+            key: self.registry.spec_for(key).rule.apply(self.slots(key), delta)
+            for key, delta in pushes.items()
+        }
+        for key, slots in staged.items():
+            self.shards[shard_of(key, self.partitions)][key] = slots
+        self.counters.pushes += len(pushes)
+        self.counters.push_messages += len({shard_of(key, self.partitions) for key in pushes})

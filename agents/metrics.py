@@ -1,0 +1,66 @@
+"""Progressive validation metrics: every prediction is scored before its record is learned."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.api import Prediction, Task
+
+EPS = 1e-15
+
+
+@dataclass
+class ProgressiveMetrics:
+    """Running totals for the whole stream plus the current window."""
+
+    task: Task
+    records: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    window_records: int = 0
+    window_loss: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    window_started: float = field(default_factory=time.monotonic)
+
+    def add(self, prediction: Prediction) -> None:
+        if prediction.label is None:
+            return
+        y, p = prediction.label, prediction.value
+        if self.task == "classification":
+            q = min(max(p, EPS), 1 - EPS)
+            loss = -(y * math.log(q) + (1 - y) * math.log(1 - q))
+            self.correct += int((p >= 0.5) == (y >= 0.5))
+        else:
+            loss = (p - y) ** 2
+        self.records += 1
+        self.loss_sum += loss
+        self.window_records += 1
+        self.window_loss += loss
+
+    @property
+    def loss(self) -> float:
+        """Progressive logloss, or RMSE for regression."""
+        if not self.records:
+            return math.nan
+        mean = self.loss_sum / self.records
+        return mean if self.task == "classification" else math.sqrt(mean)
+
+    def report(self, worker: int) -> dict[str, Any]:
+        """A metrics-topic record for the window just ended; starts the next window."""
+        now = time.monotonic()
+        name = "logloss" if self.task == "classification" else "rmse"
+        window_mean = self.window_loss / max(self.window_records, 1)
+        report: dict[str, Any] = {
+            "worker": worker,
+            "records": self.records,
+            name: self.loss,
+            f"window_{name}": window_mean if name == "logloss" else math.sqrt(window_mean),
+            "samples_per_s": self.window_records / max(now - self.window_started, 1e-9),
+        }
+        if self.task == "classification":
+            report["accuracy"] = self.correct / max(self.records, 1)
+        self.window_records, self.window_loss, self.window_started = 0, 0.0, now
+        return report

@@ -1,0 +1,55 @@
+"""Dense tensors stored as blocks of one length per tensor, the last block zero-padded.
+
+A job's :class:`~agents.api.ParamRegistry` finds a key's spec by the parameter name, so
+every block ``<tensor>:<i>`` of a tensor shares one shape. :class:`~tables.keys.DenseLayout`
+lets the last block be shorter; here it is instead padded to the common block length, so
+one spec per tensor covers every block and the keys keep the ``<tensor>:<i>`` layout. A
+tensor that fits in one block is stored at its exact size (no padding). Padding elements
+always get a zero gradient, so they keep their initial value; a reader of the model
+rebuilds the tensor by concatenating its blocks and keeping the first ``size`` elements
+(:meth:`BlockedTensor.join`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.api import ParamSpec
+from tables.init import ParamInit
+from tables.keys import DenseLayout
+from tables.update_rules import UpdateRule
+
+
+@dataclass(frozen=True)
+class BlockedTensor:
+    """One dense tensor of a model: its layout, spec, keys, and block (de)composition."""
+
+    layout: DenseLayout
+    rule: UpdateRule
+    init: ParamInit
+
+    @property
+    def block_len(self) -> int:
+        return min(self.layout.block_size, self.layout.size)
+
+    @property
+    def spec(self) -> ParamSpec:
+        return ParamSpec(self.layout.name, (self.block_len,), self.rule, self.init)
+
+    @property
+    def keys(self) -> list[bytes]:
+        return self.layout.keys()
+
+    def join(self, pulled: Mapping[bytes, np.ndarray]) -> np.ndarray:
+        """The tensor from pulled values (``(n_slots, block_len)`` per key; slot 0 is used)."""
+        flat = np.concatenate([pulled[key][0] for key in self.keys])
+        return flat[: self.layout.size].reshape(self.layout.shape)
+
+    def split(self, tensor: np.ndarray) -> dict[bytes, np.ndarray]:
+        """Per key, the block of ``tensor`` shaped ``(1, block_len)`` as one push delta."""
+        blocks = np.zeros((len(self.keys), 1, self.block_len), dtype=tensor.dtype)
+        blocks.reshape(-1)[: self.layout.size] = tensor.reshape(-1)
+        return dict(zip(self.keys, blocks, strict=True))

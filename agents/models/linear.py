@@ -1,0 +1,107 @@
+"""Linear regression (squared loss) on hashed sparse features.
+
+Two ways to learn, both predicting every record before learning from it:
+
+- mini-batch (default): predict the whole mini-batch with the pulled weights, sum the
+  gradients ``(ŷ - y) x`` per key over the mini-batch and push them once to an ``sgd`` or
+  ``adagrad`` shard, which takes the step. Vectorised over the mini-batch; it is plain
+  mini-batch SGD with summed (not averaged) gradients, so ``lr`` is per record.
+- ``local_sgd=True``: learn record by record on the local copy of the weights, with
+  step ``lr``, and push the accumulated change to an ``add`` shard. Later records of a
+  mini-batch then see what earlier ones taught (see DESIGN.md, "Learning quality versus
+  batching").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Literal
+
+import numpy as np
+
+from agents.api import (
+    BatchParameterServerClient,
+    BatchWorkerLogic,
+    ParamSpec,
+    Prediction,
+    Task,
+    TrainingRecord,
+)
+from agents.models.hyper import one_of, positive
+from agents.models.sparse import SparseBatch, make_hasher
+from tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
+
+
+class LinearRegression(BatchWorkerLogic):
+    """Least-squares regression; unlabelled records are predicted only."""
+
+    task: Task = "regression"
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        rule: Literal["sgd", "adagrad"] = "sgd",
+        local_sgd: bool = False,
+        buckets: int = 2**20,
+        crosses: Collection[Sequence[str]] = (),
+        numeric: Collection[str] = (),
+    ) -> None:
+        self.lr = positive("lr", lr)
+        one_of("rule", rule, ("sgd", "adagrad"))
+        if local_sgd and rule != "sgd":
+            raise ValueError("local_sgd pushes plain SGD deltas; it cannot use rule 'adagrad'")
+        self.local_sgd = bool(local_sgd)
+        self.hasher = make_hasher(buckets, crosses, numeric)
+        server_rule: UpdateRule
+        if self.local_sgd:
+            server_rule = Add()
+        elif rule == "sgd":
+            server_rule = Sgd(lr=self.lr)
+        else:
+            server_rule = AdaGrad(lr=self.lr)
+        self.params = (ParamSpec("w", (1,), server_rule),)
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        batch = self.hasher.encode(records)
+        pulled = await ps.pull_many(batch.keys)
+        w0 = np.array([pulled[key][0, 0] for key in batch.keys])
+        if self.local_sgd:
+            delta = self._learn_locally(records, batch, w0, ps) - w0
+        else:
+            delta = self._batch_gradient(records, batch, w0, ps)
+        changed = np.flatnonzero(delta)
+        ps.push_many({batch.keys[j]: delta[j].reshape(1, 1) for j in changed})
+
+    def _batch_gradient(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        w: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        """Predict with the pulled weights; the summed gradient per key."""
+        predictions = batch.margins(w)
+        for record, y_hat in zip(records, predictions.tolist(), strict=True):
+            ps.output(Prediction(y_hat, record.label, record.key))
+        residuals = np.nan_to_num(predictions - batch.labels, nan=0.0)
+        return batch.feature_sums(residuals)
+
+    def _learn_locally(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        w0: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        """SGD record by record on a copy of the pulled weights; the final weights."""
+        w = w0.copy()
+        for r, record in enumerate(records):
+            idx, x = batch.row(r)
+            y_hat = float(w[idx] @ x)
+            ps.output(Prediction(y_hat, record.label, record.key))
+            y = batch.labels[r]
+            if not np.isnan(y):
+                w[idx] -= self.lr * (y_hat - y) * x
+        return w

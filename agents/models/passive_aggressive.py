@@ -1,0 +1,72 @@
+"""PA-I binary classifier (Crammer et al., "Online Passive-Aggressive Algorithms", 2006).
+
+Labels > 0 are +1, others -1. Per record with margin ``m = w · x`` and hinge loss
+``l = max(0, 1 - y m)``, PA-I steps ``w += τ y x`` with ``τ = min(C, l / ‖x‖²)``. The
+model learns record by record on its local copy of the pulled weights and pushes the
+accumulated change once per key to an ``add`` shard.
+
+PA predicts the sign of the margin; :class:`~agents.api.Prediction` ``value`` is
+``1 / (1 + exp(-m))`` so that probability metrics such as logloss are defined, and
+``extra["margin"]`` carries ``m``. That value is a squashed margin, not a calibrated
+probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from agents.api import (
+    BatchParameterServerClient,
+    BatchWorkerLogic,
+    ParamSpec,
+    Prediction,
+    Task,
+    TrainingRecord,
+)
+from agents.models.hyper import positive
+from agents.models.maths import logistic
+from agents.models.sparse import make_hasher
+from tables.update_rules import Add
+
+
+class PassiveAggressive(BatchWorkerLogic):
+    """PA-I with aggressiveness ``C``: the largest step any one record may take."""
+
+    task: Task = "classification"
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        buckets: int = 2**20,
+        crosses: Collection[Sequence[str]] = (),
+        numeric: Collection[str] = (),
+    ) -> None:
+        self.C = positive("C", C)
+        self.hasher = make_hasher(buckets, crosses, numeric)
+        self.params = (ParamSpec("w", (1,), Add()),)
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        batch = self.hasher.encode(records)
+        pulled = await ps.pull_many(batch.keys)
+        w0 = np.array([pulled[key][0, 0] for key in batch.keys])
+        w = w0.copy()
+        for r, record in enumerate(records):
+            idx, x = batch.row(r)
+            margin = float(w[idx] @ x)
+            ps.output(Prediction(logistic(margin), record.label, record.key, {"margin": margin}))
+            label = batch.labels[r]
+            if np.isnan(label):
+                continue
+            y = 1.0 if label > 0 else -1.0
+            loss = 1.0 - y * margin
+            if loss > 0.0:
+                # ‖x‖² >= 1: the bias feature is always there.
+                tau = min(self.C, loss / float(x @ x))
+                w[idx] += tau * y * x
+        delta = w - w0
+        changed = np.flatnonzero(delta)
+        ps.push_many({batch.keys[j]: delta[j].reshape(1, 1) for j in changed})

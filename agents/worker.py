@@ -1,0 +1,176 @@
+"""The worker agent: logical worker ``w`` is partition ``w`` of the training topic.
+
+For each mini-batch of a partition it parses the records, runs the model's worker logic
+against :class:`KafkaPsClient` (one pull request per shard, answered on reply partition
+``w``), then sends one push per shard and the batch's predictions. The push for a batch is
+produced before the next batch's pulls, on the same shard partitions, so a worker always
+reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+
+import faust
+import numpy as np
+
+from agents.api import BatchWorkerLogic, ParamRegistry, Prediction, TrainingRecord
+from agents.metrics import ProgressiveMetrics
+from agents.replies import ReplyRouter
+from app.messages import Kind, PsMessage, encode_message
+from app.records import BadRecordError, parse_record
+from app.settings import JobSettings
+from tables.keys import group_by_shard
+
+log = logging.getLogger(__name__)
+
+
+class KafkaPsClient:
+    """The parameter-server client of one logical worker for one mini-batch."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: JobSettings,
+        registry: ParamRegistry,
+        router: ReplyRouter,
+        worker: int,
+        clock: int,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.registry = registry
+        self.router = router
+        self.worker = worker
+        self.clock = clock
+        self.shard_topic = settings.topic("shard")
+        self.deltas: dict[bytes, np.ndarray] = {}
+        self.predictions: list[Prediction] = []
+
+    async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        await self.router.ensure(self.worker)
+        by_shard = group_by_shard(list(dict.fromkeys(keys)), self.settings.shards)
+        replies = await asyncio.gather(
+            *(self._pull_shard(shard, shard_keys) for shard, shard_keys in by_shard.items())
+        )
+        values: dict[bytes, np.ndarray] = {}
+        for reply in replies:
+            for key, flat in zip(reply.keys, reply.values, strict=True):
+                values[key] = flat.reshape(self.registry.spec_for(key).slot_shape)
+        return values
+
+    async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
+        """Ask until answered: a shard may be moving to another process mid-request."""
+        while True:
+            request_id = random.getrandbits(63)
+            future = self.router.expect(request_id)
+            request = PsMessage(
+                Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id
+            )
+            await self.app.producer.send(
+                self.shard_topic, None, encode_message(request), shard, None, None
+            )
+            try:
+                return await asyncio.wait_for(future, self.settings.pull_timeout)
+            except TimeoutError:
+                self.router.forget(request_id)
+                log.warning(
+                    "worker %s: pull from shard %s timed out, asking again", self.worker, shard
+                )
+
+    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
+        for key, delta in deltas.items():
+            current = self.deltas.get(key)
+            self.deltas[key] = delta if current is None else current + delta
+
+    def output(self, prediction: Prediction) -> None:
+        self.predictions.append(prediction)
+
+    async def flush(self, first_offset: int, last_offset: int) -> None:
+        """One push per shard, covering training offsets first..last of this worker."""
+        keys = list(self.deltas)
+        for shard, shard_keys in group_by_shard(keys, self.settings.shards).items():
+            push = PsMessage(
+                Kind.PUSH,
+                self.worker,
+                shard_keys,
+                [self.deltas[k] for k in shard_keys],
+                clock=self.clock,
+                first_offset=first_offset,
+                last_offset=last_offset,
+            )
+            await self.app.producer.send(
+                self.shard_topic, None, encode_message(push), shard, None, None
+            )
+        self.deltas = {}
+
+
+def _prediction_json(prediction: Prediction, record: TrainingRecord) -> bytes:
+    body = asdict(prediction)
+    body["record_key"] = record.key.decode(errors="replace") if record.key else None
+    body.update(partition=record.partition, offset=record.offset)
+    return json.dumps(body).encode()
+
+
+def register_worker(
+    app: faust.App, settings: JobSettings, logic: BatchWorkerLogic, registry: ParamRegistry
+) -> None:
+    training = app.topic(
+        settings.input_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    router = ReplyRouter(settings.broker, settings.topic("replies"))
+    clocks: dict[int, int] = {}
+    metrics: dict[int, ProgressiveMetrics] = {}
+
+    @app.task
+    async def start_router() -> None:
+        await router.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_router(app: faust.App, **_: object) -> None:
+        await router.stop()
+
+    async def run_batch(worker: int, events: list[faust.EventT]) -> None:
+        records = []
+        for event in events:
+            try:
+                records.append(parse_record(event.value, worker, event.message.offset))
+            except BadRecordError as error:
+                log.warning(
+                    "worker %s: bad record at offset %s: %s", worker, event.message.offset, error
+                )
+        clock = clocks.get(worker, 0)
+        client = KafkaPsClient(app, settings, registry, router, worker, clock)
+        if records:
+            await logic.on_batch(records, client)
+        await client.flush(events[0].message.offset, events[-1].message.offset)
+        clocks[worker] = clock + 1
+        progress = metrics.setdefault(worker, ProgressiveMetrics(logic.task))
+        predictions_topic = settings.topic("predictions")
+        for prediction, record in zip(client.predictions, records, strict=False):
+            progress.add(prediction)
+            await app.producer.send(
+                predictions_topic,
+                record.key,
+                _prediction_json(prediction, record),
+                worker,
+                None,
+                None,
+            )
+        if progress.window_records >= settings.metrics_window:
+            report = json.dumps(progress.report(worker)).encode()
+            log.info("metrics %s", report.decode())
+            await app.producer.send(settings.topic("metrics"), None, report, None, None, None)
+
+    @app.agent(training)
+    async def train(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=0.1):
+            by_worker: dict[int, list[faust.EventT]] = {}
+            for event in events:
+                by_worker.setdefault(event.message.partition, []).append(event)
+            await asyncio.gather(*(run_batch(w, evs) for w, evs in by_worker.items()))

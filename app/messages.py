@@ -1,0 +1,129 @@
+"""Pull requests, pull replies and pushes: the messages on the shard and reply topics.
+
+One message carries one shard's keys for one mini-batch, so a worker sends one pull and
+one push per shard per mini-batch. Layout, little-endian:
+
+    header   magic "KM", version u8, kind u8, worker i32, clock i64, request_id u64,
+             first_offset i64, last_offset i64, n_keys u32, n_values u32
+    keys     (n_keys + 1) u32 end positions into the key blob, then the key blob
+    values   (replies and pushes) n_keys + 1 u64 element positions, then float64 data
+
+A reply's values for a key are all its slots (value and optimizer state), a push's
+values its delta slots; the receiver reshapes them with the parameter's spec.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+MAGIC = b"KM"
+VERSION = 1
+HEADER = struct.Struct("<2sBBiqQqqII")
+
+
+class Kind(IntEnum):
+    PULL = 1
+    REPLY = 2
+    PUSH = 3
+
+
+class MessageError(ValueError):
+    """Bytes that are not a valid kafka-ps message; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class PsMessage:
+    kind: Kind
+    worker: int
+    keys: Sequence[bytes]
+    values: Sequence[np.ndarray] = ()
+    clock: int = -1
+    request_id: int = 0
+    #: Training offsets a push covers (inclusive), for the per-worker high-water mark.
+    first_offset: int = -1
+    last_offset: int = -1
+
+
+def encode_message(message: PsMessage) -> bytes:
+    keys = list(message.keys)
+    key_ends = np.cumsum([len(key) for key in keys], dtype=np.uint32) if keys else []
+    parts = [
+        HEADER.pack(
+            MAGIC,
+            VERSION,
+            int(message.kind),
+            message.worker,
+            message.clock,
+            message.request_id,
+            message.first_offset,
+            message.last_offset,
+            len(keys),
+            len(message.values),
+        ),
+        np.concatenate([[0], key_ends]).astype("<u4").tobytes(),
+        b"".join(keys),
+    ]
+    if message.values:
+        if len(message.values) != len(keys):
+            raise MessageError(f"{len(message.values)} values for {len(keys)} keys")
+        sizes = [value.size for value in message.values]
+        parts.append(np.concatenate([[0], np.cumsum(sizes)]).astype("<u8").tobytes())
+        parts.append(np.concatenate([np.ravel(v) for v in message.values]).astype("<f8").tobytes())
+    return b"".join(parts)
+
+
+def decode_message(data: bytes) -> PsMessage:
+    """Parse and validate; anything malformed raises :class:`MessageError`."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MessageError(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    if len(view) < HEADER.size:
+        raise MessageError(f"{len(view)} bytes is shorter than the {HEADER.size}-byte header")
+    magic, version, kind, worker, clock, request_id, first, last, n_keys, n_values = (
+        HEADER.unpack_from(view)
+    )
+    if magic != MAGIC or version != VERSION:
+        raise MessageError(f"not a kafka-ps v{VERSION} message (magic {magic!r} v{version})")
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise MessageError(f"unknown message kind {kind}") from None
+    if n_values not in (0, n_keys):
+        raise MessageError(f"{n_values} values for {n_keys} keys")
+    position = HEADER.size
+    key_ends = _array(view, position, "<u4", n_keys + 1)
+    position += 4 * (n_keys + 1)
+    blob_size = int(key_ends[-1])
+    if key_ends[0] != 0 or np.any(np.diff(key_ends.astype(np.int64)) < 0):
+        raise MessageError("key positions are not ascending")
+    if position + blob_size > len(view):
+        raise MessageError("key blob runs past the end of the message")
+    blob = bytes(view[position : position + blob_size])
+    position += blob_size
+    bounds = key_ends.tolist()
+    keys = [blob[bounds[i] : bounds[i + 1]] for i in range(n_keys)]
+    values: list[np.ndarray] = []
+    if n_values:
+        ends = _array(view, position, "<u8", n_keys + 1)
+        position += 8 * (n_keys + 1)
+        total = int(ends[-1])
+        if ends[0] != 0 or np.any(np.diff(ends.astype(np.int64)) < 0):
+            raise MessageError("value positions are not ascending")
+        flat = _array(view, position, "<f8", total)
+        position += 8 * total
+        values = np.split(flat, ends[1:-1].astype(np.int64))
+    if position != len(view):
+        raise MessageError(f"{len(view) - position} unexpected trailing bytes")
+    return PsMessage(kind, worker, keys, values, clock, request_id, first, last)
+
+
+def _array(view: memoryview, position: int, dtype: str, count: int) -> np.ndarray:
+    size = np.dtype(dtype).itemsize * count
+    if position + size > len(view):
+        raise MessageError(f"message truncated: needs {position + size} bytes, has {len(view)}")
+    return np.frombuffer(view, dtype=dtype, count=count, offset=position)

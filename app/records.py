@@ -1,0 +1,293 @@
+"""The training-record wire format: JSON objects or msgpack maps, parsed strictly.
+
+A record is one object with these fields, all optional except that ``features`` or
+``dense`` must be there (either may be empty):
+
+==========  ===================================================================
+``features``  object: feature name -> number or string (sparse or categorical)
+``dense``     list of numbers (a dense feature vector)
+``label``     number; a record without one is only predicted, not learned from
+``key``       non-empty string: the record's own key (e.g. a user or event id)
+``ts``        number: event time in seconds
+==========  ===================================================================
+
+A field set to ``null`` (``nil``) counts as absent. Anything else is rejected with a
+:class:`BadRecordError` whose ``reason`` is one of :data:`REASONS`, so that a worker can
+send the record to the dead-letter topic with that reason in a header (invariant 6):
+undecodable bytes, unknown fields, wrong types (a boolean is not a number), NaN or
+infinite numbers, oversized records, too many features and feature names that would
+break parameter keys or feature crosses (``:``, ``=`` and ``&`` are their separators).
+
+The format is told by the first byte: a JSON object starts with ``{`` (after optional
+whitespace), a msgpack map with 0x80-0x8f, 0xde or 0xdf.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, get_args
+
+import msgpack
+import numpy as np
+
+from agents.api import TrainingRecord
+
+Format = Literal["json", "msgpack"]
+Reason = Literal[
+    "empty",
+    "too_large",
+    "malformed",
+    "not_object",
+    "unknown_field",
+    "wrong_type",
+    "non_finite",
+    "too_many_features",
+    "bad_feature_name",
+]
+REASONS: tuple[Reason, ...] = get_args(Reason)
+
+MAX_RECORD_BYTES = 1 << 20
+MAX_FEATURES = 10_000
+MAX_NAME_CHARS = 256
+FIELDS = frozenset({"features", "dense", "label", "key", "ts"})
+#: Characters a feature name must not contain: the parameter-key and cross separators.
+NAME_FORBIDDEN = frozenset(":=&")
+
+_JSON_WHITESPACE = b" \t\n\r"
+_MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class BadRecordError(ValueError):
+    """A record that must not reach a model; ``reason`` is short and machine-readable."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(reason, message)
+        self.reason: Reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    # Exact types: a decoded bool is not a number, and decoders make no subclasses.
+    return type(value) is int or type(value) is float
+
+
+def _finite(value: int | float, where: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise BadRecordError("non_finite", f"{where} is not finite: {_show(value)}")
+    return number
+
+
+def _number(value: object, where: str) -> float:
+    if not _is_number(value):
+        raise BadRecordError("wrong_type", f"{where} must be a number, got {_type_name(value)}")
+    return _finite(value, where)  # type: ignore[arg-type]
+
+
+def _features(value: object) -> dict[str, float | int | str]:
+    if not isinstance(value, dict):
+        raise BadRecordError("wrong_type", f"features must be an object, got {_type_name(value)}")
+    if len(value) > MAX_FEATURES:
+        raise BadRecordError(
+            "too_many_features", f"{len(value)} features, at most {MAX_FEATURES} allowed"
+        )
+    for name, feature in value.items():
+        if type(name) is not str:
+            raise BadRecordError(
+                "wrong_type", f"feature names must be strings, got {_type_name(name)}"
+            )
+        if not name or len(name) > MAX_NAME_CHARS or not NAME_FORBIDDEN.isdisjoint(name):
+            raise BadRecordError(
+                "bad_feature_name",
+                f"feature name {_show(name)} must have 1-{MAX_NAME_CHARS} characters "
+                "and none of ':', '=', '&'",
+            )
+        if type(feature) is str:
+            continue
+        if not _is_number(feature):
+            raise BadRecordError(
+                "wrong_type",
+                f"feature {_show(name)} must be a number or a string, got {_type_name(feature)}",
+            )
+        _finite(feature, f"feature {_show(name)}")
+    return value
+
+
+def _dense(value: object) -> np.ndarray:
+    if not isinstance(value, list):
+        raise BadRecordError("wrong_type", f"dense must be a list, got {_type_name(value)}")
+    for i, item in enumerate(value):
+        if not _is_number(item):
+            raise BadRecordError(
+                "wrong_type", f"dense[{i}] must be a number, got {_type_name(item)}"
+            )
+    try:
+        array = np.array(value, dtype=np.float64)
+    except OverflowError:
+        raise BadRecordError("non_finite", "dense has an integer too large for a float") from None
+    if not np.isfinite(array).all():
+        raise BadRecordError("non_finite", "dense has NaN or infinite values")
+    return array
+
+
+def _key(value: object) -> bytes:
+    if type(value) is not str:
+        raise BadRecordError("wrong_type", f"key must be a string, got {_type_name(value)}")
+    if not value:
+        raise BadRecordError("wrong_type", "key must not be empty")
+    return value.encode()
+
+
+def record_from_object(obj: object, partition: int = 0, offset: int = -1) -> TrainingRecord:
+    """Validate a decoded record object and build its :class:`TrainingRecord`."""
+    if not isinstance(obj, dict):
+        raise BadRecordError("not_object", f"a record must be an object, got {_type_name(obj)}")
+    unknown = [name for name in obj if name not in FIELDS]
+    if unknown:
+        raise BadRecordError(
+            "unknown_field",
+            f"unknown field {_show(unknown[0])}; known: {', '.join(sorted(FIELDS))}",
+        )
+    fields = {name: value for name, value in obj.items() if value is not None}
+    if "features" not in fields and "dense" not in fields:
+        raise BadRecordError("empty", "a record needs 'features' or 'dense'")
+    features = _features(fields["features"]) if "features" in fields else {}
+    dense = _dense(fields["dense"]) if "dense" in fields else None
+    label = _number(fields["label"], "label") if "label" in fields else None
+    key = _key(fields["key"]) if "key" in fields else None
+    ts = _number(fields["ts"], "ts") if "ts" in fields else None
+    return TrainingRecord(
+        features=features,
+        dense=dense,
+        label=label,
+        key=key,
+        timestamp=ts,
+        partition=partition,
+        offset=offset,
+    )
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise BadRecordError("malformed", "an object has a duplicate name")
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    raise BadRecordError("non_finite", f"JSON constant {name} is not allowed")
+
+
+def _decode(data: bytes) -> object:
+    if data[:1] and data[0] in _MSGPACK_MAP_BYTES:
+        kind = "msgpack"
+    elif data.lstrip(_JSON_WHITESPACE)[:1] == b"{":
+        kind = "JSON"
+    elif not data.strip(_JSON_WHITESPACE):
+        raise BadRecordError("empty", "the record is empty")
+    else:
+        raise BadRecordError(
+            "not_object", f"not a JSON object or msgpack map (starts with {_show(data[:8])})"
+        )
+    try:
+        if kind == "msgpack":
+            return msgpack.unpackb(
+                data, raw=False, strict_map_key=True, object_pairs_hook=_reject_duplicates
+            )
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+        if _SURROGATE_ESCAPE.search(data):
+            # JSON escapes can spell lone surrogates, which no later .encode() survives.
+            json.dumps(obj, ensure_ascii=False).encode()
+        return obj
+    except BadRecordError:
+        raise
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:
+        detail = str(error) or type(error).__name__
+        raise BadRecordError("malformed", f"not valid {kind}: {_show(detail, 120)}") from None
+
+
+def parse_record(
+    data: bytes, partition: int = 0, offset: int = -1, *, max_size: int = MAX_RECORD_BYTES
+) -> TrainingRecord:
+    """Parse one training record read at ``partition``/``offset``.
+
+    Raises :class:`BadRecordError` and nothing else, whatever the bytes.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BadRecordError("wrong_type", f"a record must be bytes, got {_type_name(data)}")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise BadRecordError("too_large", f"{len(data)} bytes, at most {max_size} allowed")
+    return record_from_object(_decode(data), partition, offset)
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds; anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def encode_record(
+    features: Mapping[str, float | int | str] | None = None,
+    dense: Iterable[float] | np.ndarray | None = None,
+    label: float | None = None,
+    key: str | None = None,
+    ts: float | None = None,
+    fmt: Format = "json",
+    *,
+    max_size: int = MAX_RECORD_BYTES,
+) -> bytes:
+    """One training record as bytes; it is validated first, so it always parses.
+
+    numpy scalars and arrays are accepted and written as plain numbers.
+    """
+    if fmt not in ("json", "msgpack"):
+        raise ValueError(f"fmt must be 'json' or 'msgpack', got {fmt!r}")
+    obj: dict[str, object] = {}
+    if features is not None:
+        obj["features"] = {name: _plain(value) for name, value in features.items()}
+    if dense is not None:
+        if isinstance(dense, np.ndarray) and dense.ndim != 1:
+            raise BadRecordError("wrong_type", f"dense must be 1-D, got shape {dense.shape}")
+        if isinstance(dense, np.ndarray) and dense.dtype.kind in "iuf":
+            obj["dense"] = dense.astype(np.float64).tolist()
+        else:
+            obj["dense"] = [_plain(value) for value in dense]
+    for name, value in (("label", label), ("key", key), ("ts", ts)):
+        if value is not None:
+            obj[name] = _plain(value)
+    record_from_object(obj)
+    try:
+        if fmt == "json":
+            data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            data = msgpack.packb(obj, use_bin_type=True)
+    except UnicodeEncodeError:
+        raise BadRecordError("malformed", "a string is not valid Unicode") from None
+    except OverflowError:
+        raise BadRecordError("wrong_type", "an integer does not fit in 64 bits") from None
+    if len(data) > max_size:
+        raise BadRecordError("too_large", f"{len(data)} bytes, at most {max_size} allowed")
+    return data

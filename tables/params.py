@@ -1,0 +1,69 @@
+"""Parameter declarations: what every key of a named parameter looks like on its shard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tables.init import ParamInit, Zeros
+from tables.keys import parse_key
+from tables.update_rules import UpdateRule
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One named parameter: every key ``<name>:<index>`` has this shape, init and rule.
+
+    ``init`` is the user's ``param_init(key) -> value`` and ``rule.apply`` their
+    ``param_update(value, delta) -> value``; both run on the shard that owns the key.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    rule: UpdateRule
+    init: ParamInit = field(default_factory=Zeros)
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+
+    @property
+    def n_slots(self) -> int:
+        return 1 + self.rule.n_state
+
+    @property
+    def slot_shape(self) -> tuple[int, ...]:
+        """Shape of a pulled value: all slots stacked."""
+        return (self.n_slots, *self.shape)
+
+    @property
+    def delta_shape(self) -> tuple[int, ...]:
+        return (self.rule.delta_slots, *self.shape)
+
+    def initial_slots(self, key: bytes) -> tuple[np.ndarray, ...]:
+        return self.rule.init_state(self.init(key, self.shape, self.dtype))
+
+
+class UnknownParameterError(KeyError):
+    """A key names a parameter the job does not declare."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown parameter"
+
+
+class ParamRegistry:
+    """The parameters of a job, found by the name part of a key."""
+
+    def __init__(self, specs: Sequence[ParamSpec]) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        if len(self.specs) != len(specs):
+            raise ValueError("parameter names must be unique")
+
+    def spec_for(self, key: bytes) -> ParamSpec:
+        try:
+            name, _ = parse_key(key)
+        except ValueError as error:
+            raise UnknownParameterError(str(error)) from error
+        spec = self.specs.get(name)
+        if spec is None:
+            raise UnknownParameterError(f"no parameter named {name!r}")
+        return spec

@@ -1,0 +1,80 @@
+"""One worker, one shard, plain SGD through Kafka equals sequential numpy SGD."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from app.client import produce, read_latest, wait_caught_up
+from app.messages import Kind, PsMessage, decode_message
+from app.records import encode_record
+from app.settings import JobSettings
+from app.worker import WorkerProcess
+from tables.codec import decode_record
+
+LR = 0.01
+
+
+def read_messages(bootstrap: str, topic: str) -> list[PsMessage]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
+    tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
+    _, end = consumer.get_watermark_offsets(tp, 10)
+    consumer.assign([tp])
+    messages: list[PsMessage] = []
+    while len(messages) < end:
+        messages += [decode_message(m.value()) for m in consumer.consume(500, 1.0)]
+    consumer.close()
+    return messages
+
+
+def test_one_worker_one_shard_equals_sequential_sgd(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 1,
+            "shards": 1,
+            "batch_size": 32,
+            "model": "tests.integration.logics:DenseSgd",
+            "model_params": {"dim": 4, "lr": LR},
+        }
+    )
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1500, 4))
+    y = x @ np.array([0.5, -1.0, 2.0, 0.25]) + rng.normal(scale=0.1, size=1500)
+    server = worker_factory("server", settings).start()
+    worker = worker_factory("worker", settings).start()
+    produce(
+        settings.broker,
+        settings.input_topic,
+        (
+            (None, encode_record(dense=list(row), label=float(label)), 0)
+            for row, label in zip(x, y, strict=True)
+        ),
+    )
+    wait_caught_up(settings.broker, settings.group("worker"), settings.input_topic, timeout=180)
+    wait_caught_up(settings.broker, settings.group("server"), settings.topic("shard"), timeout=60)
+    assert worker.terminate() == 0, worker.log_tail()
+    assert server.terminate() == 0, server.log_tail()
+
+    pushes = [
+        m for m in read_messages(settings.broker, settings.topic("shard")) if m.kind is Kind.PUSH
+    ]
+    covered = [(p.first_offset, p.last_offset) for p in pushes]
+    assert covered[0][0] == 0 and covered[-1][1] == len(x) - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(covered))
+    assert len(pushes) > 1
+
+    weights = np.zeros(4)
+    for push in pushes:
+        batch = slice(push.first_offset, push.last_offset + 1)
+        gradient = ((x[batch] @ weights - y[batch])[:, None] * x[batch]).sum(axis=0)
+        np.testing.assert_allclose(push.values[0], gradient, rtol=1e-9, atol=1e-9)
+        weights = weights - LR * gradient
+
+    stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
+    np.testing.assert_allclose(decode_record(stored[b"w:0"]).value, weights, atol=1e-6)
+    assert np.allclose(weights, [0.5, -1.0, 2.0, 0.25], atol=0.05)

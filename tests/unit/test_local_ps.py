@@ -1,0 +1,285 @@
+"""LocalParameterServer: both logic forms, mini-batch semantics, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from agents.api import (
+    BatchParameterServerClient,
+    BatchWorkerLogic,
+    ParameterServerClient,
+    ParamSpec,
+    Prediction,
+    TrainingRecord,
+    UnknownParameterError,
+    WorkerLogic,
+)
+from agents.local import Counters, LocalParameterServer
+from tables.init import Constant
+from tables.keys import param_key
+from tables.update_rules import AdaGrad, Add, BadDeltaError, Sgd
+
+COUNT = ParamSpec("count", (1,), Add(), dtype=np.dtype(np.int64))
+MEAN = ParamSpec("mean", (1,), Sgd(lr=0.1), Constant(1.0))
+
+
+def records(names: str) -> list[TrainingRecord]:
+    """One record per character, naming that key; label = position."""
+    return [
+        TrainingRecord(features={"k": c}, label=float(t), key=b"r%d" % t)
+        for t, c in enumerate(names)
+    ]
+
+
+def key_of(record: TrainingRecord, name: str = "count") -> bytes:
+    return param_key(name, str(record.features["k"]))
+
+
+def label_of(record: TrainingRecord) -> float:
+    assert record.label is not None
+    return record.label
+
+
+class RecordCounter(WorkerLogic):
+    """Counts records per key, record at a time; outputs the count it saw."""
+
+    params = (COUNT,)
+    task = "regression"
+
+    def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+        ps.pull(key_of(record))
+
+    def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None:
+        ps.output(Prediction(float(value[0, 0]), None, key))
+        ps.push(key, np.ones((1, 1), dtype=np.int64))
+
+
+class BatchCounter(BatchWorkerLogic):
+    """The same counting, a mini-batch at a time: one summed push per key."""
+
+    params = (COUNT,)
+    task = "regression"
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        keys = [key_of(r) for r in records]
+        pulled = await ps.pull_many(keys)
+        for key in keys:
+            ps.output(Prediction(float(pulled[key][0, 0]), None, key))
+        ps.push_many({key: np.array([[n]]) for key, n in Counter(keys).items()})
+
+
+class RecordMean(WorkerLogic):
+    """SGD on squared loss for a per-key mean, one gradient push per record."""
+
+    params = (MEAN,)
+    task = "regression"
+
+    def __init__(self) -> None:
+        self.waiting: list[TrainingRecord] = []
+
+    def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+        self.waiting.append(record)
+        ps.pull(key_of(record, "mean"))
+
+    def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None:
+        record = self.waiting.pop(0)
+        assert key == key_of(record, "mean")
+        estimate = float(value[0, 0])
+        ps.output(Prediction(estimate, record.label, record.key))
+        ps.push(key, np.array([[estimate - label_of(record)]]))
+
+
+class BatchMean(BatchWorkerLogic):
+    """The same SGD with one summed gradient per key per mini-batch."""
+
+    params = (MEAN,)
+    task = "regression"
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        keys = [key_of(r, "mean") for r in records]
+        pulled = await ps.pull_many(keys)
+        gradients: dict[bytes, float] = {}
+        for key, record in zip(keys, records, strict=True):
+            estimate = float(pulled[key][0, 0])
+            ps.output(Prediction(estimate, record.label, record.key))
+            gradients[key] = gradients.get(key, 0.0) + estimate - label_of(record)
+        ps.push_many({key: np.array([[g]]) for key, g in gradients.items()})
+
+
+class Scripted(BatchWorkerLogic):
+    """Pulls and pushes exactly what it is given, once per mini-batch."""
+
+    task = "regression"
+
+    def __init__(
+        self,
+        params: Sequence[ParamSpec],
+        pulls: Sequence[bytes],
+        pushes: Mapping[bytes, object],
+        repeat: int = 1,
+    ) -> None:
+        self.params = tuple(params)
+        self.pulls = list(pulls)
+        self.pushes = dict(pushes)
+        self.repeat = repeat
+        self.pulled: dict[bytes, np.ndarray] = {}
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        self.pulled = await ps.pull_many(self.pulls)
+        for _ in range(self.repeat):
+            for key, delta in self.pushes.items():
+                ps.push_many({key: delta})  # type: ignore[dict-item]
+
+
+STREAM = "abcabbacddaab" * 3
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 100])
+def test_record_and_batch_counting_agree(batch_size: int) -> None:
+    results = []
+    for logic in (RecordCounter(), BatchCounter()):
+        server = LocalParameterServer(logic.params, partitions=2)
+        predictions = server.run(logic, records(STREAM), batch_size)
+        results.append((predictions, server.snapshot(), server.counters))
+    (p_rec, s_rec, c_rec), (p_batch, s_batch, c_batch) = results
+    assert p_rec == p_batch
+    assert c_rec == c_batch  # the same traffic on the wire
+    assert s_rec.keys() == s_batch.keys()
+    for key, n in Counter(key_of(r) for r in records(STREAM)).items():
+        assert s_rec[key].tolist() == s_batch[key].tolist() == [n]
+
+
+def test_record_and_batch_sgd_agree() -> None:
+    stream = records("aabbbabcca" * 5)
+    results = []
+    for logic in (RecordMean(), BatchMean()):
+        server = LocalParameterServer(logic.params)
+        values = [p.value for p in server.run(logic, stream, 8)]
+        results.append((values, server.snapshot()))
+    (v_rec, s_rec), (v_batch, s_batch) = results
+    np.testing.assert_allclose(v_rec, v_batch, rtol=1e-12)
+    assert s_rec.keys() == s_batch.keys() == {param_key("mean", c) for c in "abc"}
+    for key in s_rec:
+        np.testing.assert_allclose(s_rec[key], s_batch[key], rtol=1e-12)
+
+
+def test_pushes_are_applied_at_the_end_of_the_mini_batch() -> None:
+    server = LocalParameterServer([COUNT])
+    predictions = server.run(RecordCounter(), records("aaaaaaa"), batch_size=3)
+    assert [p.value for p in predictions] == [0, 0, 0, 3, 3, 3, 6]
+    assert server.snapshot()[param_key("count", "a")].tolist() == [7]
+    # Per mini-batch: one pull and one push of the key, however many records name it.
+    assert server.counters == Counters(pulls=3, pushes=3, pull_messages=3, push_messages=3)
+
+
+def test_deltas_to_one_key_in_a_mini_batch_are_summed() -> None:
+    """As on Kafka, where a push message names each key once: AdaGrad sees (g1 + g2)²."""
+    spec = ParamSpec("w", (1,), AdaGrad(lr=1.0))
+    key = param_key("w", 0)
+    server = LocalParameterServer([spec])
+    server.run(Scripted([spec], [], {key: np.array([[1.0]])}, repeat=2), records("a"))
+    np.testing.assert_allclose(server.slots(key)[1], [4.0])
+
+
+def test_pulls_are_answered_in_pull_order_with_later_rounds() -> None:
+    class Echo(WorkerLogic):
+        params = (COUNT,)
+        task = "regression"
+
+        def __init__(self) -> None:
+            self.answered: list[bytes] = []
+
+        def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+            ps.pull(key_of(record))
+
+        def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None:
+            self.answered.append(key)
+            if key == param_key("count", "b"):
+                ps.pull(param_key("count", "z"))  # a pull made while answering
+
+    logic = Echo()
+    LocalParameterServer(logic.params).run(logic, records("cabac"), batch_size=10)
+    assert logic.answered == [param_key("count", c) for c in "cabacz"]
+
+
+def test_a_pull_does_not_store_and_values_are_copies() -> None:
+    spec = ParamSpec("w", (2,), Add(), Constant(3.0))
+    key = param_key("w", 0)
+    server = LocalParameterServer([spec])
+    logic = Scripted([spec], [key], {})
+    asyncio.run(server.arun(logic, records("x")))
+    np.testing.assert_array_equal(logic.pulled[key], [[3.0, 3.0]])
+    logic.pulled[key][0, :] = 99.0
+    assert server.snapshot() == {}
+    np.testing.assert_array_equal(server.slots(key)[0], [3.0, 3.0])
+
+
+@pytest.mark.parametrize("key", [b"nope:1", b"no-separator", b"\xff:1"])
+def test_unknown_parameters_are_refused(key: bytes) -> None:
+    server = LocalParameterServer([COUNT])
+    with pytest.raises(UnknownParameterError):
+        server.run(Scripted([COUNT], [key], {}), records("a"))
+    with pytest.raises(UnknownParameterError):
+        server.run(Scripted([COUNT], [], {key: np.ones((1, 1))}), records("a"))
+
+    class PullsUnknown(RecordCounter):
+        def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+            ps.pull(key)
+
+    with pytest.raises(UnknownParameterError):
+        server.run(PullsUnknown(), records("a"))
+    assert server.snapshot() == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones((2, 1)),  # wrong shape
+        np.array([[np.nan]]),
+        np.array([[np.inf]]),
+        np.array([["x"]]),
+        np.array([[True]]),
+        [[1.0], [1.0, 2.0]],  # ragged
+        np.array([[1e308]]),  # overflows the value
+    ],
+)
+def test_bad_deltas_are_refused_without_changing_state(bad: object) -> None:
+    spec = ParamSpec("w", (1,), Add(), Constant(1e308))
+    good, other = param_key("w", 0), param_key("w", 1)
+    server = LocalParameterServer([spec])
+    server.run(Scripted([spec], [], {good: np.array([[-1.0]])}), records("a"))
+    before = server.snapshot()
+    with pytest.raises(BadDeltaError):
+        # A good push to a new key comes first in the same mini-batch: all or nothing.
+        server.run(Scripted([spec], [], {other: np.array([[1.0]]), good: bad}), records("a"))
+    assert server.snapshot().keys() == before.keys()
+    np.testing.assert_array_equal(server.snapshot()[good], before[good])
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        LocalParameterServer([COUNT], partitions=0)
+    server = LocalParameterServer([COUNT])
+    with pytest.raises(ValueError, match="batch_size"):
+        server.run(BatchCounter(), records("a"), batch_size=0)
+    with pytest.raises(TypeError):
+        server.run(object(), records("a"))  # type: ignore[arg-type]
+
+
+def test_outputs_accumulate_across_runs() -> None:
+    server = LocalParameterServer([COUNT])
+    first = server.run(BatchCounter(), records("ab"))
+    second = server.run(BatchCounter(), records("a"))
+    assert server.outputs == first + second
+    assert second[0].value == 1

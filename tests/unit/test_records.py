@@ -1,0 +1,278 @@
+"""The training-record wire format: round trips, strict validation and a fuzz test."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import msgpack
+import numpy as np
+import pytest
+
+from app.records import (
+    MAX_FEATURES,
+    REASONS,
+    BadRecordError,
+    encode_record,
+    parse_record,
+)
+
+FORMATS = ["json", "msgpack"]
+
+
+def reason_of(data: bytes, **kw: int) -> str:
+    with pytest.raises(BadRecordError) as info:
+        parse_record(data, **kw)
+    assert info.value.reason in REASONS
+    return info.value.reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip(fmt: str) -> None:
+    data = encode_record(
+        features={"carrier": "UA", "hour": 5, "weight": 0.5, "caf\u00e9": "\u00e9t\u00e9"},
+        dense=[1, 2.5, -3e-9],
+        label=1,
+        key="flight-1",
+        ts=1357035300,
+        fmt=fmt,  # type: ignore[arg-type]
+    )
+    record = parse_record(data, partition=3, offset=42)
+    assert record.features == {
+        "carrier": "UA",
+        "hour": 5,
+        "weight": 0.5,
+        "caf\u00e9": "\u00e9t\u00e9",
+    }
+    assert type(record.features["hour"]) is int  # 1 and 1.0 hash apart, so ints stay ints
+    assert record.dense is not None and record.dense.dtype == np.float64
+    np.testing.assert_array_equal(record.dense, [1.0, 2.5, -3e-9])
+    assert record.label == 1.0 and record.key == b"flight-1" and record.timestamp == 1357035300.0
+    assert (record.partition, record.offset) == (3, 42)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_prediction_only_and_numpy_inputs(fmt: str) -> None:
+    data = encode_record(
+        features={"a": np.int64(7), "b": np.float32(0.25)},
+        dense=np.arange(3, dtype=np.int32),
+        ts=np.float64(1.5),
+        fmt=fmt,  # type: ignore[arg-type]
+    )
+    record = parse_record(data)
+    assert record.label is None and record.key is None
+    assert record.features == {"a": 7, "b": 0.25}
+    np.testing.assert_array_equal(record.dense, [0.0, 1.0, 2.0])
+    assert parse_record(encode_record(dense=[], fmt=fmt)).features == {}  # type: ignore[arg-type]
+
+
+def test_format_detection() -> None:
+    assert parse_record(b' \t\r\n{"features": {"a": 1}}\n').features == {"a": 1}
+    body = msgpack.packb("features") + msgpack.packb({"a": 1})
+    assert parse_record(b"\xde\x00\x01" + body).features == {"a": 1}  # map16
+    assert parse_record(b"\xdf\x00\x00\x00\x01" + body).features == {"a": 1}  # map32
+
+
+def test_null_fields_are_absent() -> None:
+    record = parse_record(b'{"features":{"a":"x"},"label":null,"key":null,"ts":null,"dense":null}')
+    assert record.label is None and record.key is None and record.dense is None
+
+
+BAD = [
+    (b"", "empty"),
+    (b" \n\t", "empty"),
+    (b"{}", "empty"),
+    (b'{"label":1}', "empty"),
+    (b"[1, 2]", "not_object"),
+    (b'"features"', "not_object"),
+    (b"\x93\x01\x02\x03", "not_object"),  # a msgpack array
+    (b"\xef\xbb\xbf{}", "not_object"),  # a UTF-8 byte-order mark
+    (b'{"features":{"a":1}', "malformed"),
+    (b'{"features":{"a":1}} {}', "malformed"),
+    (b'{"features":{"a":"\xff"}}', "malformed"),
+    (b'{"features":{"a":"\\ud800"}}', "malformed"),  # a lone surrogate
+    (b'{"features":{"a":1},"features":{"b":2}}', "malformed"),
+    (b'{"features":{"a":1,"a":2}}', "malformed"),
+    (b'{"features":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}", "malformed"),
+    (b"\x81\xa1a" * 100_000 + b"\xc0", "malformed"),  # msgpack nested too deep
+    (b"\x81\xa8features\xdf\xff\xff\xff\xff", "malformed"),  # map longer than the buffer
+    (b"\x81\xc1", "malformed"),  # a byte msgpack never uses
+    (b'{"features":{"a":1},"lable":1}', "unknown_field"),
+    (b'{"features":[1, 2]}', "wrong_type"),
+    (b'{"features":{"a":true}}', "wrong_type"),
+    (b'{"features":{"a":null}}', "wrong_type"),
+    (b'{"features":{"a":[1]}}', "wrong_type"),
+    (b'{"features":{"a":1},"label":true}', "wrong_type"),
+    (b'{"features":{"a":1},"label":"1"}', "wrong_type"),
+    (b'{"features":{"a":1},"key":7}', "wrong_type"),
+    (b'{"features":{"a":1},"key":""}', "wrong_type"),
+    (b'{"features":{"a":1},"ts":"2024-01-01"}', "wrong_type"),
+    (b'{"dense":[1, false]}', "wrong_type"),
+    (b'{"dense":{"0":1}}', "wrong_type"),
+    (b'{"features":{"a":NaN}}', "non_finite"),
+    (b'{"features":{"a":1},"label":Infinity}', "non_finite"),
+    (b'{"dense":[1, -Infinity]}', "non_finite"),
+    (b'{"dense":[1e999]}', "non_finite"),
+    (b'{"features":{"a":1},"label":1' + b"0" * 400 + b"}", "non_finite"),
+    (b'{"features":{"":1}}', "bad_feature_name"),
+    (b'{"features":{"a:b":1}}', "bad_feature_name"),
+    (b'{"features":{"a=b":1}}', "bad_feature_name"),
+    (b'{"features":{"a&b":1}}', "bad_feature_name"),
+    (b'{"features":{"' + b"n" * 257 + b'":1}}', "bad_feature_name"),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD, ids=[f"{r}-{i}" for i, (_, r) in enumerate(BAD)])
+def test_rejects(data: bytes, reason: str) -> None:
+    assert reason_of(data) == reason
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"features": {"a": float("nan")}}, "non_finite"),
+        ({"features": {"a": 1}, "label": float("inf")}, "non_finite"),
+        ({"features": {"a": b"raw"}}, "wrong_type"),
+        ({"features": {"a": msgpack.ExtType(5, b"x")}}, "wrong_type"),
+        ({"features": {b"a": 1}}, "wrong_type"),
+        ({b"features": {"a": 1}}, "unknown_field"),
+        ({"features": {"a": 1}, "label": False}, "wrong_type"),
+        ({"features": {"a": 1}, "key": b"k"}, "wrong_type"),
+    ],
+)
+def test_rejects_msgpack(obj: dict, reason: str) -> None:
+    assert reason_of(msgpack.packb(obj, use_bin_type=True)) == reason
+
+
+def test_size_limit() -> None:
+    data = encode_record(features={"a": "x" * 1000})
+    assert parse_record(data, max_size=len(data)).features["a"] == "x" * 1000
+    assert reason_of(data, max_size=len(data) - 1) == "too_large"
+    assert reason_of(b'{"features":{"a":"' + b"x" * (1 << 20) + b'"}}') == "too_large"
+    with pytest.raises(BadRecordError, match="too_large"):
+        encode_record(features={"a": "x" * 1000}, max_size=100)
+
+
+def test_feature_count_limit() -> None:
+    features = {f"f{i}": i for i in range(MAX_FEATURES)}
+    assert len(parse_record(encode_record(features, fmt="msgpack")).features) == MAX_FEATURES
+    features["one_more"] = 1
+    assert reason_of(json.dumps({"features": features}).encode()) == "too_many_features"
+
+
+def test_not_bytes() -> None:
+    with pytest.raises(BadRecordError, match="wrong_type"):
+        parse_record('{"features": {}}')  # type: ignore[arg-type]
+    assert parse_record(bytearray(b'{"features":{}}')).features == {}
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({}, "empty"),
+        ({"features": {"a": True}}, "wrong_type"),
+        ({"features": {"a": np.bool_(True)}}, "wrong_type"),
+        ({"features": {"a": float("nan")}}, "non_finite"),
+        ({"features": {"a:b": 1}}, "bad_feature_name"),
+        ({"features": {"a": "\ud800"}}, "malformed"),
+        ({"dense": np.zeros((2, 2))}, "wrong_type"),
+        ({"dense": np.array([1.0, np.inf])}, "non_finite"),
+        ({"dense": [1, "2"]}, "wrong_type"),
+        ({"features": {"a": 1}, "label": np.nan}, "non_finite"),
+        ({"features": {"a": 1}, "key": b"k"}, "wrong_type"),
+        ({"features": {"a": 2**70}, "fmt": "msgpack"}, "wrong_type"),
+    ],
+)
+def test_encode_validates(kw: dict, reason: str) -> None:
+    with pytest.raises(BadRecordError) as info:
+        encode_record(**kw)
+    assert info.value.reason == reason
+
+
+def test_encode_rejects_unknown_format() -> None:
+    with pytest.raises(ValueError, match="fmt"):
+        encode_record(features={"a": 1}, fmt="xml")  # type: ignore[arg-type]
+
+
+def test_error_carries_reason() -> None:
+    error = BadRecordError("wrong_type", "label must be a number")
+    assert isinstance(error, ValueError)
+    assert str(error) == "wrong_type: label must be a number"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.reason, copy.message) == ("wrong_type", "label must be a number")
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(7 if depth < 3 else 5)
+    if kind == 0:
+        return rng.randint(-(2**63), 2**64 - 1)
+    if kind == 1:
+        return rng.random() * 10 ** rng.randint(-5, 5)
+    if kind == 2:
+        return rng.choice([float("nan"), float("inf"), True, False, None, "", "a:b", "\x00"])
+    if kind == 3:
+        return "".join(rng.choice("ab:=&\u00e9") for _ in range(rng.randrange(4)))
+    if kind == 4:
+        return b"\x00\xff"
+    if kind == 5:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return _random_object(rng, depth + 1)
+
+
+def _random_object(rng: random.Random, depth: int = 0) -> dict[object, object]:
+    names = ["features", "features", "dense", "label", "key", "ts", "x", "a", ""]
+    return {rng.choice(names): _random_value(rng, depth) for _ in range(rng.randrange(6))}
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    buffer = bytearray(data)
+    for _ in range(rng.randrange(1, 4)):
+        op = rng.randrange(3)
+        if op == 0 and buffer:
+            buffer[rng.randrange(len(buffer))] = rng.getrandbits(8)
+        elif op == 1:
+            del buffer[rng.randrange(len(buffer) + 1) :]
+        else:
+            buffer.insert(rng.randrange(len(buffer) + 1), rng.getrandbits(8))
+    return bytes(buffer)
+
+
+def test_fuzz_raises_only_bad_record_error() -> None:
+    rng = random.Random(20240607)
+    seeds = [
+        encode_record({"a": 1, "b": "x", "c": 2.5}, dense=[1, 2], label=1, key="k", ts=3, fmt=fmt)
+        for fmt in ("json", "msgpack")
+    ]
+    outcomes: dict[str, int] = {}
+    for i in range(60_000):
+        kind = i % 3
+        if kind == 0:
+            data = _mutate(rng, rng.choice(seeds))
+        elif kind == 1:
+            head = bytes([rng.choice([0x7B, 0x81, 0x85, 0x8F, 0xDE, 0xDF, 0x20])])
+            data = head + rng.randbytes(rng.randrange(48))
+        else:
+            obj = _random_object(rng)
+            try:
+                if rng.random() < 0.5:
+                    data = msgpack.packb(obj, use_bin_type=True)
+                else:
+                    data = json.dumps(obj).encode()
+            except (TypeError, ValueError):  # bytes or bytes keys, which JSON cannot carry
+                continue
+            if rng.random() < 0.5:
+                data = _mutate(rng, data)
+        try:
+            record = parse_record(data)
+        except BadRecordError as error:
+            assert error.reason in REASONS
+            outcomes[error.reason] = outcomes.get(error.reason, 0) + 1
+        else:
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+            for name, value in record.features.items():
+                assert isinstance(name, str) and name and ":" not in name
+                assert type(value) is str or np.isfinite(float(value))  # type: ignore[arg-type]
+            assert record.dense is None or np.isfinite(record.dense).all()
+            assert record.label is None or np.isfinite(record.label)
+    assert outcomes.get("ok", 0) > 100 and len(outcomes) >= 6

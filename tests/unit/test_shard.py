@@ -1,0 +1,66 @@
+"""Shard logic: lazy init, exactly-once pushes by offset, and bad pushes change nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tables.codec import decode_record
+from tables.init import Constant
+from tables.params import ParamRegistry, ParamSpec
+from tables.shard import RejectedPush, Shard
+from tables.update_rules import make_rule
+
+
+def make_shard() -> tuple[Shard, dict[bytes, bytes]]:
+    table: dict[bytes, bytes] = {}
+    registry = ParamRegistry(
+        [
+            ParamSpec("w", (1,), make_rule("add"), init=Constant(0.5)),
+            ParamSpec("g", (2,), make_rule("adagrad", lr=0.1)),
+        ]
+    )
+    return Shard(table, registry), table
+
+
+def test_pull_of_an_unknown_key_initialises_without_storing() -> None:
+    shard, table = make_shard()
+    [w, g] = shard.pull([b"w:1", b"g:1"])
+    np.testing.assert_array_equal(w, [[0.5]])
+    assert g.shape == (2, 2)
+    assert table == {}
+
+
+def test_push_applies_once_per_offset() -> None:
+    shard, table = make_shard()
+    result = shard.push([b"w:1"], [np.array([1.0])], offset=10)
+    assert (result.applied, result.skipped) == (1, 0)
+    replay = shard.push([b"w:1"], [np.array([1.0])], offset=10)
+    assert (replay.applied, replay.skipped) == (0, 1)
+    assert replay.written == result.written
+    shard.push([b"w:1"], [np.array([2.0])], offset=11)
+    record = decode_record(table[b"w:1"])
+    assert record.offset == 11
+    np.testing.assert_array_equal(record.value, [3.5])
+
+
+@pytest.mark.parametrize(
+    ("keys", "deltas", "reason"),
+    [
+        ([b"w:1", b"x:1"], [np.ones(1), np.ones(1)], "unknown_parameter"),
+        ([b"w:1", b"g:1"], [np.ones(1), np.ones(3)], "wrong_shape"),
+        ([b"w:1", b"g:1"], [np.ones(1), np.array([1.0, np.nan])], "non_finite"),
+        ([b"w:1", b"w:1"], [np.ones(1), np.ones(1)], "malformed"),
+        ([b"no-colon"], [np.ones(1)], "unknown_parameter"),
+    ],
+)
+def test_a_bad_push_is_rejected_whole(
+    keys: list[bytes], deltas: list[np.ndarray], reason: str
+) -> None:
+    shard, table = make_shard()
+    shard.push([b"w:1"], [np.ones(1)], offset=1)
+    before = dict(table)
+    with pytest.raises(RejectedPush) as raised:
+        shard.push(keys, deltas, offset=2)
+    assert raised.value.reason == reason
+    assert table == before
