@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from agents.adapter import as_batch_logic
 from agents.api import BatchWorkerLogic, ParamRegistry
 from agents.counter import counter_topics, register_counter
 from agents.server import PARAMS_TABLE, register_server
@@ -44,10 +45,13 @@ def ps_topics(settings: JobSettings) -> list[TopicSpec]:
 
 
 def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
-    """A built-in model by name, or the user's own logic as ``package.module:factory``."""
+    """A built-in model by name, or the user's own logic as ``package.module:factory``.
+
+    Record-at-a-time logic is wrapped so that it runs on the same mini-batch path.
+    """
     if ":" in name:
         module, _, attribute = name.partition(":")
-        return getattr(importlib.import_module(module), attribute)(**params)
+        return as_batch_logic(getattr(importlib.import_module(module), attribute)(**params))
     from agents.models import make_model
 
     return make_model(name, **params)

@@ -4,11 +4,12 @@
 :class:`~agents.api.BatchWorkerLogic` over a list of records the way the Kafka runtime
 does, without a broker: records are cut into mini-batches; every pull in a mini-batch
 sees the state from before the mini-batch; pushes are applied at the end of the
-mini-batch. Like the runtime, which sends one push message per shard per mini-batch
-naming each key once, the deltas pushed to one key during a mini-batch are summed and
-applied as one, keys in the order of their first push. (For ``add``, ``sgd`` and
-``ftrl_additive`` that equals applying them one by one; for ``adagrad``, ``adam`` and
-``ftrl`` it does not.)
+mini-batch. Record-at-a-time logic runs through :func:`agents.adapter.as_batch_logic`,
+so both forms take one code path. Like the runtime, which sends one push message per
+shard per mini-batch naming each key once, the deltas pushed to one key during a
+mini-batch are summed and applied as one, keys in the order of their first push. (For
+``add``, ``sgd`` and ``ftrl_additive`` that equals applying them one by one; for
+``adagrad``, ``adam`` and ``ftrl`` it does not.)
 
 Shards are plain dicts ``key -> slots``. A key that was only pulled is not stored: its
 value is created from :meth:`~agents.api.ParamSpec.initial_slots` whenever it is read,
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agents.adapter import as_batch_logic
 from agents.api import (
     BatchWorkerLogic,
     ParamRegistry,
@@ -58,45 +60,37 @@ class Counters:
 
 
 class _Session:
-    """The client a logic sees during one mini-batch; implements both client protocols."""
+    """The batch client a logic sees during one mini-batch."""
 
     def __init__(self, server: LocalParameterServer) -> None:
         self._server = server
-        self.pending_pulls: list[bytes] = []
         #: Per key, the sum of this mini-batch's deltas.
         self.pushes: dict[bytes, np.ndarray] = {}
         self.outputs: list[Prediction] = []
 
-    def pull(self, key: bytes) -> None:
-        self._server.registry.spec_for(key)
-        self.pending_pulls.append(key)
-
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         return self._server.read(keys)
 
-    def push(self, key: bytes, delta: np.ndarray) -> None:
-        """Add ``delta`` to the key's push for this mini-batch.
+    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
+        """Add each delta to its key's push for this mini-batch.
 
         Shape and kind are checked here, so that deltas can be summed and a bad one is
         reported where it was pushed; the rest is checked when the push is applied.
         """
-        spec = self._server.registry.spec_for(key)
-        try:
-            delta = np.asarray(delta)
-        except (TypeError, ValueError) as error:
-            raise BadDeltaError(f"delta for {key!r} is not an array: {error}") from error
-        if delta.shape != spec.delta_shape or delta.dtype.kind not in "iuf":
-            raise BadDeltaError(
-                f"delta for {key!r} is {delta.dtype}{list(delta.shape)}, "
-                f"expected numbers of shape {list(spec.delta_shape)}"
-            )
-        current = self.pushes.get(key)
-        # A new array either way: the logic may reuse its buffer after pushing.
-        self.pushes[key] = delta.copy() if current is None else current + delta
-
-    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         for key, delta in deltas.items():
-            self.push(key, delta)
+            spec = self._server.registry.spec_for(key)
+            try:
+                array = np.asarray(delta)
+            except (TypeError, ValueError) as error:
+                raise BadDeltaError(f"delta for {key!r} is not an array: {error}") from error
+            if array.shape != spec.delta_shape or array.dtype.kind not in "iuf":
+                raise BadDeltaError(
+                    f"delta for {key!r} is {array.dtype}{list(array.shape)}, "
+                    f"expected numbers of shape {list(spec.delta_shape)}"
+                )
+            current = self.pushes.get(key)
+            # A new array either way: the logic may reuse its buffer after pushing.
+            self.pushes[key] = array.copy() if current is None else current + array
 
     def output(self, prediction: Prediction) -> None:
         self.outputs.append(prediction)
@@ -133,35 +127,15 @@ class LocalParameterServer:
         """:meth:`run` for callers already inside an event loop."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not isinstance(logic, WorkerLogic | BatchWorkerLogic):
-            raise TypeError(f"not a WorkerLogic or BatchWorkerLogic: {type(logic).__name__}")
+        batch_logic = as_batch_logic(logic)
         outputs: list[Prediction] = []
         for start in range(0, len(records), batch_size):
-            batch = records[start : start + batch_size]
             session = _Session(self)
-            if isinstance(logic, BatchWorkerLogic):
-                await logic.on_batch(batch, session)
-            else:
-                self._run_records(logic, batch, session)
+            await batch_logic.on_batch(records[start : start + batch_size], session)
             self._apply(session.pushes)
             outputs.extend(session.outputs)
         self.outputs.extend(outputs)
         return outputs
-
-    def _run_records(
-        self, logic: WorkerLogic, batch: Sequence[TrainingRecord], session: _Session
-    ) -> None:
-        """Record-at-a-time logic: every ``on_recv``, then the answers in pull order.
-
-        Pulls made while answering are answered in a further round of the same mini-batch.
-        """
-        for record in batch:
-            logic.on_recv(record, session)
-        while session.pending_pulls:
-            pulls, session.pending_pulls = session.pending_pulls, []
-            values = self.read(pulls)
-            for key in pulls:
-                logic.on_pull_recv(key, values[key].copy(), session)
 
     def read(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         """What a pull of ``keys`` returns: per key, its slots stacked as ``(n_slots, *shape)``.

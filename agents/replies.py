@@ -27,7 +27,7 @@ class ReplyRouter:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.consumer: AIOKafkaConsumer
+        self.consumer: AIOKafkaConsumer | None = None
         self.pending: dict[int, asyncio.Future[PsMessage]] = {}
         self.partitions: set[int] = set()
         self._lock = asyncio.Lock()
@@ -48,7 +48,8 @@ class ReplyRouter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        await self.consumer.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
 
     async def ensure(self, worker: int) -> None:
         """Make sure replies to logical worker ``worker`` are being read."""
@@ -58,14 +59,20 @@ class ReplyRouter:
             if worker in self.partitions:
                 return
             kept = {TopicPartition(self.topic, p) for p in self.partitions}
-            positions = {tp: await self.consumer.position(tp) for tp in kept}
+            consumer = self._started()
+            positions = {tp: await consumer.position(tp) for tp in kept}
             new = TopicPartition(self.topic, worker)
-            end = (await self.consumer.end_offsets([new]))[new]
-            self.consumer.assign([*kept, new])
+            end = (await consumer.end_offsets([new]))[new]
+            consumer.assign([*kept, new])
             for tp, position in positions.items():
-                self.consumer.seek(tp, position)
-            self.consumer.seek(new, end)
+                consumer.seek(tp, position)
+            consumer.seek(new, end)
             self.partitions.add(worker)
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            raise RuntimeError("the reply router has not been started")
+        return self.consumer
 
     def expect(self, request_id: int) -> asyncio.Future[PsMessage]:
         future: asyncio.Future[PsMessage] = asyncio.get_running_loop().create_future()
@@ -80,7 +87,7 @@ class ReplyRouter:
             if not self.partitions:
                 await asyncio.sleep(0.05)
                 continue
-            batches = await self.consumer.getmany(timeout_ms=100)
+            batches = await self._started().getmany(timeout_ms=100)
             for records in batches.values():
                 for record in records:
                     try:

@@ -86,7 +86,9 @@ class KafkaPsClient:
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         for key, delta in deltas.items():
             current = self.deltas.get(key)
-            self.deltas[key] = delta if current is None else current + delta
+            self.deltas[key] = (
+                np.array(delta, dtype=np.float64) if current is None else current + delta
+            )
 
     def output(self, prediction: Prediction) -> None:
         self.predictions.append(prediction)

@@ -41,7 +41,11 @@ def _worker(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from app.train import run_training
 
-    overrides: dict[str, object] = {"batch_size": args.batch_size}
+    overrides: dict[str, object] = {
+        "batch_size": args.batch_size,
+        "partitions": args.partitions,
+        "shards": args.shards,
+    }
     if args.model:
         overrides["model"] = args.model
     if args.model_params:
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--model", default=None, help="model name or package.module:factory")
         train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
         train.add_argument("--batch-size", type=int, default=256)
+        train.add_argument("--partitions", type=int, default=4, help="training partitions")
+        train.add_argument("--shards", type=int, default=4, help="parameter shards")
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser("produce", help="stream a data set into a training topic")

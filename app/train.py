@@ -17,16 +17,21 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from agents.api import Task
 from app.client import Record, group_lag, produce
-from app.datasets import DATASETS, RecordFields, load
+from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.records import encode_record
 from app.settings import REPO_ROOT, JobSettings
 from app.worker import WorkerProcess
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
+DEFAULT_PARAMS: dict[str, dict[str, object]] = {
+    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES]},
+}
 
 
 def training_records(
@@ -98,6 +103,80 @@ def _print_metrics(consumer: Consumer) -> None:
             print(f"  metrics: {shown}", flush=True)
 
 
+def run_job(
+    settings: JobSettings,
+    records: Iterable[RecordFields],
+    task: Task,
+    workers: int = 2,
+    servers: int = 1,
+    logs: Path | None = None,
+) -> Summary:
+    """Start ``servers`` + ``workers`` processes, stream ``records`` through, stop them all.
+
+    Returns once every record is learned and every push applied (consumer groups have
+    committed the ends of the training and shard topics).
+    """
+    logs = logs or settings.data_dir
+    processes = [
+        WorkerProcess(
+            job,
+            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
+            logs / f"{job}-{i}.log",
+        )
+        for job, count in (("server", servers), ("worker", workers))
+        for i in range(count)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_ready()
+        started = time.monotonic()
+        feeder = threading.Thread(
+            target=produce,
+            args=(
+                settings.broker,
+                settings.input_topic,
+                training_records(records, settings.partitions, 50_000),
+            ),
+        )
+        feeder.start()
+        _follow(settings, feeder, processes)
+        seconds = time.monotonic() - started
+    finally:
+        for process in processes:
+            if process.running:
+                process.terminate()
+    count, loss, accuracy = read_predictions(settings, task)
+    return Summary(count, loss, accuracy, seconds)
+
+
+def _follow(
+    settings: JobSettings, feeder: threading.Thread, processes: list[WorkerProcess]
+) -> None:
+    """Print the job's metrics until everything produced is learned and applied."""
+    metrics = Consumer(
+        {
+            "bootstrap.servers": settings.broker,
+            "group.id": f"{settings.app_id}-cli",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    metrics.subscribe([settings.topic("metrics")])
+    lags = (("worker", settings.input_topic), ("server", settings.topic("shard")))
+    try:
+        while feeder.is_alive() or any(
+            group_lag(settings.broker, settings.group(role), topic) for role, topic in lags
+        ):
+            _print_metrics(metrics)
+            for process in processes:
+                if not process.running:
+                    raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
+    finally:
+        metrics.close()
+        feeder.join()
+
+
 def run_training(
     dataset: str,
     workers: int = 2,
@@ -105,6 +184,7 @@ def run_training(
     limit: int | None = None,
     **overrides: object,
 ) -> Summary:
+    """``kps train``: a named data set through a fresh job on the configured broker."""
     spec = DATASETS[dataset]
     run = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     settings = JobSettings(
@@ -112,60 +192,12 @@ def run_training(
         input_topic=f"{run}-training",
         data_dir=REPO_ROOT / ".kps" / run,
         model=DEFAULT_MODELS[dataset],
+        model_params=DEFAULT_PARAMS.get(dataset, {}),
         metrics_window=20_000,
     ).model_copy(update=overrides)
-    processes = [
-        WorkerProcess(
-            job,
-            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
-            settings.data_dir / f"{job}-{i}.log",
-        )
-        for job, count in (("server", servers), ("worker", workers))
-        for i in range(count)
-    ]
     print(
         f"job {run}: {workers} worker and {servers} server processes, "
         f"{settings.partitions} training partitions, {settings.shards} shards, "
         f"model {settings.model}"
     )
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.wait_ready()
-    started = time.monotonic()
-    feeder = threading.Thread(
-        target=produce,
-        args=(
-            settings.broker,
-            settings.input_topic,
-            training_records(load(dataset, limit=limit), settings.partitions, 50_000),
-        ),
-    )
-    feeder.start()
-    metrics = Consumer(
-        {
-            "bootstrap.servers": settings.broker,
-            "group.id": f"{run}-cli",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    metrics.subscribe([settings.topic("metrics")])
-    try:
-        while feeder.is_alive() or any(
-            group_lag(settings.broker, settings.group(role), topic)
-            for role, topic in (
-                ("worker", settings.input_topic),
-                ("server", settings.topic("shard")),
-            )
-        ):
-            _print_metrics(metrics)
-            if not all(process.running for process in processes):
-                raise RuntimeError(f"a worker process died:\n{processes[0].log_tail()}")
-    finally:
-        metrics.close()
-        feeder.join()
-        seconds = time.monotonic() - started
-        for process in processes:
-            process.terminate()
-    records, loss, accuracy = read_predictions(settings, spec.task)
-    return Summary(records, loss, accuracy, seconds)
+    return run_job(settings, load(dataset, limit=limit), spec.task, workers, servers)

@@ -75,6 +75,7 @@ class WorkerProcess:
             raise RuntimeError(f"worker already running (pid {self.pid})")
         ensure_topics(self.settings.broker, JOBS[self.job].topics(self.settings))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
         env = {

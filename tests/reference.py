@@ -280,3 +280,21 @@ def sequential_mf(
         user_bias=user_bias,
         item_bias=item_bias,
     )
+
+
+def river_logistic(records: Iterable[Record], crosses: Sequence[Sequence[str]] = ()) -> Progressive:
+    """River's ``LogisticRegression`` (default SGD) on one-hot features plus crosses."""
+    from river import linear_model
+
+    model = linear_model.LogisticRegression()
+    predictions: list[float] = []
+    labels: list[float] = []
+    for record in records:
+        features, label = _features_label(record)
+        x = {f"{name}={value}": 1.0 for name, value in features.items()}
+        for cross in crosses:
+            x["&".join(f"{name}={features[name]}" for name in cross)] = 1.0
+        predictions.append(model.predict_proba_one(x).get(True, 0.5))
+        model.learn_one(x, label > 0)
+        labels.append(label)
+    return Progressive(predictions=np.array(predictions), labels=np.array(labels))

@@ -19,20 +19,14 @@ from typing import Literal
 
 import numpy as np
 
-from agents.api import (
-    BatchParameterServerClient,
-    BatchWorkerLogic,
-    ParamSpec,
-    Prediction,
-    Task,
-    TrainingRecord,
-)
+from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from agents.models.hashed import HashedLinearModel
 from agents.models.hyper import one_of, positive
-from agents.models.sparse import SparseBatch, make_hasher
+from agents.models.sparse import SparseBatch
 from tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
 
 
-class LinearRegression(BatchWorkerLogic):
+class LinearRegression(HashedLinearModel):
     """Least-squares regression; unlabelled records are predicted only."""
 
     task: Task = "regression"
@@ -51,7 +45,6 @@ class LinearRegression(BatchWorkerLogic):
         if local_sgd and rule != "sgd":
             raise ValueError("local_sgd pushes plain SGD deltas; it cannot use rule 'adagrad'")
         self.local_sgd = bool(local_sgd)
-        self.hasher = make_hasher(buckets, crosses, numeric)
         server_rule: UpdateRule
         if self.local_sgd:
             server_rule = Add()
@@ -59,20 +52,19 @@ class LinearRegression(BatchWorkerLogic):
             server_rule = Sgd(lr=self.lr)
         else:
             server_rule = AdaGrad(lr=self.lr)
-        self.params = (ParamSpec("w", (1,), server_rule),)
+        super().__init__(server_rule, buckets, crosses, numeric)
 
-    async def on_batch(
-        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
-    ) -> None:
-        batch = self.hasher.encode(records)
-        pulled = await ps.pull_many(batch.keys)
-        w0 = np.array([pulled[key][0, 0] for key in batch.keys])
+    def learn(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        state: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        w0 = state[:, 0]
         if self.local_sgd:
-            delta = self._learn_locally(records, batch, w0, ps) - w0
-        else:
-            delta = self._batch_gradient(records, batch, w0, ps)
-        changed = np.flatnonzero(delta)
-        ps.push_many({batch.keys[j]: delta[j].reshape(1, 1) for j in changed})
+            return self._learn_locally(records, batch, w0, ps) - w0
+        return self._batch_gradient(records, batch, w0, ps)
 
     def _batch_gradient(
         self,

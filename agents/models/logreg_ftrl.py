@@ -12,21 +12,15 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from agents.api import (
-    BatchParameterServerClient,
-    BatchWorkerLogic,
-    ParamSpec,
-    Prediction,
-    Task,
-    TrainingRecord,
-)
+from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from agents.models.hashed import HashedLinearModel
 from agents.models.hyper import non_negative, positive
 from agents.models.maths import logistic
-from agents.models.sparse import make_hasher
+from agents.models.sparse import SparseBatch
 from tables.update_rules import FtrlAdditive, ftrl_step, ftrl_weights
 
 
-class FtrlLogisticRegression(BatchWorkerLogic):
+class FtrlLogisticRegression(HashedLinearModel):
     """Binary classifier; labels > 0 are positive. Predicts P(positive) for every record."""
 
     task: Task = "classification"
@@ -45,17 +39,17 @@ class FtrlLogisticRegression(BatchWorkerLogic):
         self.beta = non_negative("beta", beta)
         self.l1 = non_negative("l1", l1)
         self.l2 = non_negative("l2", l2)
-        self.hasher = make_hasher(buckets, crosses, numeric)
         rule = FtrlAdditive(alpha=self.alpha, beta=self.beta, l1=self.l1, l2=self.l2)
-        self.params = (ParamSpec("w", (1,), rule),)
+        super().__init__(rule, buckets, crosses, numeric)
 
-    async def on_batch(
-        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
-    ) -> None:
-        batch = self.hasher.encode(records)
-        pulled = await ps.pull_many(batch.keys)
-        state = np.stack([pulled[key] for key in batch.keys])  # (keys, 3 slots: w z n, 1)
-        z0, n0 = state[:, 1, 0], state[:, 2, 0]
+    def learn(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        state: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        z0, n0 = state[:, 1], state[:, 2]  # the slots are w, z, n
         z, n = z0.copy(), n0.copy()
         hyper = (self.alpha, self.beta, self.l1, self.l2)
         for r, record in enumerate(records):
@@ -69,6 +63,4 @@ class FtrlLogisticRegression(BatchWorkerLogic):
                 continue
             g = (p - float(y > 0)) * x
             z[idx], n[idx] = ftrl_step(zi, ni, w, g, self.alpha)
-        delta = np.stack([z - z0, n - n0], axis=1)[:, :, None]  # (keys, 2, 1)
-        changed = np.flatnonzero(delta.any(axis=(1, 2)))
-        ps.push_many({batch.keys[j]: delta[j] for j in changed})
+        return np.stack([z - z0, n - n0], axis=1)  # (Δz, Δn) per key

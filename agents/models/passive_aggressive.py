@@ -17,21 +17,15 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from agents.api import (
-    BatchParameterServerClient,
-    BatchWorkerLogic,
-    ParamSpec,
-    Prediction,
-    Task,
-    TrainingRecord,
-)
+from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from agents.models.hashed import HashedLinearModel
 from agents.models.hyper import positive
 from agents.models.maths import logistic
-from agents.models.sparse import make_hasher
+from agents.models.sparse import SparseBatch
 from tables.update_rules import Add
 
 
-class PassiveAggressive(BatchWorkerLogic):
+class PassiveAggressive(HashedLinearModel):
     """PA-I with aggressiveness ``C``: the largest step any one record may take."""
 
     task: Task = "classification"
@@ -44,15 +38,16 @@ class PassiveAggressive(BatchWorkerLogic):
         numeric: Collection[str] = (),
     ) -> None:
         self.C = positive("C", C)
-        self.hasher = make_hasher(buckets, crosses, numeric)
-        self.params = (ParamSpec("w", (1,), Add()),)
+        super().__init__(Add(), buckets, crosses, numeric)
 
-    async def on_batch(
-        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
-    ) -> None:
-        batch = self.hasher.encode(records)
-        pulled = await ps.pull_many(batch.keys)
-        w0 = np.array([pulled[key][0, 0] for key in batch.keys])
+    def learn(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        state: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        w0 = state[:, 0]
         w = w0.copy()
         for r, record in enumerate(records):
             idx, x = batch.row(r)
@@ -67,6 +62,4 @@ class PassiveAggressive(BatchWorkerLogic):
                 # ‖x‖² >= 1: the bias feature is always there.
                 tau = min(self.C, loss / float(x @ x))
                 w[idx] += tau * y * x
-        delta = w - w0
-        changed = np.flatnonzero(delta)
-        ps.push_many({batch.keys[j]: delta[j].reshape(1, 1) for j in changed})
+        return w - w0

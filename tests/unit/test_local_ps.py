@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
+from agents.adapter import RecordLogicAdapter, as_batch_logic
 from agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
@@ -283,3 +284,79 @@ def test_outputs_accumulate_across_runs() -> None:
     second = server.run(BatchCounter(), records("a"))
     assert server.outputs == first + second
     assert second[0].value == 1
+
+
+class RecordingClient:
+    """A batch client that answers every pull with 5 and records every call."""
+
+    def __init__(self) -> None:
+        self.pulls: list[list[bytes]] = []
+        self.pushes: list[dict[bytes, np.ndarray]] = []
+        self.outputs: list[Prediction] = []
+
+    async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        self.pulls.append(list(keys))
+        return {key: np.full((1, 1), 5, dtype=np.int64) for key in keys}
+
+    def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
+        self.pushes.append(dict(deltas))
+
+    def output(self, prediction: Prediction) -> None:
+        self.outputs.append(prediction)
+
+
+def test_as_batch_logic_wraps_record_logic_and_passes_batch_logic_through() -> None:
+    batch = BatchCounter()
+    assert as_batch_logic(batch) is batch
+    record = RecordCounter()
+    adapted = as_batch_logic(record)
+    assert isinstance(adapted, RecordLogicAdapter) and adapted.logic is record
+    assert adapted.params == record.params and adapted.task == record.task
+    with pytest.raises(TypeError, match="not a WorkerLogic or BatchWorkerLogic"):
+        as_batch_logic(object())  # type: ignore[arg-type]
+
+
+def test_adapter_pulls_once_per_round_and_forwards_pushes_and_outputs() -> None:
+    client = RecordingClient()
+    asyncio.run(as_batch_logic(RecordCounter()).on_batch(records("abca"), client))
+    keys = [param_key("count", c) for c in "abca"]
+    assert client.pulls == [keys]
+    assert [p.record_key for p in client.outputs] == keys
+    assert [p.value for p in client.outputs] == [5.0] * 4
+    assert [list(push) for push in client.pushes] == [[key] for key in keys]
+    assert all(push[key].tolist() == [[1]] for push, key in zip(client.pushes, keys, strict=True))
+
+
+def test_adapter_answers_pulls_made_while_answering_in_a_further_round() -> None:
+    class Chain(RecordCounter):
+        """Pulls ``a``; its answer pulls ``b`` and ``c``; their answers pull nothing."""
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+            ps.pull(param_key("count", "a"))
+
+        def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None:
+            self.seen.append(int(value[0, 0]))
+            value[0, 0] = -1  # each answer is the logic's own copy
+            if key == param_key("count", "a"):
+                ps.pull(param_key("count", "b"))
+                ps.pull(param_key("count", "c"))
+
+    client, logic = RecordingClient(), Chain()
+    asyncio.run(as_batch_logic(logic).on_batch(records("xy"), client))
+    a, b, c = (param_key("count", name) for name in "abc")
+    assert client.pulls == [[a, a], [b, c, b, c]]
+    assert logic.seen == [5] * 6
+
+
+def test_adapter_refuses_an_unknown_key_where_it_is_pulled() -> None:
+    class PullsUnknown(RecordCounter):
+        def on_recv(self, record: TrainingRecord, ps: ParameterServerClient) -> None:
+            ps.pull(b"nope:1")
+
+    client = RecordingClient()
+    with pytest.raises(UnknownParameterError):
+        asyncio.run(as_batch_logic(PullsUnknown()).on_batch(records("a"), client))
+    assert client.pulls == []

@@ -1,0 +1,68 @@
+"""The shared frame of the linear models on hashed sparse features.
+
+Every such model stores one weight per hashed feature in parameter ``w`` (shape ``(1,)``)
+and handles a mini-batch the same way: encode the records (:class:`SparseBatch`), pull
+the keys they touch once, let the model predict and learn, and push once the keys whose
+delta is not zero. A subclass only says which update rule its shard applies and how it
+learns (:meth:`HashedLinearModel.learn`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from agents.api import (
+    BatchParameterServerClient,
+    BatchWorkerLogic,
+    ParamSpec,
+    TrainingRecord,
+)
+from agents.models.sparse import SparseBatch, make_hasher
+from tables.update_rules import UpdateRule
+
+
+class HashedLinearModel(BatchWorkerLogic):
+    """A :class:`BatchWorkerLogic` over parameter ``w``, one weight per hashed feature.
+
+    Subclasses check their own hyper-parameters first and then call ``__init__``, so that
+    a bad value is reported in the order of the signature (``buckets`` and the rest last).
+    """
+
+    def __init__(
+        self,
+        rule: UpdateRule,
+        buckets: int,
+        crosses: Collection[Sequence[str]],
+        numeric: Collection[str],
+    ) -> None:
+        self.hasher = make_hasher(buckets, crosses, numeric)
+        self.params: tuple[ParamSpec, ...] = (ParamSpec(self.hasher.name, (1,), rule),)
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        batch = self.hasher.encode(records)
+        pulled = await ps.pull_many(batch.keys)
+        state = np.stack([pulled[key][:, 0] for key in batch.keys])
+        delta = self.learn(records, batch, state, ps)
+        changed = np.flatnonzero(delta.reshape(len(batch.keys), -1).any(axis=1))
+        delta_shape = self.params[0].delta_shape
+        ps.push_many({batch.keys[j]: delta[j].reshape(delta_shape) for j in changed})
+
+    @abstractmethod
+    def learn(
+        self,
+        records: Sequence[TrainingRecord],
+        batch: SparseBatch,
+        state: np.ndarray,
+        ps: BatchParameterServerClient,
+    ) -> np.ndarray:
+        """Output a prediction per record and learn from the mini-batch; return the deltas.
+
+        ``state[j]`` holds the pulled slots of ``batch.keys[j]`` (the weight, then the
+        rule's state). The result has one row per key, of the rule's ``delta_slots``
+        numbers (or one number per key for a one-slot delta); all-zero rows are not pushed.
+        """

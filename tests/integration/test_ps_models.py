@@ -1,0 +1,94 @@
+"""Built-in models trained end to end through Kafka on real data, against sequential references."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from app.datasets import FLIGHT_CROSSES, flights, movielens
+from app.settings import JobSettings
+from app.train import run_job
+from app.worker import settings_env
+from tests.reference import river_logistic, sequential_mf
+
+MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}
+
+
+def test_flights_logistic_regression_is_within_2_percent_of_river(
+    job_settings: JobSettings, tmp_path: Path
+) -> None:
+    records = list(flights(limit=60_000))
+    crosses = [list(cross) for cross in FLIGHT_CROSSES]
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 4,
+            "batch_size": 32,
+            "model": "logreg_ftrl",
+            "model_params": {"crosses": crosses},
+        }
+    )
+    summary = run_job(settings, records, "classification", workers=2, servers=1, logs=tmp_path)
+    river = river_logistic(records, crosses=FLIGHT_CROSSES).logloss
+    assert summary.records == len(records)
+    assert summary.loss <= river * 1.02, (summary.loss, river)
+
+
+def read_model_updates(bootstrap: str, topic: str, partitions: int) -> dict[str, np.ndarray]:
+    """A plain consumer decoding the documented format (docs/formats.md) by hand."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-plain"})
+    latest: dict[str, np.ndarray] = {}
+    for partition in range(partitions):
+        tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
+        low, high = consumer.get_watermark_offsets(tp, 10)
+        consumer.assign([tp])
+        seen = 0
+        while seen < high - low:
+            for message in consumer.consume(1000, 1.0):
+                seen += 1
+                value = message.value()
+                magic, version, dtype, ndim, _slots, _rule, _offset, _clock = struct.unpack_from(
+                    "<2sBBBBHqq", value
+                )
+                assert (magic, version, dtype) == (b"KP", 1, 2)
+                shape = struct.unpack_from(f"<{ndim}I", value, 24)
+                size = int(np.prod(shape))
+                latest[message.key().decode()] = np.frombuffer(
+                    value, "<f8", size, 24 + 4 * ndim
+                ).reshape(shape)
+    consumer.close()
+    return latest
+
+
+def test_matrix_factorisation_on_ml100k_and_the_model_updates_topic(
+    job_settings: JobSettings, tmp_path: Path
+) -> None:
+    records = list(movielens("ml-100k"))
+    settings = job_settings.model_copy(
+        update={"partitions": 2, "shards": 4, "batch_size": 32, "model": "mf", "model_params": MF}
+    )
+    summary = run_job(settings, records, "regression", workers=2, servers=1, logs=tmp_path)
+    reference = sequential_mf(
+        records, k=16, lr=0.01, reg=0.05, init_std=0.1, seed=0, global_mean=3.5
+    ).rmse
+    assert summary.records == len(records)
+    assert summary.loss <= reference * 1.02, (summary.loss, reference)
+
+    topic = settings.topic("model-updates")
+    plain = read_model_updates(settings.broker, topic, settings.shards)
+    users = {record["features"]["user"] for record in records}
+    assert sum(key.startswith("u:") for key in plain) == len(users)
+    out = tmp_path / "model.npz"
+    env = {**settings_env(settings), "PATH": str(Path(sys.executable).parent)}
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "model", "--out", str(out)], env=env, check=True
+    )
+    exported = np.load(out)
+    assert set(exported.files) == set(plain)
+    for key, value in plain.items():
+        np.testing.assert_array_equal(exported[key], value)
