@@ -14,8 +14,13 @@ Two forms of worker logic:
   ``ps.push_many(deltas)``. The built-in models use this form for speed.
 
 Server logic is the :class:`ParamSpec` of each parameter: its shape, its initialiser
-(``param_init(key) -> value``) and its update rule (``param_update(value, delta) ->
-value``), both applied by the shard that owns the key.
+and its update rule, both run by the shard that owns the key. Built-in rules are add,
+SGD, AdaGrad, Adam and FTRL-Proximal (``tables.update_rules.make_rule``); a user's own
+functions plug in as ``ParamSpec(..., rule=ParamUpdate(param_update),
+init=ParamInitFunction(param_init))`` with ``param_update(value, delta) -> value`` and
+``param_init(key) -> value``.
+
+Within a mini-batch, deltas pushed to one key are summed and sent as one push.
 """
 
 from __future__ import annotations
@@ -27,13 +32,17 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from tables.init import ParamInitFunction
 from tables.params import ParamRegistry, ParamSpec, UnknownParameterError
+from tables.update_rules import ParamUpdate
 
 __all__ = [
     "BatchParameterServerClient",
     "BatchWorkerLogic",
+    "ParamInitFunction",
     "ParamRegistry",
     "ParamSpec",
+    "ParamUpdate",
     "ParameterServerClient",
     "Prediction",
     "Task",

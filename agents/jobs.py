@@ -70,7 +70,7 @@ def _register_workers(app: faust.App, settings: JobSettings) -> None:
 JOBS: dict[str, Job] = {
     # Shards and workers run in processes of their own, in consumer groups of their own:
     # a Faust process delivers all its topics through one conductor, so a worker blocked
-    # on a pull would stop its own process's shards from answering (docs/flow-control.md).
+    # on a pull would stop its own process's shards from answering (docs/architecture.md).
     "server": Job(_register_servers, ps_topics, role="server"),
     "worker": Job(_register_workers, ps_topics, role="worker"),
     "counter": Job(register_counter, counter_topics),

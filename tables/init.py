@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from tables.keys import stable_hash
 
@@ -144,3 +144,22 @@ def make_init(name: str, **kw: float) -> ParamInit:
         return cls(**kw)
     except TypeError as error:
         raise ValueError(f"bad arguments for initialiser {name!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class ParamInitFunction(ParamInit):
+    """The user's own ``param_init(key) -> value``, run on the shard on a key's first use.
+
+    It must be deterministic in the key (every process and every replay must create the
+    same value); the result is checked against the parameter's shape.
+    """
+
+    init: Callable[[bytes], ArrayLike]
+
+    def __call__(
+        self, key: bytes, shape: Sequence[int], dtype: DTypeLike = np.float32
+    ) -> np.ndarray:
+        value = np.asarray(self.init(key), dtype=dtype)
+        if value.shape != tuple(shape):
+            raise ValueError(f"param_init({key!r}) gave shape {value.shape}, not {tuple(shape)}")
+        return value

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -304,6 +305,32 @@ class FtrlAdditive(Ftrl):
         z = z + delta[0]
         n = n + delta[1]
         return (self.weights(z, n), z, n)
+
+
+@dataclass(frozen=True)
+class ParamUpdate(UpdateRule):
+    """The user's own ``param_update(value, delta) -> value``, run on the shard.
+
+    It gets the current value and one pushed delta (both of the parameter's shape) and
+    returns the new value; the usual checks (shape, dtype, finiteness) still apply, so a
+    buggy function cannot corrupt the model. It has no name in :data:`UPDATE_RULES`: a
+    function is passed to :class:`~tables.params.ParamSpec` directly.
+    """
+
+    update: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    name: ClassVar[str] = "param_update"
+    rule_id: ClassVar[int] = 100
+    n_state: ClassVar[int] = 0
+
+    def _init(self, value: np.ndarray) -> Slots:
+        return (value,)
+
+    def _step(self, slots: Slots, delta: np.ndarray) -> Slots:
+        new = np.asarray(self.update(slots[0].copy(), delta[0]), dtype=slots[0].dtype)
+        if new.shape != slots[0].shape:
+            raise BadDeltaError(f"param_update returned shape {new.shape}, not {slots[0].shape}")
+        return (new,)
 
 
 UPDATE_RULES: dict[str, type[UpdateRule]] = {

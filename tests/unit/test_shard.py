@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tables.codec import decode_record
-from tables.init import Constant
+from tables.init import Constant, ParamInitFunction
 from tables.params import ParamRegistry, ParamSpec
 from tables.shard import RejectedPush, Shard
-from tables.update_rules import make_rule
+from tables.update_rules import ParamUpdate, make_rule
 
 
 def make_shard() -> tuple[Shard, dict[bytes, bytes]]:
@@ -64,3 +64,29 @@ def test_a_bad_push_is_rejected_whole(
         shard.push(keys, deltas, offset=2)
     assert raised.value.reason == reason
     assert table == before
+
+
+def test_user_param_init_and_param_update_run_on_the_shard() -> None:
+    def param_init(key: bytes) -> np.ndarray:
+        return np.full(2, float(key.split(b":")[1]))
+
+    def param_update(value: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        return np.maximum(value, delta)
+
+    spec = ParamSpec("m", (2,), ParamUpdate(param_update), init=ParamInitFunction(param_init))
+    table: dict[bytes, bytes] = {}
+    shard = Shard(table, ParamRegistry([spec]))
+    np.testing.assert_array_equal(shard.pull([b"m:3"])[0], [[3.0, 3.0]])
+    shard.push([b"m:3"], [np.array([1.0, 7.0])], offset=0)
+    np.testing.assert_array_equal(decode_record(table[b"m:3"]).value, [3.0, 7.0])
+    with pytest.raises(RejectedPush, match="non_finite"):
+        shard.push([b"m:3"], [np.array([1.0, np.inf])], offset=1)
+    assert decode_record(table[b"m:3"]).offset == 0
+
+
+def test_a_user_param_update_that_breaks_the_shape_is_rejected() -> None:
+    spec = ParamSpec("m", (2,), ParamUpdate(lambda value, delta: np.zeros(3)))
+    table: dict[bytes, bytes] = {}
+    with pytest.raises(RejectedPush, match="bad_delta"):
+        Shard(table, ParamRegistry([spec])).push([b"m:1"], [np.ones(2)], offset=0)
+    assert table == {}
