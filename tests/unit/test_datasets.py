@@ -18,9 +18,11 @@ from app.datasets import (
     DATASETS,
     FLIGHT_CROSSES,
     FLIGHT_FEATURES,
+    FLIGHTS_DENSE_DIM,
     MOVIELENS_FEATURES,
     DatasetUnavailableError,
     flights,
+    flights_dense,
     flights_frame,
     load,
     movielens_frame,
@@ -98,9 +100,21 @@ def test_ml_1m() -> None:
     assert 3.5 < frame["label"].mean() < 3.65
 
 
+def test_flights_dense_matches_the_sparse_stream() -> None:
+    sparse = list(flights(limit=500))
+    dense = list(flights_dense(limit=500))
+    assert [r["key"] for r in dense] == [r["key"] for r in sparse]
+    assert [r["label"] for r in dense] == [r["label"] for r in sparse]
+    vectors = np.array([r["dense"] for r in dense])
+    assert vectors.shape == (500, FLIGHTS_DENSE_DIM)
+    assert np.isfinite(vectors).all() and (vectors >= 0).all() and (vectors <= 1.1).all()
+    assert (vectors[:, 7:10].sum(axis=1) == 1).all()  # one origin each
+    assert (vectors[:, 10:].sum(axis=1) == 1).all()  # one carrier each
+
+
 def test_registry() -> None:
-    assert set(DATASETS) == {"flights", "ml-100k", "ml-1m"}
-    assert DATASETS["flights"].task == "classification"
+    assert set(DATASETS) == {"flights", "flights-dense", "ml-100k", "ml-1m"}
+    assert DATASETS["flights"].task == DATASETS["flights-dense"].task == "classification"
     assert DATASETS["ml-100k"].task == DATASETS["ml-1m"].task == "regression"
     with pytest.raises(ValueError, match="unknown data set 'nope'; known: flights"):
         load("nope")
