@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,3 +178,51 @@ def decode_record(data: bytes | bytearray | memoryview) -> ParamRecord:
         slot.flags.writeable = False
         slots.append(slot)
     return ParamRecord(tuple(slots), offset=offset, clock=clock, rule_id=rule_id)
+
+
+def _header_template(n_slots: int, shape: tuple[int, ...], dtype: np.dtype, rule_id: int) -> bytes:
+    wire = np.dtype(dtype).newbyteorder("<")
+    header = HEADER.pack(
+        MAGIC, FORMAT_VERSION, DTYPE_CODES[wire], len(shape), n_slots, rule_id, -1, -1
+    )
+    return header + b"".join(DIM.pack(d) for d in shape)
+
+
+def encode_batch(slots: np.ndarray, offset: int, rule_id: int, clock: int = -1) -> list[bytes]:
+    """Records for ``m`` parameters of one layout at once: ``slots`` is ``(m, n_slots, *shape)``.
+
+    Byte for byte what :func:`encode_record` writes for each row, without per-record checks.
+    """
+    m, n_slots, *shape = slots.shape
+    wire = slots.dtype.newbyteorder("<")
+    template = bytearray(_header_template(n_slots, tuple(shape), wire, rule_id))
+    struct.pack_into("<qq", template, 8, offset, clock)
+    header = bytes(template)
+    raw = np.ascontiguousarray(slots, dtype=wire).tobytes()
+    size = len(raw) // m if m else 0
+    return [header + raw[i * size : (i + 1) * size] for i in range(m)]
+
+
+def decode_batch(
+    blobs: Sequence[bytes], n_slots: int, shape: tuple[int, ...], dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Slots ``(m, n_slots, *shape)`` and offsets ``(m,)`` of records of one layout.
+
+    Returns None when any record has another layout (length, dtype, shape or slot count),
+    so that the caller can fall back to :func:`decode_record`, which says what is wrong.
+    """
+    template = _header_template(n_slots, shape, np.dtype(dtype), 0)
+    length = (
+        len(template) + n_slots * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    )
+    if not blobs or any(len(blob) != length for blob in blobs):
+        return None
+    rows = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), length)
+    expected = np.frombuffer(template, dtype=np.uint8)
+    layout = np.r_[0:6, HEADER.size : len(template)]
+    if not (rows[:, layout] == expected[layout]).all():
+        return None
+    offsets = rows[:, 8:16].copy().view("<i8").ravel()
+    wire = np.dtype(dtype).newbyteorder("<")
+    values = rows[:, len(template) :].copy().view(wire).reshape(len(blobs), n_slots, *shape)
+    return values, offsets

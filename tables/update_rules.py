@@ -70,6 +70,9 @@ class UpdateRule(ABC):
     delta_slots: ClassVar[int] = 1
     #: Whether the rule only makes sense for floating-point values.
     float_only: ClassVar[bool] = True
+    #: Whether the rule acts element by element, so many parameters can be stacked and
+    #: updated in one call (a shard applies a push that way).
+    elementwise: ClassVar[bool] = True
 
     def init_state(self, value: np.ndarray) -> Slots:
         """The full slots tuple (value first) for a freshly initialised parameter."""
@@ -322,6 +325,7 @@ class ParamUpdate(UpdateRule):
     name: ClassVar[str] = "param_update"
     rule_id: ClassVar[int] = 100
     n_state: ClassVar[int] = 0
+    elementwise: ClassVar[bool] = False
 
     def _init(self, value: np.ndarray) -> Slots:
         return (value,)
