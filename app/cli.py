@@ -67,10 +67,18 @@ def _produce(args: argparse.Namespace) -> int:
     from app.train import training_records
 
     settings = JobSettings()
+    if args.file:
+        from pathlib import Path
+
+        from app.sources import read_file
+
+        records = read_file(Path(args.file), args.label, args.key)
+    else:
+        records = load(args.dataset, limit=args.limit)
     sent = produce(
         settings.broker,
         args.topic or settings.input_topic,
-        training_records(load(args.dataset, limit=args.limit), args.partitions, 50_000),
+        training_records(records, args.partitions, 10_000),
     )
     print(f"produced {sent:,} records")
     return 0
@@ -116,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     produce = commands.add_parser("produce", help="stream a data set into a training topic")
     produce.add_argument("--dataset", default="flights")
+    produce.add_argument("--file", default=None, help="a .jsonl or .csv file instead of a data set")
+    produce.add_argument("--label", default="label", help="CSV: the label column")
+    produce.add_argument("--key", default=None, help="CSV: the record-key column")
     produce.add_argument("--topic", default=None, help="default: KPS_INPUT_TOPIC")
     produce.add_argument("--partitions", type=int, default=4)
     produce.add_argument("--limit", type=int, default=None)

@@ -15,16 +15,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agents.api import Task
 from app.client import Record, group_lag, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
-from app.records import encode_record
+from app.records import BadRecordError, encode_record
 from app.settings import REPO_ROOT, JobSettings
 from app.worker import WorkerProcess
 
@@ -35,14 +36,21 @@ DEFAULT_PARAMS: dict[str, dict[str, object]] = {
 
 
 def training_records(
-    records: Iterable[RecordFields], partitions: int, progress_every: int = 0
+    records: Iterable[Mapping[str, Any]], partitions: int, progress_every: int = 0
 ) -> Iterator[Record]:
     """Time-ordered records dealt round-robin, so every partition stays in time order."""
-    for i, fields in enumerate(records):
-        if progress_every and i and i % progress_every == 0:
-            print(f"  produced {i:,} records", file=sys.stderr, flush=True)
+    count = 0
+    for count, fields in enumerate(records, 1):
         key = fields.get("key")
-        yield (key.encode() if key else None), encode_record(**fields), i % partitions
+        try:
+            value = encode_record(**fields)
+        except (BadRecordError, TypeError) as error:
+            raise ValueError(f"record {count}: {error}") from None
+        yield (key.encode() if key else None), value, (count - 1) % partitions
+        if progress_every and count % progress_every == 0:
+            print(f"\r  produced {count:>10,} records", end="", file=sys.stderr, flush=True)
+    if progress_every:
+        print(f"\r  produced {count:>10,} records", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
