@@ -39,6 +39,7 @@ def ps_topics(settings: JobSettings) -> list[TopicSpec]:
         TopicSpec(settings.topic("replies"), workers),
         TopicSpec(settings.topic("predictions"), workers),
         TopicSpec(settings.topic("metrics"), 1),
+        TopicSpec(settings.topic("dead-letters"), 1),
         TopicSpec(settings.topic("model-updates"), shards, compacted=True),
         TopicSpec(settings.topic(f"server-{PARAMS_TABLE}-changelog"), shards, compacted=True),
     ]

@@ -10,11 +10,10 @@ partition ``shard_of(key, P)`` by the workers.
 
 from __future__ import annotations
 
-import logging
-
 import faust
 
 from agents.api import ParamRegistry, UnknownParameterError
+from agents.dead_letters import DeadLetters
 from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from app.settings import JobSettings
 from tables.keys import shard_of
@@ -22,8 +21,6 @@ from tables.rocksdb import rocksdb_options
 from tables.shard import RejectedPush, Shard
 
 PARAMS_TABLE = "params"
-
-log = logging.getLogger(__name__)
 
 
 class ModelPublisher:
@@ -64,6 +61,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     )
     reply_topic = settings.topic("replies")
     publisher = ModelPublisher(app, settings.topic("model-updates"), settings.shards)
+    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
 
     @app.agent(shard_topic)
     async def serve(stream: faust.StreamT) -> None:
@@ -85,8 +83,14 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
                 elif message.kind is Kind.PUSH:
                     result = shard.push(message.keys, message.values, event.message.offset)
                     publisher.changed(result.written)
-            except (MessageError, RejectedPush, UnknownParameterError) as error:
-                log.warning("rejected message at offset %s: %s", event.message.offset, error)
+            except RejectedPush as error:
+                await dead_letters.send(event.value, event.key, error.reason, str(error), event)
+            except MessageError as error:
+                await dead_letters.send(event.value, event.key, "malformed", str(error), event)
+            except UnknownParameterError as error:
+                await dead_letters.send(
+                    event.value, event.key, "unknown_parameter", str(error), event
+                )
 
     @app.timer(settings.publish_interval)
     async def publish() -> None:

@@ -20,6 +20,7 @@ import faust
 import numpy as np
 
 from agents.api import BatchWorkerLogic, ParamRegistry, Prediction, TrainingRecord
+from agents.dead_letters import DeadLetters
 from agents.metrics import ProgressiveMetrics
 from agents.replies import ReplyRouter
 from app.messages import Kind, PsMessage, encode_message
@@ -129,6 +130,17 @@ def register_worker(
     clocks: dict[int, int] = {}
     metrics: dict[int, ProgressiveMetrics] = {}
 
+    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+
+    async def _logic_accepts(record: TrainingRecord, event: faust.EventT, clock: int) -> bool:
+        probe = KafkaPsClient(app, settings, registry, router, record.partition, clock)
+        try:
+            await logic.on_batch([record], probe)
+        except Exception as error:
+            await dead_letters.send(event.value, event.key, "model_error", repr(error), event)
+            return False
+        return True
+
     @app.task
     async def start_router() -> None:
         await router.start()
@@ -138,17 +150,23 @@ def register_worker(
         await router.stop()
 
     async def run_batch(worker: int, events: list[faust.EventT]) -> None:
-        records = []
+        records, sources = [], {}
         for event in events:
             try:
-                records.append(parse_record(event.value, worker, event.message.offset))
+                record = parse_record(event.value, worker, event.message.offset)
             except BadRecordError as error:
-                log.warning(
-                    "worker %s: bad record at offset %s: %s", worker, event.message.offset, error
-                )
+                await dead_letters.send(event.value, event.key, error.reason, str(error), event)
+                continue
+            records.append(record)
+            sources[record.offset] = event
         clock = clocks.get(worker, 0)
         client = KafkaPsClient(app, settings, registry, router, worker, clock)
-        if records:
+        try:
+            await logic.on_batch(records, client)
+        except Exception:
+            # Find the records the logic cannot take, one by one; learn from the rest.
+            client = KafkaPsClient(app, settings, registry, router, worker, clock)
+            records = [r for r in records if await _logic_accepts(r, sources[r.offset], clock)]
             await logic.on_batch(records, client)
         await client.flush(events[0].message.offset, events[-1].message.offset)
         clocks[worker] = clock + 1
@@ -165,7 +183,9 @@ def register_worker(
                 None,
             )
         if progress.window_records >= settings.metrics_window:
-            report = json.dumps(progress.report(worker)).encode()
+            report = json.dumps(
+                {**progress.report(worker), "dead_letters": sum(dead_letters.counts.values())}
+            ).encode()
             log.info("metrics %s", report.decode())
             await app.producer.send(settings.topic("metrics"), None, report, None, None, None)
 

@@ -15,6 +15,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+#: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
+#: than the largest valid training record (1 MiB), so an oversized record still reaches a
+#: worker, which sends it, bytes intact, to the dead-letter topic.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
 Record = tuple[bytes | None, bytes, int | None]
 """(key, value, partition); partition None lets the producer's partitioner choose."""
 
@@ -27,6 +32,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: in
             "linger.ms": linger_ms,
             "acks": "all",
             "enable.idempotence": True,
+            "message.max.bytes": MAX_MESSAGE_BYTES,
         }
     )
     errors: list[str] = []

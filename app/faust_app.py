@@ -8,6 +8,7 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from app.client import MAX_MESSAGE_BYTES
 from app.settings import JobSettings
 
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
@@ -53,6 +54,8 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_commit_interval=settings.commit_interval,
         producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         key_serializer="raw",
         value_serializer="raw",
     )

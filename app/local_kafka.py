@@ -23,6 +23,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from app.client import MAX_MESSAGE_BYTES
 from app.settings import REPO_ROOT, LocalKafkaSettings
 
 POM = REPO_ROOT / "docker" / "kafka" / "pom.xml"
@@ -263,7 +264,7 @@ class LocalKafka:
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "log.cleaner.backoff.ms=1000",
-                "message.max.bytes=8388608",
+                f"message.max.bytes={MAX_MESSAGE_BYTES}",
                 "",
             ]
         )
