@@ -7,7 +7,7 @@ the plain Faust counter (``counter-naive``, at-least-once) and the offset-versio
 counter (``counter``) side by side, so the baseline and the mechanism are measured in
 the same run on the same machine.
 
-    python benchmarks/sigkill_baseline.py --runs 10
+    python -m benchmarks.sigkill_baseline --runs 10
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ For flights (logistic regression, FTRL) it runs the job with 1 and with 2 worker
 reports samples/s and progressive logloss beside River's LogisticRegression and sequential
 FTRL on the same records; for ML-100K it reports MF's progressive RMSE beside sequential MF.
 
-    python benchmarks/training.py                 # the full data sets
-    python benchmarks/training.py --limit 50000   # a quicker look
+    python -m benchmarks.training                 # the full data sets
+    python -m benchmarks.training --limit 50000   # a quicker look
 """
 
 from __future__ import annotations
