@@ -13,11 +13,13 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 import faust
 import numpy as np
+from faust.types import TP
 
 from agents.api import BatchWorkerLogic, ParamRegistry, Prediction, TrainingRecord
 from agents.dead_letters import DeadLetters
@@ -26,6 +28,7 @@ from agents.replies import ReplyRouter
 from app.messages import Kind, PsMessage, encode_message
 from app.records import BadRecordError, parse_record
 from app.settings import JobSettings
+from tables.clocks import Consistency
 from tables.keys import group_by_shard
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,14 @@ class KafkaPsClient:
                     "worker %s: pull from shard %s timed out, asking again", self.worker, shard
                 )
 
+    async def shard_clocks(self) -> list[int]:
+        """This worker's clock as every shard has it (a pull without keys is never held)."""
+        await self.router.ensure(self.worker)
+        replies = await asyncio.gather(
+            *(self._pull_shard(shard, []) for shard in range(self.settings.shards))
+        )
+        return [reply.first_offset for reply in replies]
+
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         for key, delta in deltas.items():
             current = self.deltas.get(key)
@@ -94,10 +105,18 @@ class KafkaPsClient:
     def output(self, prediction: Prediction) -> None:
         self.predictions.append(prediction)
 
-    async def flush(self, first_offset: int, last_offset: int) -> None:
-        """One push per shard, covering training offsets first..last of this worker."""
-        keys = list(self.deltas)
-        for shard, shard_keys in group_by_shard(keys, self.settings.shards).items():
+    async def flush(self, first_offset: int, last_offset: int, every_shard: bool) -> None:
+        """One push per shard, covering training offsets first..last of this worker.
+
+        With ``every_shard`` a shard this batch has no keys for gets an empty push too:
+        under BSP and SSP it is what advances this worker's clock there.
+        """
+        by_shard = group_by_shard(list(self.deltas), self.settings.shards)
+        if every_shard:
+            by_shard = {shard: by_shard.get(shard, []) for shard in range(self.settings.shards)}
+        elif not by_shard:
+            by_shard = {0: []}  # still say which training offsets this worker is past
+        for shard, shard_keys in by_shard.items():
             push = PsMessage(
                 Kind.PUSH,
                 self.worker,
@@ -149,7 +168,51 @@ def register_worker(
     async def stop_router(app: faust.App, **_: object) -> None:
         await router.stop()
 
+    bounded = Consistency.parse(settings.consistency).bounded
+    last_batch: dict[int, float] = {}
+    busy: set[int] = set()
+    syncing: dict[int, asyncio.Lock] = {}
+
+    async def clock_of(worker: int) -> int:
+        """The logical worker's clock, learned from the shards when this process takes it
+        over (at start or after a rebalance), so that a moved partition keeps its clock."""
+        async with syncing.setdefault(worker, asyncio.Lock()):
+            if worker not in clocks:
+                ask = KafkaPsClient(app, settings, registry, router, worker, 0)
+                clocks[worker] = max(await ask.shard_clocks())
+        return clocks[worker]
+
+    @app.on_partitions_revoked.connect
+    async def forget_clocks(app: faust.App, revoked: set[TP], **_: object) -> None:
+        for tp in revoked:
+            if tp.topic == settings.input_topic:
+                clocks.pop(tp.partition, None)
+
+    @app.timer(settings.idle_interval)
+    async def heartbeat() -> None:
+        """Advance the clocks of idle logical workers, so BSP and SSP never wait on them."""
+        if not bounded:
+            return
+        now = time.monotonic()
+        for tp in app.consumer.assignment():
+            worker = tp.partition
+            if tp.topic != settings.input_topic or worker in busy:
+                continue
+            if now - last_batch.get(worker, 0.0) < settings.idle_interval:
+                continue
+            clock = await clock_of(worker)
+            clocks[worker], last_batch[worker] = clock + 1, now
+            idle = KafkaPsClient(app, settings, registry, router, worker, clock)
+            await idle.flush(-1, -1, every_shard=True)
+
     async def run_batch(worker: int, events: list[faust.EventT]) -> None:
+        busy.add(worker)
+        try:
+            await learn_batch(worker, events)
+        finally:
+            busy.discard(worker)
+
+    async def learn_batch(worker: int, events: list[faust.EventT]) -> None:
         records, sources = [], {}
         for event in events:
             try:
@@ -159,7 +222,7 @@ def register_worker(
                 continue
             records.append(record)
             sources[record.offset] = event
-        clock = clocks.get(worker, 0)
+        clock = await clock_of(worker)
         client = KafkaPsClient(app, settings, registry, router, worker, clock)
         try:
             await logic.on_batch(records, client)
@@ -168,8 +231,9 @@ def register_worker(
             client = KafkaPsClient(app, settings, registry, router, worker, clock)
             records = [r for r in records if await _logic_accepts(r, sources[r.offset], clock)]
             await logic.on_batch(records, client)
-        await client.flush(events[0].message.offset, events[-1].message.offset)
+        await client.flush(events[0].message.offset, events[-1].message.offset, bounded)
         clocks[worker] = clock + 1
+        last_batch[worker] = time.monotonic()
         progress = metrics.setdefault(worker, ProgressiveMetrics(logic.task))
         predictions_topic = settings.topic("predictions")
         for prediction, record in zip(client.predictions, records, strict=False):

@@ -64,6 +64,10 @@ class JobSettings(BaseSettings):
     pull_timeout: float = 10.0
     #: Seconds between flushes of changed parameters to the model-updates topic.
     publish_interval: float = 1.0
+    #: Consistency model: "asp", "bsp" or "ssp:<s>" (see tables/clocks.py).
+    consistency: str = "asp"
+    #: Seconds without a mini-batch after which an idle logical worker's clock advances.
+    idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
 

@@ -1,0 +1,210 @@
+"""Consistency models through vector clocks: BSP is synchronous SGD, even with an idle partition."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from app.client import produce, read_latest
+from app.messages import Kind, PsMessage, decode_message
+from app.records import encode_record
+from app.settings import JobSettings
+from app.worker import WorkerProcess
+from tables.codec import decode_record
+from tables.keys import shard_of
+
+LR = 0.002
+TRUE_WEIGHTS = np.array([0.5, -1.0, 2.0, 0.25])
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
+    messages: list[PsMessage] = []
+    for partition in range(partitions):
+        tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
+        _, end = consumer.get_watermark_offsets(tp, 10)
+        consumer.assign([tp])
+        seen = 0
+        while seen < end:
+            batch = consumer.consume(500, 1.0)
+            seen += len(batch)
+            messages += [decode_message(m.value()) for m in batch]
+    consumer.close()
+    return messages
+
+
+def wait_learned(
+    settings: JobSettings, rows: dict[int, int], timeout: float = 180
+) -> list[PsMessage]:
+    """Wait until pushes cover every record and the shard has applied the last of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages = read_topic(settings.broker, settings.topic("shard"), settings.shards)
+        pushes = [m for m in messages if m.kind is Kind.PUSH]
+        past = {w: max((p.last_offset for p in pushes if p.worker == w), default=-1) for w in rows}
+        if all(past[w] >= count - 1 for w, count in rows.items()):
+            stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
+            applied = decode_record(stored[b"w:0"]).offset if b"w:0" in stored else -1
+            if applied >= max_push_offset(settings):
+                return pushes
+        time.sleep(0.5)
+    raise TimeoutError("pushes did not cover every record in time")
+
+
+def max_push_offset(settings: JobSettings) -> int:
+    """The shard-topic offset of the last push carrying w:0."""
+    home = shard_of(b"w:0", settings.shards)
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "t-reader"})
+    tp = TopicPartition(settings.topic("shard"), home, OFFSET_BEGINNING)
+    _, end = consumer.get_watermark_offsets(tp, 10)
+    consumer.assign([tp])
+    last, seen = -1, 0
+    while seen < end:
+        for message in consumer.consume(500, 1.0):
+            seen += 1
+            decoded = decode_message(message.value())
+            if decoded.kind is Kind.PUSH and decoded.keys:
+                last = message.offset()
+    consumer.close()
+    return last
+
+
+def run_job(
+    settings: JobSettings, worker_factory: Callable[..., WorkerProcess], rows: dict[int, int]
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[PsMessage], np.ndarray]:
+    rng = np.random.default_rng(11)
+    data = {}
+    for partition, count in rows.items():
+        x = rng.normal(size=(count, 4))
+        data[partition] = (x, x @ TRUE_WEIGHTS + rng.normal(scale=0.1, size=count))
+    server = worker_factory("server", settings).start()
+    workers = [worker_factory("worker", settings).start() for _ in range(2)]
+    produce(
+        settings.broker,
+        settings.input_topic,
+        (
+            (None, encode_record(dense=list(row), label=float(label)), partition)
+            for partition, (x, y) in data.items()
+            for row, label in zip(x, y, strict=True)
+        ),
+    )
+    pushes = wait_learned(settings, {partition: len(x) for partition, (x, _) in data.items()})
+    for process in [*workers, server]:
+        assert process.terminate() == 0, process.log_tail()
+    pushes = [
+        m
+        for m in read_topic(settings.broker, settings.topic("shard"), settings.shards)
+        if m.kind is Kind.PUSH and m.keys == [b"w:0"]
+    ]
+    stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
+    return data, pushes, decode_record(stored[b"w:0"]).value
+
+
+def synchronous_sgd(
+    data: dict[int, tuple[np.ndarray, np.ndarray]], pushes: list[PsMessage]
+) -> tuple[np.ndarray, dict[int, int], int]:
+    """Replay the pushes clock by clock as synchronous mini-batch SGD in numpy.
+
+    Checks every pushed gradient against the one computed from the weights after the
+    previous clock; returns the final weights, records covered per worker, and the most
+    pushes seen at one clock.
+    """
+    by_clock: dict[int, list[PsMessage]] = defaultdict(list)
+    for push in pushes:
+        by_clock[push.clock].append(push)
+    covered: dict[int, int] = defaultdict(int)
+    weights = np.zeros(4)
+    for clock in sorted(by_clock):
+        step = np.zeros(4)
+        for push in by_clock[clock]:
+            x, y = data[push.worker]
+            batch = slice(push.first_offset, push.last_offset + 1)
+            gradient = ((x[batch] @ weights - y[batch])[:, None] * x[batch]).sum(axis=0)
+            np.testing.assert_allclose(push.values[0], gradient, rtol=1e-9, atol=1e-9)
+            covered[push.worker] += push.last_offset - push.first_offset + 1
+            step += gradient
+        weights = weights - LR * step
+    return weights, dict(covered), max(len(group) for group in by_clock.values())
+
+
+def test_bsp_equals_synchronous_minibatch_sgd(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 2,
+            "batch_size": 16,
+            "consistency": "bsp",
+            "model": "tests.integration.logics:DenseSgd",
+            "model_params": {"dim": 4, "lr": LR},
+        }
+    )
+    data, pushes, final = run_job(settings, worker_factory, {0: 400, 1: 400})
+    weights, covered, widest = synchronous_sgd(data, pushes)
+    assert covered == {0: 400, 1: 400}
+    assert widest == 2
+    np.testing.assert_allclose(final, weights, atol=1e-6)
+
+
+def test_bsp_completes_when_one_partition_gets_no_data(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 2,
+            "batch_size": 16,
+            "consistency": "bsp",
+            "model": "tests.integration.logics:DenseSgd",
+            "model_params": {"dim": 4, "lr": LR},
+        }
+    )
+    data, pushes, final = run_job(settings, worker_factory, {0: 300})
+    weights, covered, _ = synchronous_sgd(data, pushes)
+    assert covered == {0: 300}
+    np.testing.assert_allclose(final, weights, atol=1e-6)
+
+
+def staleness_trace(settings: JobSettings) -> list[tuple[int, int]]:
+    """(worker clock, shard's slowest clock) for every answered pull, from the topics."""
+    pulls = {
+        m.request_id: m.clock
+        for m in read_topic(settings.broker, settings.topic("shard"), settings.shards)
+        if m.kind is Kind.PULL
+    }
+    replies = read_topic(settings.broker, settings.topic("replies"), settings.partitions)
+    return [(pulls[reply.request_id], reply.clock) for reply in replies]
+
+
+def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    base = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 2,
+            "batch_size": 8,
+            "model": "tests.integration.logics:DenseSgd",
+            "model_params": {"dim": 4},
+        }
+    )
+    ssp = base.model_copy(update={"consistency": "ssp:2"})
+    run_job(ssp, worker_factory, {0: 400, 1: 150})
+    trace = staleness_trace(ssp)
+    assert len(trace) > 50
+    assert all(minimum >= clock - 2 for clock, minimum in trace), trace
+
+    asp = base.model_copy(
+        update={
+            "app_id": f"{base.app_id}-asp",
+            "input_topic": f"{base.input_topic}-asp",
+            "data_dir": base.data_dir / "asp",
+        }
+    )
+    _, pushes, _ = run_job(asp, worker_factory, {0: 400, 1: 150})
+    assert sum(p.last_offset - p.first_offset + 1 for p in pushes) == 550
