@@ -28,6 +28,7 @@ class ReplyRouter:
         self.bootstrap = bootstrap
         self.topic = topic
         self.consumer: AIOKafkaConsumer | None = None
+        self._ready = asyncio.Event()
         self.pending: dict[int, asyncio.Future[PsMessage]] = {}
         self.partitions: set[int] = set()
         self._lock = asyncio.Lock()
@@ -43,6 +44,7 @@ class ReplyRouter:
             fetch_max_wait_ms=20,
         )
         await self.consumer.start()
+        self._ready.set()
         self._task = asyncio.create_task(self._run(), name="reply-router")
 
     async def stop(self) -> None:
@@ -55,6 +57,7 @@ class ReplyRouter:
         """Make sure replies to logical worker ``worker`` are being read."""
         if worker in self.partitions:
             return
+        await self._ready.wait()
         async with self._lock:
             if worker in self.partitions:
                 return
