@@ -42,15 +42,27 @@ def _train(args: argparse.Namespace) -> int:
     from app.train import run_training
 
     overrides: dict[str, object] = {
-        "batch_size": args.batch_size,
-        "partitions": args.partitions,
-        "shards": args.shards,
+        name: value
+        for name, value in (
+            ("batch_size", args.batch_size),
+            ("partitions", args.partitions),
+            ("shards", args.shards),
+        )
+        if value is not None
     }
     if args.model:
         overrides["model"] = args.model
     if args.model_params:
         overrides["model_params"] = json.loads(args.model_params)
-    summary = run_training(args.dataset, args.workers, args.servers, args.limit, **overrides)
+    if args.until_end:
+        from agents.jobs import load_logic
+        from app.train import run_job
+
+        settings = JobSettings().model_copy(update=overrides)
+        task = load_logic(settings.model, settings.model_params).task
+        summary = run_job(settings, None, task, args.workers, args.servers)
+    else:
+        summary = run_training(args.dataset, args.workers, args.servers, args.limit, **overrides)
     accuracy = f", accuracy {summary.accuracy:.4f}" if summary.accuracy is not None else ""
     name = "logloss" if summary.accuracy is not None else "RMSE"
     print(
@@ -112,14 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         train = commands.add_parser(name, help=help_text)
         train.add_argument("--dataset", default="flights")
+        train.add_argument(
+            "--until-end",
+            action="store_true",
+            help="learn what KPS_INPUT_TOPIC holds now (job set by KPS_* variables), then stop",
+        )
         train.add_argument("--workers", type=int, default=2, help="worker processes")
         train.add_argument("--servers", type=int, default=1, help="server (shard) processes")
         train.add_argument("--limit", type=int, default=None)
         train.add_argument("--model", default=None, help="model name or package.module:factory")
         train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
-        train.add_argument("--batch-size", type=int, default=64)
-        train.add_argument("--partitions", type=int, default=2, help="training partitions")
-        train.add_argument("--shards", type=int, default=4, help="parameter shards")
+        train.add_argument("--batch-size", type=int, default=None, help="default 64")
+        train.add_argument("--partitions", type=int, default=None, help="training partitions (2)")
+        train.add_argument("--shards", type=int, default=None, help="parameter shards (4)")
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser("produce", help="stream a data set into a training topic")

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agents.api import Task
-from app.client import Record, group_lag, produce
+from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.records import BadRecordError, encode_record
 from app.settings import REPO_ROOT, JobSettings
+from app.termination import Termination, end_offsets
 from app.worker import WorkerProcess
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
@@ -111,9 +113,27 @@ def _print_metrics(consumer: Consumer) -> None:
             print(f"  metrics: {shown}", flush=True)
 
 
+def job_processes(
+    settings: JobSettings, workers: int, servers: int, logs: Path
+) -> list[WorkerProcess]:
+    """The job's worker and server processes, each with its own data directory and log.
+
+    Workers come first, so that stopping in this order lets the servers apply and publish
+    every push the workers sent."""
+    return [
+        WorkerProcess(
+            job,
+            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
+            logs / f"{job}-{i}.log",
+        )
+        for job, count in (("worker", workers), ("server", servers))
+        for i in range(count)
+    ]
+
+
 def run_job(
     settings: JobSettings,
-    records: Iterable[RecordFields],
+    records: Iterable[RecordFields] | None,
     task: Task,
     workers: int = 2,
     servers: int = 1,
@@ -121,25 +141,23 @@ def run_job(
 ) -> Summary:
     """Start ``servers`` + ``workers`` processes, stream ``records`` through, stop them all.
 
-    Returns once every record is learned and every push applied (consumer groups have
-    committed the ends of the training and shard topics).
+    With ``records`` None the job learns what the training topic already holds, up to the
+    end offsets it had at the start (``kps train --until-end``).
+
+    Returns once every record is learned and every push applied (:mod:`app.termination`).
     """
-    logs = logs or settings.data_dir
-    processes = [
-        WorkerProcess(
-            job,
-            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
-            logs / f"{job}-{i}.log",
-        )
-        for job, count in (("server", servers), ("worker", workers))
-        for i in range(count)
-    ]
+    processes = job_processes(settings, workers, servers, logs or settings.data_dir)
     try:
         for process in processes:
             process.start()
         for process in processes:
             process.wait_ready()
         started = time.monotonic()
+        if records is None:
+            ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+            _follow(settings, None, processes, ends)
+            seconds = time.monotonic() - started
+            return _summary(settings, task, seconds)
         feeder = threading.Thread(
             target=produce,
             args=(
@@ -152,15 +170,30 @@ def run_job(
         _follow(settings, feeder, processes)
         seconds = time.monotonic() - started
     finally:
-        for process in processes:
-            if process.running:
-                process.terminate()
+        stop_all(processes)
+    return _summary(settings, task, seconds)
+
+
+def stop_all(processes: list[WorkerProcess], grace: float = 30.0) -> None:
+    """SIGTERM each process in order; one that has not stopped within ``grace`` seconds
+    (a worker still holding a BSP/SSP pull whose peers are gone) is SIGKILLed. Callers
+    stop a job only once it has learned everything, so nothing is lost either way."""
+    for process in processes:
+        if process.running:
+            with suppress(TimeoutError):
+                process.terminate(grace)
+
+
+def _summary(settings: JobSettings, task: Task, seconds: float) -> Summary:
     count, loss, accuracy = read_predictions(settings, task)
     return Summary(count, loss, accuracy, seconds)
 
 
 def _follow(
-    settings: JobSettings, feeder: threading.Thread, processes: list[WorkerProcess]
+    settings: JobSettings,
+    feeder: threading.Thread | None,
+    processes: list[WorkerProcess],
+    ends: dict[int, int] | None = None,
 ) -> None:
     """Print the job's metrics until everything produced is learned and applied."""
     metrics = Consumer(
@@ -171,18 +204,22 @@ def _follow(
         }
     )
     metrics.subscribe([settings.topic("metrics")])
-    lags = (("worker", settings.input_topic), ("server", settings.topic("shard")))
+    termination = Termination(settings, ends) if ends is not None else None
     try:
-        while feeder.is_alive() or any(
-            group_lag(settings.broker, settings.group(role), topic) for role, topic in lags
-        ):
+        while termination is None or not termination.step():
             _print_metrics(metrics)
             for process in processes:
                 if not process.running:
                     raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
+            if termination is None and feeder is not None and not feeder.is_alive():
+                ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+                termination = Termination(settings, ends)
     finally:
         metrics.close()
-        feeder.join()
+        if feeder is not None:
+            feeder.join()
+        if termination is not None:
+            termination.close()
 
 
 def run_training(
@@ -202,6 +239,9 @@ def run_training(
         model=DEFAULT_MODELS[dataset],
         model_params=DEFAULT_PARAMS.get(dataset, {}),
         metrics_window=20_000,
+        partitions=2,
+        shards=4,
+        batch_size=64,
     ).model_copy(update=overrides)
     print(
         f"job {run}: {workers} worker and {servers} server processes, "

@@ -13,6 +13,7 @@ from app.client import produce, read_latest
 from app.messages import Kind, PsMessage, decode_message
 from app.records import encode_record
 from app.settings import JobSettings
+from app.termination import wait_until_learned
 from app.worker import WorkerProcess
 from tables.codec import decode_record
 from tables.keys import shard_of
@@ -37,29 +38,12 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
     return messages
 
 
-def wait_learned(
-    settings: JobSettings, rows: dict[int, int], timeout: float = 180
-) -> list[PsMessage]:
-    """Wait until pushes cover every record and the shard has applied the last of them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        messages = read_topic(settings.broker, settings.topic("shard"), settings.shards)
-        pushes = [m for m in messages if m.kind is Kind.PUSH]
-        past = {w: max((p.last_offset for p in pushes if p.worker == w), default=-1) for w in rows}
-        if all(past[w] >= count - 1 for w, count in rows.items()):
-            stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
-            applied = decode_record(stored[b"w:0"]).offset if b"w:0" in stored else -1
-            if applied >= max_push_offset(settings):
-                return pushes
-        time.sleep(0.5)
-    raise TimeoutError("pushes did not cover every record in time")
-
-
-def max_push_offset(settings: JobSettings) -> int:
-    """The shard-topic offset of the last push carrying w:0."""
-    home = shard_of(b"w:0", settings.shards)
+def last_push_timestamp(settings: JobSettings) -> int:
+    """When the last push carrying w:0 was produced, in ms since the epoch."""
+    tp = TopicPartition(
+        settings.topic("shard"), shard_of(b"w:0", settings.shards), OFFSET_BEGINNING
+    )
     consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "t-reader"})
-    tp = TopicPartition(settings.topic("shard"), home, OFFSET_BEGINNING)
     _, end = consumer.get_watermark_offsets(tp, 10)
     consumer.assign([tp])
     last, seen = -1, 0
@@ -68,7 +52,7 @@ def max_push_offset(settings: JobSettings) -> int:
             seen += 1
             decoded = decode_message(message.value())
             if decoded.kind is Kind.PUSH and decoded.keys:
-                last = message.offset()
+                last = message.timestamp()[1]
     consumer.close()
     return last
 
@@ -92,7 +76,8 @@ def run_job(
             for row, label in zip(x, y, strict=True)
         ),
     )
-    pushes = wait_learned(settings, {partition: len(x) for partition, (x, _) in data.items()})
+    wait_until_learned(settings, {partition: len(x) for partition, (x, _) in data.items()})
+    returned_ms = time.time() * 1000
     for process in [*workers, server]:
         assert process.terminate() == 0, process.log_tail()
     pushes = [
@@ -100,6 +85,8 @@ def run_job(
         for m in read_topic(settings.broker, settings.topic("shard"), settings.shards)
         if m.kind is Kind.PUSH and m.keys == [b"w:0"]
     ]
+    # Termination follows the last push closely: no wait-time guess.
+    assert returned_ms - last_push_timestamp(settings) < 5000
     stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
     return data, pushes, decode_record(stored[b"w:0"]).value
 
