@@ -14,7 +14,8 @@ partition ``shard_of(key, P)`` by the workers.
 
 from __future__ import annotations
 
-import math
+import logging
+from collections import Counter
 
 import faust
 
@@ -24,10 +25,13 @@ from app.messages import Kind, MessageError, PsMessage, decode_message, encode_m
 from app.settings import JobSettings
 from tables.clocks import Consistency, PendingPulls, VectorClock
 from tables.keys import shard_of
+from tables.replay import DeferredPushes, HighWaterMarks, rewrite
 from tables.rocksdb import rocksdb_options
 from tables.shard import RejectedPush, Shard
 
 PARAMS_TABLE = "params"
+
+log = logging.getLogger(__name__)
 
 
 class ModelPublisher:
@@ -73,12 +77,15 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     consistency = Consistency.parse(settings.consistency)
     workers = range(settings.partitions)
     clocks = VectorClock(table)
+    marks = HighWaterMarks(table)
+    deferred = DeferredPushes(table)
     held: dict[int, PendingPulls[PsMessage]] = {}
-    deferred: dict[int, list[tuple[PsMessage, int]]] = {}
+    replays: Counter[str] = Counter()
 
     async def answer(pull: PsMessage) -> None:
-        """Reply with the values; ``clock`` carries the shard's slowest worker clock and
-        ``first_offset`` the requesting worker's own clock here."""
+        """Reply with the values; ``clock`` carries the shard's slowest worker clock,
+        ``first_offset`` the requesting worker's own clock and ``last_offset`` its
+        high-water mark here."""
         reply = PsMessage(
             Kind.REPLY,
             pull.worker,
@@ -87,8 +94,40 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             clock=clocks.minimum(workers),
             request_id=pull.request_id,
             first_offset=clocks.get(pull.worker),
+            last_offset=marks.get(pull.worker),
         )
         await app.producer.send(reply_topic, None, encode_message(reply), pull.worker, None, None)
+
+    async def accept(push: PsMessage, event: faust.EventT) -> None:
+        """Apply a push exactly once: drop old work (see tables/replay.py); under BSP hold
+        it, durably, until every worker has pushed its clock."""
+        offset = event.message.offset
+        if marks.covers(push.worker, push.last_offset):
+            replays["dropped"] += 1
+            log.info(
+                "dropped a replayed push of worker %s, training offsets %s..%s (%s so far)",
+                push.worker,
+                push.first_offset,
+                push.last_offset,
+                replays["dropped"],
+            )
+            rewrite(table, push.keys)
+            marks.rewrite(push.worker)
+            deferred.rewrite(offset)
+            return
+        if marks.straddles(push.worker, push.first_offset, push.last_offset):
+            replays["straddled"] += 1
+            log.warning(
+                "push of worker %s straddles its high-water mark (%s so far)",
+                push.worker,
+                replays["straddled"],
+            )
+        if consistency.staleness == 0:
+            if push.keys:
+                deferred.add(push.clock, offset, event.value)
+        else:
+            await apply(push, offset, event)
+        marks.raise_to(push.worker, push.last_offset)
 
     async def handle(message: PsMessage, event: faust.EventT) -> None:
         partition = event.message.partition
@@ -100,15 +139,14 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
                 held.setdefault(partition, PendingPulls()).add(message.clock, message)
         elif message.kind is Kind.PUSH:
             clocks.advance(message.worker, message.clock + 1)
-            waiting = deferred.setdefault(partition, [])
-            waiting.append((message, event.message.offset))
-            # BSP applies clock t's pushes only once every worker has pushed clock t, so
-            # that every pull of clock t saw exactly the model after clock t - 1.
-            ready_below = clocks.minimum(workers) if consistency.staleness == 0 else math.inf
-            due = [(m, o) for m, o in waiting if m.clock < ready_below]
-            deferred[partition] = [(m, o) for m, o in waiting if m.clock >= ready_below]
-            for push, offset in sorted(due, key=lambda item: (item[0].clock, item[1])):
-                await apply(push, offset, event)
+            await accept(message, event)
+            if consistency.staleness == 0:
+                # Clock t's pushes apply only once every worker has pushed clock t, so
+                # that every pull of clock t saw exactly the model after clock t - 1.
+                due = deferred.take_due(clocks.minimum(workers))
+                for offset, raw in due:
+                    await apply(decode_message(raw), offset, event)
+                deferred.done([offset for offset, _ in due])
             if consistency.bounded and held.get(partition):
                 for pull in held[partition].release(clocks.minimum(workers), consistency):
                     await answer(pull)

@@ -30,6 +30,7 @@ from app.records import BadRecordError, parse_record
 from app.settings import JobSettings
 from tables.clocks import Consistency
 from tables.keys import group_by_shard
+from tables.replay import replay_segments
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,14 @@ class KafkaPsClient:
                     "worker %s: pull from shard %s timed out, asking again", self.worker, shard
                 )
 
-    async def shard_clocks(self) -> list[int]:
-        """This worker's clock as every shard has it (a pull without keys is never held)."""
+    async def shard_state(self) -> list[tuple[int, int]]:
+        """This worker's clock and high-water mark as every shard has them (a pull without
+        keys is never held)."""
         await self.router.ensure(self.worker)
         replies = await asyncio.gather(
             *(self._pull_shard(shard, []) for shard in range(self.settings.shards))
         )
-        return [reply.first_offset for reply in replies]
+        return [(reply.first_offset, reply.last_offset) for reply in replies]
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         for key, delta in deltas.items():
@@ -147,6 +149,7 @@ def register_worker(
     )
     router = ReplyRouter(settings.broker, settings.topic("replies"))
     clocks: dict[int, int] = {}
+    marks: dict[int, list[int]] = {}
     metrics: dict[int, ProgressiveMetrics] = {}
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
@@ -175,11 +178,14 @@ def register_worker(
 
     async def clock_of(worker: int) -> int:
         """The logical worker's clock, learned from the shards when this process takes it
-        over (at start or after a rebalance), so that a moved partition keeps its clock."""
+        over (at start or after a rebalance), so that a moved partition keeps its clock;
+        with it the shards' high-water marks, where replayed batches must be cut."""
         async with syncing.setdefault(worker, asyncio.Lock()):
             if worker not in clocks:
                 ask = KafkaPsClient(app, settings, registry, router, worker, 0)
-                clocks[worker] = max(await ask.shard_clocks())
+                state = await ask.shard_state()
+                clocks[worker] = max(clock for clock, _ in state)
+                marks[worker] = [mark for _, mark in state]
         return clocks[worker]
 
     @app.on_partitions_revoked.connect
@@ -187,6 +193,7 @@ def register_worker(
         for tp in revoked:
             if tp.topic == settings.input_topic:
                 clocks.pop(tp.partition, None)
+                marks.pop(tp.partition, None)
 
     @app.timer(settings.idle_interval)
     async def heartbeat() -> None:
@@ -206,9 +213,14 @@ def register_worker(
             await idle.flush(-1, -1, every_shard=True)
 
     async def run_batch(worker: int, events: list[faust.EventT]) -> None:
+        """Learn the batch, cut where the shards' high-water marks fall (after a takeover,
+        some of it may be work a previous owner pushed but never committed)."""
         busy.add(worker)
         try:
-            await learn_batch(worker, events)
+            await clock_of(worker)
+            offsets = [event.message.offset for event in events]
+            for segment in replay_segments(offsets, marks[worker]):
+                await learn_batch(worker, events[segment])
         finally:
             busy.discard(worker)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -57,6 +57,19 @@ def last_push_timestamp(settings: JobSettings) -> int:
     return last
 
 
+def accepted(pushes: Iterable[PsMessage]) -> list[PsMessage]:
+    """The pushes of one shard, in topic order, that its high-water marks let through: a
+    rebalance makes a worker push again what its partition's previous owner pushed."""
+    marks: dict[int, int] = defaultdict(lambda: -1)
+    kept = []
+    for push in pushes:
+        assert not push.first_offset <= marks[push.worker] < push.last_offset, "straddles"
+        if push.last_offset > marks[push.worker]:
+            kept.append(push)
+            marks[push.worker] = push.last_offset
+    return kept
+
+
 def run_job(
     settings: JobSettings, worker_factory: Callable[..., WorkerProcess], rows: dict[int, int]
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[PsMessage], np.ndarray]:
@@ -80,11 +93,11 @@ def run_job(
     returned_ms = time.time() * 1000
     for process in [*workers, server]:
         assert process.terminate() == 0, process.log_tail()
-    pushes = [
+    pushes = accepted(
         m
         for m in read_topic(settings.broker, settings.topic("shard"), settings.shards)
         if m.kind is Kind.PUSH and m.keys == [b"w:0"]
-    ]
+    )
     # Termination follows the last push closely: no wait-time guess.
     assert returned_ms - last_push_timestamp(settings) < 5000
     stored = read_latest(settings.broker, settings.topic("server-params-changelog"))

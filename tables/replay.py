@@ -1,0 +1,163 @@
+"""Exactly-once across worker replays: per-worker high-water marks and durable deferred pushes.
+
+The per-key offset in :mod:`tables.shard` catches a push read twice from the shard topic
+(a shard process restarted before committing). It cannot catch a *new* push of old work:
+a worker that lost its partition before committing re-reads those training records and
+pushes their deltas again, at a new shard-topic offset. For that, every push names its
+logical worker ``w`` and the training offsets ``first..last`` it covers, and each shard
+keeps ``hwm[w]``, the highest training offset it has accepted from ``w``
+(:class:`HighWaterMarks`). A push with ``last <= hwm[w]`` is old work and is dropped.
+
+That is exact only if a re-pushed batch never straddles a mark: a worker taking over a
+partition asks every shard for its mark and cuts its batches there
+(:func:`replay_segments`), so each replayed batch lies wholly at or below, or wholly above,
+each shard's mark. (Shards' marks differ when a worker died between its pushes to
+different shards of one batch.)
+
+Under BSP a shard holds a push until every worker has reached its clock. Its shard-topic
+offset may be committed meanwhile, so a held push lives in the table
+(:class:`DeferredPushes`), changelogged like the parameters, and survives a crash.
+
+Table layout (reserved keys, see :mod:`tables.clocks`): ``__hwm__:<w>`` int64 LE;
+``__deferred__:<offset>`` the push message bytes; ``__deferred__`` the index, int64 LE
+pairs ``(clock, offset)``. Writes are ordered so that a changelog holding a mark also
+holds what the mark vouches for: a deferred push and its index entry before the mark,
+a push's parameter records before the mark.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Iterable, MutableMapping, Sequence
+
+import numpy as np
+
+from tables.codec import CodecError
+
+HWM_PREFIX = b"__hwm__:"
+DEFERRED_INDEX = b"__deferred__"
+DEFERRED_PREFIX = b"__deferred__:"
+_INT64 = struct.Struct("<q")
+
+
+def hwm_key(worker: int) -> bytes:
+    if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
+        raise ValueError(f"worker must be a non-negative int, got {worker!r}")
+    return HWM_PREFIX + str(worker).encode()
+
+
+def deferred_key(offset: int) -> bytes:
+    return DEFERRED_PREFIX + str(offset).encode()
+
+
+def rewrite(table: MutableMapping[bytes, bytes], keys: Iterable[bytes]) -> None:
+    """Write stored values again, unchanged: a crash may have lost their changelog record
+    while the local store kept them, and the replay that proves it writes nothing else."""
+    for key in keys:
+        try:
+            table[key] = table[key]
+        except KeyError:
+            continue
+
+
+class HighWaterMarks:
+    """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none)."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def get(self, worker: int) -> int:
+        try:
+            stored = self.table[hwm_key(worker)]
+        except KeyError:
+            return -1
+        if len(stored) != _INT64.size:
+            raise CodecError(f"a high-water mark is {_INT64.size} bytes, got {len(stored)}")
+        return _INT64.unpack(stored)[0]
+
+    def covers(self, worker: int, last_offset: int) -> bool:
+        """Is a push ending at training offset ``last_offset`` old work, already accepted?"""
+        return 0 <= last_offset <= self.get(worker)
+
+    def straddles(self, worker: int, first_offset: int, last_offset: int) -> bool:
+        """Does the push overlap accepted work only in part? (Never, if workers cut their
+        replayed batches at the marks; counted, and applied, if it happens.)"""
+        return first_offset <= self.get(worker) < last_offset
+
+    def raise_to(self, worker: int, last_offset: int) -> None:
+        if last_offset > self.get(worker):
+            self.table[hwm_key(worker)] = _INT64.pack(last_offset)
+
+    def rewrite(self, worker: int) -> None:
+        rewrite(self.table, [hwm_key(worker)])
+
+
+class DeferredPushes:
+    """Pushes a BSP shard holds until their clock is complete, kept in its table."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def _index(self) -> np.ndarray:
+        try:
+            stored = self.table[DEFERRED_INDEX]
+        except KeyError:
+            return np.empty((0, 2), dtype="<i8")
+        if len(stored) % 16:
+            raise CodecError(f"deferred-push index of {len(stored)} bytes is not int64 pairs")
+        return np.frombuffer(stored, dtype="<i8").reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def add(self, clock: int, offset: int, message: bytes) -> None:
+        """Hold the push read at shard-topic ``offset``; a second add of it changes nothing."""
+        index = self._index()
+        if (index[:, 1] == offset).any():
+            return
+        self.table[deferred_key(offset)] = message
+        self.table[DEFERRED_INDEX] = np.vstack([index, [[clock, offset]]]).astype("<i8").tobytes()
+
+    def take_due(self, below_clock: float) -> list[tuple[int, bytes]]:
+        """``(offset, message)`` of every held push with clock < ``below_clock``, in
+        (clock, offset) order. Call :meth:`done` once each has been applied."""
+        index = self._index()
+        due = index[index[:, 0] < below_clock]
+        due = due[np.lexsort((due[:, 1], due[:, 0]))]
+        return [(int(offset), self.table[deferred_key(int(offset))]) for _, offset in due]
+
+    def done(self, offsets: Sequence[int]) -> None:
+        if not offsets:
+            return
+        index = self._index()
+        self.table[DEFERRED_INDEX] = index[~np.isin(index[:, 1], offsets)].tobytes()
+        for offset in offsets:
+            del self.table[deferred_key(offset)]
+
+    def rewrite(self, offset: int) -> None:
+        if (self._index()[:, 1] == offset).any():
+            rewrite(self.table, [deferred_key(offset), DEFERRED_INDEX])
+
+
+def replay_segments(offsets: Sequence[int], marks: Iterable[int]) -> list[slice]:
+    """Split one partition's batch of training ``offsets`` (ascending) so that no piece
+    straddles a shard's high-water mark; pieces at or below every mark are left out.
+
+    Each slice indexes ``offsets``. A piece ends wherever a mark falls between two of
+    its offsets, so each shard either has all of a piece already or none of it.
+    """
+    marks = sorted(set(marks))
+    if not offsets:
+        return []
+    lowest = marks[0] if marks else -1
+    start = bisect.bisect_right(offsets, lowest)
+    segments: list[slice] = []
+    for mark in marks[1:]:
+        end = bisect.bisect_right(offsets, mark)
+        if end > start:
+            segments.append(slice(start, end))
+            start = end
+    if start < len(offsets):
+        segments.append(slice(start, len(offsets)))
+    return segments
