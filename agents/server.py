@@ -136,7 +136,10 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             if not message.keys or clocks.ready(message.clock, workers, consistency):
                 await answer(message)
             else:
-                held.setdefault(partition, PendingPulls()).add(message.clock, message)
+                pending = held.setdefault(
+                    partition, PendingPulls(per_worker=settings.max_pulls_in_flight)
+                )
+                pending.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
             clocks.advance(message.worker, message.clock + 1)
             await accept(message, event)

@@ -46,6 +46,7 @@ class KafkaPsClient:
         router: ReplyRouter,
         worker: int,
         clock: int,
+        in_flight: asyncio.Semaphore,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -53,6 +54,8 @@ class KafkaPsClient:
         self.router = router
         self.worker = worker
         self.clock = clock
+        #: Shared by every client of this logical worker: at most K pulls in flight.
+        self.in_flight = in_flight
         self.shard_topic = settings.topic("shard")
         self.deltas: dict[bytes, np.ndarray] = {}
         self.predictions: list[Prediction] = []
@@ -71,6 +74,10 @@ class KafkaPsClient:
 
     async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
         """Ask until answered: a shard may be moving to another process mid-request."""
+        async with self.in_flight:
+            return await self._ask(shard, keys)
+
+    async def _ask(self, shard: int, keys: list[bytes]) -> PsMessage:
         while True:
             request_id = random.getrandbits(63)
             future = self.router.expect(request_id)
@@ -153,9 +160,14 @@ def register_worker(
     metrics: dict[int, ProgressiveMetrics] = {}
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    in_flight: dict[int, asyncio.Semaphore] = {}
+
+    def client_for(worker: int, clock: int) -> KafkaPsClient:
+        gate = in_flight.setdefault(worker, asyncio.Semaphore(settings.max_pulls_in_flight))
+        return KafkaPsClient(app, settings, registry, router, worker, clock, gate)
 
     async def _logic_accepts(record: TrainingRecord, event: faust.EventT, clock: int) -> bool:
-        probe = KafkaPsClient(app, settings, registry, router, record.partition, clock)
+        probe = client_for(record.partition, clock)
         try:
             await logic.on_batch([record], probe)
         except Exception as error:
@@ -182,7 +194,7 @@ def register_worker(
         with it the shards' high-water marks, where replayed batches must be cut."""
         async with syncing.setdefault(worker, asyncio.Lock()):
             if worker not in clocks:
-                ask = KafkaPsClient(app, settings, registry, router, worker, 0)
+                ask = client_for(worker, 0)
                 state = await ask.shard_state()
                 clocks[worker] = max(clock for clock, _ in state)
                 marks[worker] = [mark for _, mark in state]
@@ -209,7 +221,7 @@ def register_worker(
                 continue
             clock = await clock_of(worker)
             clocks[worker], last_batch[worker] = clock + 1, now
-            idle = KafkaPsClient(app, settings, registry, router, worker, clock)
+            idle = client_for(worker, clock)
             await idle.flush(-1, -1, every_shard=True)
 
     async def run_batch(worker: int, events: list[faust.EventT]) -> None:
@@ -235,12 +247,12 @@ def register_worker(
             records.append(record)
             sources[record.offset] = event
         clock = await clock_of(worker)
-        client = KafkaPsClient(app, settings, registry, router, worker, clock)
+        client = client_for(worker, clock)
         try:
             await logic.on_batch(records, client)
         except Exception:
             # Find the records the logic cannot take, one by one; learn from the rest.
-            client = KafkaPsClient(app, settings, registry, router, worker, clock)
+            client = client_for(worker, clock)
             records = [r for r in records if await _logic_accepts(r, sources[r.offset], clock)]
             await logic.on_batch(records, client)
         await client.flush(events[0].message.offset, events[-1].message.offset, bounded)

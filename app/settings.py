@@ -60,6 +60,9 @@ class JobSettings(BaseSettings):
     #: The model's hyper-parameters, as JSON in KPS_MODEL_PARAMS.
     model_params: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = 256
+    #: K: pull requests one logical worker may have unanswered at once (one per shard
+    #: it reads per mini-batch); shards hold at most K pulls per worker.
+    max_pulls_in_flight: int = Field(default=8, ge=1)
     #: Seconds a worker waits for a pull reply before it asks again.
     pull_timeout: float = 10.0
     #: Seconds between flushes of changed parameters to the model-updates topic.

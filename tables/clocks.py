@@ -189,6 +189,8 @@ class _Held(Generic[T]):
     clock: int
     seq: int
     payload: T = field(compare=False)
+    worker: int | None = field(default=None, compare=False)
+    superseded: bool = field(default=False, compare=False)
 
 
 class PendingPulls(Generic[T]):
@@ -199,27 +201,42 @@ class PendingPulls(Generic[T]):
     now allowed, then returns them in arrival order. Call :meth:`release` after every
     clock advance; nothing here polls.
 
-    The bound ``limit`` guards memory against a misbehaving client: with at most ``K`` pulls
-    in flight per worker, ``W * K`` is enough for ``W`` workers. Held pulls live in memory
-    only; after a crash or rebalance the worker's pull times out and is asked again.
+    Memory is bounded twice. A worker has at most ``per_worker`` (its K) pulls in flight,
+    so when it sends one more, its oldest held pull is one it gave up on after a timeout
+    and asked again: that one is dropped, never answered. ``limit`` caps the total against
+    clients that do not say who they are. Held pulls live in memory only; after a crash
+    or rebalance the worker's pull times out and is asked again.
     """
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 10_000, per_worker: int | None = None) -> None:
         if _non_negative("limit", limit) == 0:
             raise ValueError("limit must be positive")
+        if per_worker is not None and _non_negative("per_worker", per_worker) == 0:
+            raise ValueError("per_worker must be positive")
         self.limit = limit
+        self.per_worker = per_worker
         self._heap: list[_Held[T]] = []
+        self._by_worker: dict[int, list[_Held[T]]] = {}
+        self._superseded = 0
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) - self._superseded
 
-    def add(self, worker_clock: int, payload: T) -> None:
-        """Hold ``payload``, a pull from a worker at ``worker_clock``."""
-        if len(self._heap) >= self.limit:
-            raise PendingPullsFull(f"{len(self._heap)} pulls are already waiting")
+    def add(self, worker_clock: int, payload: T, worker: int | None = None) -> None:
+        """Hold ``payload``, a pull from ``worker`` at ``worker_clock``."""
         clock = _non_negative("worker_clock", worker_clock)
-        heapq.heappush(self._heap, _Held(clock, next(self._seq), payload))
+        held = _Held(clock, next(self._seq), payload, worker)
+        if worker is not None and self.per_worker is not None:
+            mine = self._by_worker.setdefault(worker, [])
+            if len(mine) >= self.per_worker:
+                mine.pop(0).superseded = True
+                self._superseded += 1
+        if len(self) >= self.limit:
+            raise PendingPullsFull(f"{len(self)} pulls are already waiting")
+        if worker is not None and self.per_worker is not None:
+            self._by_worker[worker].append(held)
+        heapq.heappush(self._heap, held)
 
     def release(self, minimum_clock: int, consistency: Consistency) -> list[T]:
         """Remove and return, in arrival order, every held pull that is now allowed."""
@@ -231,8 +248,16 @@ class PendingPulls(Generic[T]):
             released = []
             while self._heap and self._heap[0].clock <= threshold:
                 released.append(heapq.heappop(self._heap))
-        released.sort(key=operator.attrgetter("seq"))
-        return [held.payload for held in released]
+        answered = []
+        for held in released:
+            if held.superseded:
+                self._superseded -= 1
+                continue
+            if held.worker is not None and held.worker in self._by_worker:
+                self._by_worker[held.worker].remove(held)
+            answered.append(held)
+        answered.sort(key=operator.attrgetter("seq"))
+        return [held.payload for held in answered]
 
 
 class TraceEntry(NamedTuple):

@@ -23,8 +23,13 @@ TRUE_WEIGHTS = np.array([0.5, -1.0, 2.0, 0.25])
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
+    return [message for _, message in read_timed(bootstrap, topic, partitions)]
+
+
+def read_timed(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, PsMessage]]:
+    """Every message of ``topic`` with its timestamp (ms), partition by partition."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
-    messages: list[PsMessage] = []
+    messages: list[tuple[int, PsMessage]] = []
     for partition in range(partitions):
         tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
         _, end = consumer.get_watermark_offsets(tp, 10)
@@ -33,7 +38,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
         while seen < end:
             batch = consumer.consume(500, 1.0)
             seen += len(batch)
-            messages += [decode_message(m.value()) for m in batch]
+            messages += [(m.timestamp()[1], decode_message(m.value())) for m in batch]
     consumer.close()
     return messages
 
@@ -208,3 +213,40 @@ def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
     )
     _, pushes, _ = run_job(asp, worker_factory, {0: 400, 1: 150})
     assert sum(p.last_offset - p.first_offset + 1 for p in pushes) == 550
+
+
+def test_a_worker_never_has_more_than_k_pulls_in_flight(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 4,
+            "batch_size": 8,
+            "max_pulls_in_flight": 2,
+            "model": "tests.integration.logics:DenseSgd",
+            "model_params": {"dim": 4},
+            "consistency": "ssp:1",
+        }
+    )
+    run_job(settings, worker_factory, {0: 200, 1: 200})
+    sent = {
+        m.request_id: (ts, m.worker)
+        for ts, m in read_timed(settings.broker, settings.topic("shard"), settings.shards)
+        if m.kind is Kind.PULL
+    }
+    answered = {
+        m.request_id: ts
+        for ts, m in read_timed(settings.broker, settings.topic("replies"), settings.partitions)
+    }
+    peak: dict[int, int] = {}
+    for worker in (0, 1):
+        # At equal timestamps count the answer first: never a false excess.
+        steps = sorted(
+            [(ts, 1) for ts, w in sent.values() if w == worker]
+            + [(answered[r], 0) for r, (_, w) in sent.items() if w == worker and r in answered]
+        )
+        in_flight = np.cumsum([1 if pull else -1 for _, pull in steps])
+        peak[worker] = int(in_flight.max())
+    # Every mini-batch reads all 4 shards, yet never more than K = 2 at once.
+    assert peak == {0: 2, 1: 2}

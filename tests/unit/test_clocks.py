@@ -469,3 +469,23 @@ def test_held_pulls_wait_for_the_slowest_worker_then_all_go() -> None:
     clocks.advance(2, 4)
     assert pending.release(clocks.minimum(workers), ssp) == [3]
     assert len(pending) == 0
+
+
+def test_a_workers_pull_beyond_its_k_supersedes_its_oldest_held_pull() -> None:
+    pending: PendingPulls[str] = PendingPulls(per_worker=2)
+    pending.add(3, "a1", worker=0)
+    pending.add(3, "b1", worker=1)
+    pending.add(3, "a2", worker=0)
+    pending.add(4, "a3", worker=0)  # a1 timed out and was asked again: never answer it
+    assert len(pending) == 3
+    assert pending.release(3, BSP) == ["b1", "a2"]
+    pending.add(5, "a4", worker=0)
+    assert len(pending) == 2
+    assert pending.release(10, BSP) == ["a3", "a4"]
+    assert len(pending) == 0
+
+
+@pytest.mark.parametrize("per_worker", [0, -2])
+def test_per_worker_bound_must_be_positive(per_worker: int) -> None:
+    with pytest.raises(ValueError):
+        PendingPulls(per_worker=per_worker)
