@@ -50,6 +50,8 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.instance_id,
+        table_standby_replicas=settings.standby_replicas,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_commit_interval=settings.commit_interval,

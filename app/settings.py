@@ -47,6 +47,12 @@ class JobSettings(BaseSettings):
     data_dir: Path = REPO_ROOT / ".kps" / "data"
     input_topic: str = "kps-training"
     partitions: int = 4
+    #: Static group membership (KIP-345): a process restarted with the same id takes its
+    #: partitions back at once, without a rebalance. Unique per process; None: dynamic.
+    instance_id: str | None = None
+    #: Standby copies of each table partition kept warm by other server processes, so a
+    #: partition that moves needs no rebuild from the changelog.
+    standby_replicas: int = Field(default=0, ge=0)
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0

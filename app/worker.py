@@ -37,10 +37,12 @@ def run_worker(job: str, settings: JobSettings) -> None:
 
 
 def settings_env(settings: JobSettings) -> dict[str, str]:
-    """The environment that makes a child process build the same settings."""
+    """The environment that makes a child process build the same settings (a setting that
+    is None is left out, so the child takes the default, None)."""
     return {
         f"KPS_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
         for name, value in settings.model_dump(mode="json").items()
+        if value is not None
     }
 
 
@@ -51,6 +53,7 @@ def _die_with_parent() -> None:
 
 
 PR_SET_PDEATHSIG = 1
+_JOB_VARIABLES = {f"KPS_{name.upper()}" for name in JobSettings.model_fields}
 
 
 class WorkerProcess:
@@ -78,8 +81,9 @@ class WorkerProcess:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        inherited = {k: v for k, v in os.environ.items() if k not in _JOB_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             **settings_env(self.settings),
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": path,
