@@ -103,17 +103,26 @@ class WorkerProcess:
         return self._process is not None and self._process.poll() is None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for Faust's "Ready" line in this run's log."""
+        """Wait for Faust's "Ready" line in this run's log (the worker has started; its
+        tables may still be recovering)."""
+        self.wait_log(b"Ready", timeout)
+
+    def wait_recovered(self, timeout: float = 120.0) -> None:
+        """Wait until Faust has rebuilt this process's tables and resumed its streams."""
+        self.wait_log(b"Worker ready", timeout)
+
+    def wait_log(self, text: bytes, timeout: float) -> None:
+        """Wait for ``text`` in what this run has logged so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
             with self.log_path.open("rb") as log:
                 log.seek(self._log_start)
-                if b"Ready" in log.read():
+                if text in log.read():
                     return
             time.sleep(0.2)
-        raise TimeoutError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
+        raise TimeoutError(f"no {text!r} after {timeout:.0f}s:\n{self.log_tail()}")
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM: Faust flushes its producer, commits and closes; return the exit code."""

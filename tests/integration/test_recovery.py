@@ -1,0 +1,126 @@
+"""A shard table survives the loss of its disk, and a job survives a broker restart."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.server import PARAMS_TABLE
+from app.chaos import chaos_settings, counts_in_changelog
+from app.client import produce
+from app.local_kafka import LocalKafka
+from app.records import encode_record
+from app.settings import JobSettings, LocalKafkaSettings
+from app.termination import wait_until_learned
+from app.worker import WorkerProcess
+from tables.clocks import is_reserved
+from tables.local_store import read_table
+
+
+def test_shard_table_rebuilt_from_changelog_bit_for_bit(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = job_settings.model_copy(
+        update={"partitions": 2, "shards": 2, "batch_size": 32, "consistency": "ssp:1"}
+    )
+    server_settings = settings.model_copy(update={"data_dir": settings.data_dir / "server"})
+    server = worker_factory("server", server_settings).start()
+    worker = worker_factory("worker", settings).start()
+    rng = random.Random(3)
+    records = [
+        (
+            None,
+            encode_record(
+                features={name: f"v{rng.randrange(40)}" for name in "abc"},
+                label=float(rng.random() < 0.3),
+            ),
+            i % 2,
+        )
+        for i in range(3000)
+    ]
+    produce(settings.broker, settings.input_topic, records)
+    wait_until_learned(settings, {0: 1500, 1: 1500})
+    assert worker.terminate() == 0 and server.terminate() == 0
+
+    before = read_table(server_settings.data_dir, PARAMS_TABLE)
+    params = [key for key in before if not is_reserved(key)]
+    assert len(params) > 100
+    assert {b"__clock__:0", b"__clock__:1", b"__hwm__:0", b"__hwm__:1"} <= set(before)
+
+    shutil.rmtree(server_settings.data_dir)
+    server = worker_factory("server", server_settings).start()
+    server.wait_recovered()
+    assert server.terminate() == 0
+    assert read_table(server_settings.data_dir, PARAMS_TABLE) == before
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A broker of the test's own, so that restarting it disturbs no other test."""
+    broker = LocalKafka(
+        LocalKafkaSettings(home=tmp_path / "kafka", port=9192, controller_port=9193)
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_job_survives_a_broker_restart_and_loses_nothing(
+    own_broker: LocalKafka, unique_name: str, tmp_path: Path
+) -> None:
+    settings = chaos_settings(
+        JobSettings(
+            broker=own_broker.settings.bootstrap,
+            app_id=unique_name,
+            input_topic=f"{unique_name}-input",
+            data_dir=tmp_path / "data",
+            partitions=4,
+            shards=2,
+            batch_size=32,
+        )
+    )
+    processes = [
+        WorkerProcess(
+            job,
+            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
+            tmp_path / "logs" / f"{job}-{i}.log",
+        )
+        for job, i in (("worker", 0), ("worker", 1), ("server", 0))
+    ]
+    try:
+        for process in processes:
+            process.start().wait_ready()
+        rng = random.Random(5)
+        stream = [(f"k{rng.randrange(200)}", rng.randrange(4)) for _ in range(6000)]
+
+        def feed(part: list[tuple[str, int]]) -> None:
+            produce(
+                settings.broker,
+                settings.input_topic,
+                ((None, encode_record(features={"key": k}), p) for k, p in part),
+            )
+
+        feed(stream[:3000])
+        time.sleep(3)
+        own_broker.stop()
+        time.sleep(3)
+        own_broker.start()
+        late = threading.Thread(target=feed, args=(stream[3000:],))
+        late.start()
+        late.join()
+        wait_until_learned(settings, dict(Counter(p for _, p in stream)), timeout=300)
+        assert all(process.running for process in processes), [
+            p.log_tail() for p in processes if not p.running
+        ]
+    finally:
+        for process in processes:
+            if process.running:
+                process.terminate()
+    assert counts_in_changelog(settings) == dict(Counter(k for k, _ in stream))
