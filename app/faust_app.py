@@ -7,6 +7,7 @@ from typing import Any
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 
 from app.client import MAX_MESSAGE_BYTES
 from app.settings import JobSettings
@@ -31,6 +32,37 @@ def _with_fetch_wait(fetch_max_wait_ms: int) -> None:
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create
 
 
+def _count_sends_in_progress() -> None:
+    """Make Faust's producer-buffer flush wait for the message it is sending, not only the
+    queued ones.
+
+    Table writes reach the changelog through Faust's ``ProducerBuffer``: a task pops each
+    message off a queue, then awaits its hand-over to aiokafka. ``flush()``, which Faust
+    runs before committing source offsets, waits only until the queue is empty, so a
+    message popped but not yet handed over (aiokafka waiting on metadata or a full
+    accumulator) is missed, and the source offset can be committed before the changelog
+    record is sent. A SIGKILL then loses that record, and the committed offset means no
+    replay ever writes it again.
+    """
+    if getattr(ProducerBuffer, "_kps_counts_sends", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+    queued = ProducerBuffer.size
+
+    async def counted(self: ProducerBuffer, fut: Any) -> None:
+        self._kps_sending = getattr(self, "_kps_sending", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._kps_sending -= 1
+
+    ProducerBuffer._send_pending = counted
+    ProducerBuffer.size = property(
+        lambda self: queued.fget(self) + getattr(self, "_kps_sending", 0)
+    )
+    ProducerBuffer._kps_counts_sends = True
+
+
 def create_app(settings: JobSettings, group: str) -> faust.App:
     """A Faust app configured for kafka-ps: aiokafka driver, RocksDB tables, no web server.
 
@@ -39,6 +71,7 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
     Faust never guesses partition counts.
     """
     _with_fetch_wait(settings.fetch_max_wait_ms)
+    _count_sends_in_progress()
     return faust.App(
         group,
         broker=f"kafka://{settings.broker}",

@@ -25,15 +25,24 @@ from agents.jobs import JOBS
 from app.faust_app import create_app
 from app.settings import JobSettings
 from app.topics import ensure_topics
+from tables.local_state import LocalState
 
 
 def run_worker(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
     spec = JOBS[job]
     ensure_topics(settings.broker, spec.topics(settings))
+    state = LocalState(settings.data_dir)
+    state.claim()
     app = create_app(settings, spec.group(settings))
     spec.register(app, settings)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    except SystemExit as exit:
+        if exit.code in (0, None):
+            state.release()
+        raise
+    state.release()
 
 
 def settings_env(settings: JobSettings) -> dict[str, str]:

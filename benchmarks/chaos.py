@@ -51,7 +51,9 @@ def main() -> None:
             keys=args.keys,
             interval=args.interval,
         )
-        failed |= bool(result.lost or result.doubled)
+        wrong = {k: (n, result.counted.get(k)) for k, n in result.produced.items()}
+        wrong = {k: counts for k, counts in wrong.items() if counts[0] != counts[1]}
+        failed |= bool(wrong)
         print(
             json.dumps(
                 {
@@ -62,11 +64,14 @@ def main() -> None:
                     "lost": result.lost,
                     "doubled": result.doubled,
                     "seconds": round(result.seconds, 1),
+                    "wrong_keys": dict(list(wrong.items())[:20]),
+                    "topics_kept": run if wrong else None,
                 }
             ),
             flush=True,
         )
-        delete_topics(broker, [t for t in _topics(broker) if t.startswith(run)])
+        if not wrong:
+            delete_topics(broker, [t for t in _topics(broker) if t.startswith(run)])
     raise SystemExit(1 if failed else 0)
 
 

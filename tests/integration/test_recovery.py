@@ -21,6 +21,7 @@ from app.settings import JobSettings, LocalKafkaSettings
 from app.termination import wait_until_learned
 from app.worker import WorkerProcess
 from tables.clocks import is_reserved
+from tables.local_state import RUNNING_MARK
 from tables.local_store import read_table
 
 
@@ -48,6 +49,8 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
     produce(settings.broker, settings.input_topic, records)
     wait_until_learned(settings, {0: 1500, 1: 1500})
     assert worker.terminate() == 0 and server.terminate() == 0
+    # A clean stop leaves the state to be reused, not rebuilt.
+    assert not (server_settings.data_dir / RUNNING_MARK).exists()
 
     before = read_table(server_settings.data_dir, PARAMS_TABLE)
     params = [key for key in before if not is_reserved(key)]

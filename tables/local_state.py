@@ -1,0 +1,48 @@
+"""A process's local table state survives a clean stop, and is rebuilt after a crash.
+
+After a SIGKILL, a partition's RocksDB can hold writes whose changelog records were
+never sent, and Faust's recovery then replays the changelog records sent after the last
+*acknowledged* one over it. Keys written both before and after that point revert to an
+older value, while keys written only after it keep the newer one: a mix that is no
+prefix of the write sequence. The exactly-once rules need a prefix (a shard's
+high-water mark vouches for parameter writes made before it; see
+:mod:`tables.replay`). The changelog itself is one, since a partition's records are
+produced in order, and every write of a committed message is in it (Faust flushes
+before committing).
+
+So, as Kafka Streams does under exactly-once, a process marks its data directory while
+it runs and clears the mark on a clean stop; finding the mark at start means the last
+run crashed, and the table files are deleted so Faust rebuilds them from the changelog.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RUNNING_MARK = "kps-running"
+
+
+class LocalState:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.mark = data_dir / RUNNING_MARK
+
+    def claim(self) -> bool:
+        """Mark the state in use; first delete it if the last user crashed. Return whether
+        it was deleted."""
+        crashed = self.mark.exists()
+        if crashed:
+            log.warning("the last run crashed: rebuilding %s from changelogs", self.data_dir)
+            for tables in self.data_dir.glob("v*/tables"):
+                shutil.rmtree(tables)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.mark.touch()
+        return crashed
+
+    def release(self) -> None:
+        """Call after a clean stop: every table write has reached its changelog."""
+        self.mark.unlink(missing_ok=True)
