@@ -47,6 +47,7 @@ def _train(args: argparse.Namespace) -> int:
             ("batch_size", args.batch_size),
             ("partitions", args.partitions),
             ("shards", args.shards),
+            ("warm_start", args.warm_start),
         )
         if value is not None
     }
@@ -98,9 +99,15 @@ def _produce(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     from app.model_export import export_npz
+    from app.warm_start import load_warm_start
 
     settings = JobSettings()
-    count = export_npz(settings.broker, args.topic or settings.topic("model-updates"), args.out)
+    if args.topic:
+        count = export_npz(settings.broker, args.topic, args.out)
+    else:
+        # The job's model: its warm start's values under those it has changed since.
+        topic = settings.topic("model-updates")
+        count = export_npz(settings.broker, topic, args.out, load_warm_start(settings))
     print(f"wrote {count:,} parameters to {args.out}")
     return 0
 
@@ -137,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--batch-size", type=int, default=None, help="default 64")
         train.add_argument("--partitions", type=int, default=None, help="training partitions (2)")
         train.add_argument("--shards", type=int, default=None, help="parameter shards (4)")
+        train.add_argument(
+            "--warm-start",
+            default=None,
+            metavar="SOURCE",
+            help="start parameters from a .npz file or topic:<model-updates topic>",
+        )
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser("produce", help="stream a data set into a training topic")
@@ -151,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
     model.add_argument("--out", default="model.npz")
-    model.add_argument("--topic", default=None, help="default: <KPS_APP_ID>-model-updates")
+    model.add_argument(
+        "--topic",
+        default=None,
+        help="default: <KPS_APP_ID>-model-updates over the job's KPS_WARM_START values",
+    )
     model.set_defaults(handler=_model)
     return parser
 

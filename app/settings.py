@@ -73,6 +73,9 @@ class JobSettings(BaseSettings):
     idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
+    #: Where parameters start from instead of their initialisers: a ``.npz`` file (as
+    #: ``kps model`` writes) or ``topic:<model-updates topic>``; empty for none.
+    warm_start: str = ""
 
     def group(self, role: str) -> str:
         """The consumer group (Faust app id) of the job's processes of ``role``."""
