@@ -17,6 +17,8 @@ from agents.server import PARAMS_TABLE, register_server
 from agents.worker import register_worker
 from app.settings import JobSettings
 from app.topics import TopicSpec
+from app.warm_start import load_warm_start
+from tables.warm_start import warm_registry
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
 
 def _register_servers(app: faust.App, settings: JobSettings) -> None:
     logic = load_logic(settings.model, settings.model_params)
-    register_server(app, settings, ParamRegistry(list(logic.params)))
+    registry = warm_registry(ParamRegistry(list(logic.params)), load_warm_start(settings))
+    register_server(app, settings, registry)
 
 
 def _register_workers(app: faust.App, settings: JobSettings) -> None:

@@ -39,7 +39,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from app.train import run_training
+    from app.train import Stopped, run_training, stop_on_sigterm
 
     overrides: dict[str, object] = {
         name: value
@@ -47,6 +47,8 @@ def _train(args: argparse.Namespace) -> int:
             ("batch_size", args.batch_size),
             ("partitions", args.partitions),
             ("shards", args.shards),
+            ("export_on_exit", args.export_on_exit),
+            ("warm_start", args.warm_start),
         )
         if value is not None
     }
@@ -54,15 +56,22 @@ def _train(args: argparse.Namespace) -> int:
         overrides["model"] = args.model
     if args.model_params:
         overrides["model_params"] = json.loads(args.model_params)
-    if args.until_end:
-        from agents.jobs import load_logic
-        from app.train import run_job
+    stop_on_sigterm()
+    try:
+        if args.until_end:
+            from agents.jobs import load_logic
+            from app.train import run_job
 
-        settings = JobSettings().model_copy(update=overrides)
-        task = load_logic(settings.model, settings.model_params).task
-        summary = run_job(settings, None, task, args.workers, args.servers)
-    else:
-        summary = run_training(args.dataset, args.workers, args.servers, args.limit, **overrides)
+            settings = JobSettings().model_copy(update=overrides)
+            task = load_logic(settings.model, settings.model_params).task
+            summary = run_job(settings, None, task, args.workers, args.servers)
+        else:
+            summary = run_training(
+                args.dataset, args.workers, args.servers, args.limit, **overrides
+            )
+    except (Stopped, KeyboardInterrupt):
+        print("stopped before the end of the input", flush=True)
+        return 0
     accuracy = f", accuracy {summary.accuracy:.4f}" if summary.accuracy is not None else ""
     name = "logloss" if summary.accuracy is not None else "RMSE"
     print(
@@ -98,9 +107,15 @@ def _produce(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     from app.model_export import export_npz
+    from app.warm_start import load_warm_start
 
     settings = JobSettings()
-    count = export_npz(settings.broker, args.topic or settings.topic("model-updates"), args.out)
+    if args.topic:
+        count = export_npz(settings.broker, args.topic, args.out)
+    else:
+        # The job's model: its warm start's values under those it has changed since.
+        topic = settings.topic("model-updates")
+        count = export_npz(settings.broker, topic, args.out, load_warm_start(settings))
     print(f"wrote {count:,} parameters to {args.out}")
     return 0
 
@@ -137,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--batch-size", type=int, default=None, help="default 64")
         train.add_argument("--partitions", type=int, default=None, help="training partitions (2)")
         train.add_argument("--shards", type=int, default=None, help="parameter shards (4)")
+        train.add_argument(
+            "--export-on-exit",
+            default=None,
+            metavar="PATH",
+            help="write the model to this .npz when the job ends or is stopped (SIGTERM)",
+        )
+        train.add_argument(
+            "--warm-start",
+            default=None,
+            metavar="SOURCE",
+            help="start parameters from a .npz file or topic:<model-updates topic>",
+        )
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser("produce", help="stream a data set into a training topic")
@@ -151,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
     model.add_argument("--out", default="model.npz")
-    model.add_argument("--topic", default=None, help="default: <KPS_APP_ID>-model-updates")
+    model.add_argument(
+        "--topic",
+        default=None,
+        help="default: <KPS_APP_ID>-model-updates over the job's KPS_WARM_START values",
+    )
     model.set_defaults(handler=_model)
     return parser
 

@@ -1,7 +1,9 @@
-"""The compacted model-updates topic as a ``.npz`` file: one array per parameter key."""
+"""Models as ``.npz`` files, one array per parameter key: from the model-updates topic, a
+warm start's values, or both."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,26 @@ def read_model(bootstrap: str, topic: str) -> dict[bytes, np.ndarray]:
     }
 
 
-def export_npz(bootstrap: str, topic: str, path: str | Path) -> int:
-    model = read_model(bootstrap, topic)
-    np.savez(path, **{key.decode(): value for key, value in sorted(model.items())})
+def read_npz(path: str | Path) -> dict[bytes, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {name.encode(): npz[name] for name in npz.files}
+
+
+def write_npz(model: Mapping[bytes, np.ndarray], path: str | Path) -> None:
+    """Write ``path`` whole or not at all: a job warm-starting from it, or a job stopped
+    while exporting over the file it started from, never sees half a model."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("wb") as file:
+        np.savez(file, **{key.decode(): value for key, value in sorted(model.items())})
+    partial.replace(path)
+
+
+def export_npz(
+    bootstrap: str, topic: str, path: str | Path, base: Mapping[bytes, np.ndarray] | None = None
+) -> int:
+    """Write the model published to ``topic`` over ``base`` (a warm start's values: the
+    topic carries only the parameters its job changed); return the number of parameters."""
+    model = {**(base or {}), **read_model(bootstrap, topic)}
+    write_npz(model, path)
     return len(model)

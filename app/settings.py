@@ -79,6 +79,12 @@ class JobSettings(BaseSettings):
     idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
+    #: Where parameters start from instead of their initialisers: a ``.npz`` file (as
+    #: ``kps model`` writes) or ``topic:<model-updates topic>``; empty for none.
+    warm_start: str = ""
+    #: A ``.npz`` file that ``kps train`` writes the final model to when the job ends or
+    #: is stopped (SIGTERM, Ctrl-C); empty for none.
+    export_on_exit: str = ""
 
     def group(self, role: str) -> str:
         """The consumer group (Faust app id) of the job's processes of ``role``."""

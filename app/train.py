@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -26,9 +27,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from agents.api import Task
 from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
+from app.model_export import export_npz
 from app.records import BadRecordError, encode_record
 from app.settings import REPO_ROOT, JobSettings
 from app.termination import Termination, end_offsets
+from app.warm_start import load_warm_start
 from app.worker import WorkerProcess
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
@@ -145,33 +148,76 @@ def run_job(
     end offsets it had at the start (``kps train --until-end``).
 
     Returns once every record is learned and every push applied (:mod:`app.termination`).
+    Then, or when stopped by :class:`Stopped` or Ctrl-C, it stops the processes and writes
+    the model to ``settings.export_on_exit`` if set; a job that failed writes nothing, so
+    it never replaces a good file with a broken model.
     """
     processes = job_processes(settings, workers, servers, logs or settings.data_dir)
+    ended = False
     try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.wait_ready()
-        started = time.monotonic()
-        if records is None:
-            ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
-            _follow(settings, None, processes, ends)
-            seconds = time.monotonic() - started
-            return _summary(settings, task, seconds)
-        feeder = threading.Thread(
-            target=produce,
-            args=(
-                settings.broker,
-                settings.input_topic,
-                training_records(records, settings.partitions, 50_000),
-            ),
-        )
-        feeder.start()
-        _follow(settings, feeder, processes)
-        seconds = time.monotonic() - started
+        seconds = _learn(settings, records, processes)
+        ended = True
+    except (Stopped, KeyboardInterrupt):
+        ended = True
+        raise
     finally:
         stop_all(processes)
+        if ended and settings.export_on_exit:
+            export_on_exit(settings)
     return _summary(settings, task, seconds)
+
+
+class Stopped(Exception):
+    """The job was asked to stop (SIGTERM) before it finished."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Stopped` in the main thread, once, so that a job stops
+    its processes and exports its model; a second SIGTERM ends this process at once."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Stopped
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def export_on_exit(settings: JobSettings) -> None:
+    """Write the job's model, once every server has stopped: a server publishes its last
+    changes to model-updates as it shuts down, so the topic is then complete."""
+    count = export_npz(
+        settings.broker,
+        settings.topic("model-updates"),
+        settings.export_on_exit,
+        load_warm_start(settings),
+    )
+    print(f"exported {count:,} parameters to {settings.export_on_exit}", flush=True)
+
+
+def _learn(
+    settings: JobSettings, records: Iterable[RecordFields] | None, processes: list[WorkerProcess]
+) -> float:
+    """Start the processes and follow the job until it has learned its input; seconds taken."""
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.wait_ready()
+    started = time.monotonic()
+    if records is None:
+        ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+        _follow(settings, None, processes, ends)
+        return time.monotonic() - started
+    feeder = threading.Thread(
+        target=produce,
+        args=(
+            settings.broker,
+            settings.input_topic,
+            training_records(records, settings.partitions, 50_000),
+        ),
+    )
+    feeder.start()
+    _follow(settings, feeder, processes)
+    return time.monotonic() - started
 
 
 def stop_all(processes: list[WorkerProcess], grace: float = 30.0) -> None:
