@@ -268,7 +268,12 @@ def register_worker(
         records, sources = [], {}
         for event in events:
             try:
-                record = parse_record(event.value, worker, event.message.offset)
+                record = parse_record(
+                    event.value,
+                    worker,
+                    event.message.offset,
+                    require_label=not settings.predict_unlabelled,
+                )
             except BadRecordError as error:
                 await dead_letters.send(event.value, event.key, error.reason, str(error), event)
                 continue

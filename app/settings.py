@@ -73,6 +73,8 @@ class JobSettings(BaseSettings):
     idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
+    #: Predict records without a label instead of sending them to dead letters.
+    predict_unlabelled: bool = False
 
     def group(self, role: str) -> str:
         """The consumer group (Faust app id) of the job's processes of ``role``."""
