@@ -28,7 +28,7 @@ from agents.api import (
     TrainingRecord,
     UnknownParameterError,
 )
-from agents.dead_letters import DeadLetters
+from agents.dead_letters import DeadLetters, report_counts
 from agents.metrics import ProgressiveMetrics
 from agents.replies import ReplyRouter
 from app.messages import Kind, PsMessage, encode_message
@@ -188,6 +188,7 @@ def register_worker(
     metrics: dict[int, ProgressiveMetrics] = {}
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    report_counts(app, settings, "worker", dead_letters)
     in_flight: dict[int, asyncio.Semaphore] = {}
 
     def client_for(worker: int, clock: int) -> KafkaPsClient:
@@ -305,7 +306,7 @@ def register_worker(
             )
         if progress.window_records >= settings.metrics_window:
             report = json.dumps(
-                {**progress.report(worker), "dead_letters": sum(dead_letters.counts.values())}
+                {**progress.report(worker), "dead_letters": dict(dead_letters.counts)}
             ).encode()
             log.info("metrics %s", report.decode())
             await app.producer.send(settings.topic("metrics"), None, report, None, None, None)

@@ -73,6 +73,8 @@ class JobSettings(BaseSettings):
     idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
+    #: Seconds between a process's reports of its dead-letter counts (sent only on change).
+    metrics_interval: float = 5.0
     #: Predict records without a label instead of sending them to dead letters.
     predict_unlabelled: bool = False
 
