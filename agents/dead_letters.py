@@ -4,15 +4,21 @@ A malformed training record, a push the shard rejects, a message that does not d
 each is produced to ``J-dead-letters`` with its original bytes intact and headers that
 say why (``kps-reason``, ``kps-detail``) and where it came from (``kps-topic``,
 ``kps-partition``, ``kps-offset``), and counted, so nothing is lost silently and no
-process crashes on bad input.
+process crashes on bad input. Every process publishes its counts by reason to the
+job's metrics topic (:func:`report_counts`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 from collections import Counter
 
 import faust
+
+from app.settings import JobSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +49,29 @@ class DeadLetters:
             ("kps-offset", str(event.message.offset).encode()),
         ]
         await self.app.producer.send(self.topic, key, value, None, None, headers)
+
+
+def report_counts(
+    app: faust.App, settings: JobSettings, role: str, dead_letters: DeadLetters
+) -> None:
+    """Publish this process's dead-letter counts to the metrics topic every
+    ``metrics_interval`` seconds if they changed, and once more at shutdown."""
+    topic = settings.topic("metrics")
+    process = f"{socket.gethostname()}:{os.getpid()}"
+    published: dict[str, int] = {}
+
+    async def publish() -> None:
+        counts = dict(dead_letters.counts)
+        report = {"role": role, "process": process, "dead_letters": counts}
+        await app.producer.send(topic, None, json.dumps(report).encode(), None, None, None)
+        published.clear()
+        published.update(counts)
+
+    @app.timer(settings.metrics_interval)
+    async def report_changed_counts() -> None:
+        if dead_letters.counts != published:
+            await publish()
+
+    @app.on_before_shutdown.connect
+    async def report_last_counts(app: faust.App, **_: object) -> None:
+        await publish()

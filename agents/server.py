@@ -20,7 +20,7 @@ from collections import Counter
 import faust
 
 from agents.api import ParamRegistry, UnknownParameterError
-from agents.dead_letters import DeadLetters
+from agents.dead_letters import DeadLetters, report_counts
 from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from app.settings import JobSettings
 from tables.clocks import Consistency, PendingPulls, VectorClock
@@ -73,6 +73,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     reply_topic = settings.topic("replies")
     publisher = ModelPublisher(app, settings.topic("model-updates"), settings.shards)
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    report_counts(app, settings, "server", dead_letters)
 
     consistency = Consistency.parse(settings.consistency)
     workers = range(settings.partitions)

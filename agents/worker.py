@@ -21,8 +21,14 @@ import faust
 import numpy as np
 from faust.types import TP
 
-from agents.api import BatchWorkerLogic, ParamRegistry, Prediction, TrainingRecord
-from agents.dead_letters import DeadLetters
+from agents.api import (
+    BatchWorkerLogic,
+    ParamRegistry,
+    Prediction,
+    TrainingRecord,
+    UnknownParameterError,
+)
+from agents.dead_letters import DeadLetters, report_counts
 from agents.metrics import ProgressiveMetrics
 from agents.replies import ReplyRouter
 from app.messages import Kind, PsMessage, encode_message
@@ -31,6 +37,7 @@ from app.settings import JobSettings
 from tables.clocks import Consistency
 from tables.keys import group_by_shard
 from tables.replay import replay_segments
+from tables.shard import RejectedPush, check_delta_size
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +68,17 @@ class KafkaPsClient:
         self.predictions: list[Prediction] = []
 
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        # Checked before asking: a shard never answers a pull of an unknown parameter.
+        specs = {key: self.registry.spec_for(key) for key in keys}
         await self.router.ensure(self.worker)
-        by_shard = group_by_shard(list(dict.fromkeys(keys)), self.settings.shards)
+        by_shard = group_by_shard(list(specs), self.settings.shards)
         replies = await asyncio.gather(
             *(self._pull_shard(shard, shard_keys) for shard, shard_keys in by_shard.items())
         )
         values: dict[bytes, np.ndarray] = {}
         for reply in replies:
             for key, flat in zip(reply.keys, reply.values, strict=True):
-                values[key] = flat.reshape(self.registry.spec_for(key).slot_shape)
+                values[key] = flat.reshape(specs[key].slot_shape)
         return values
 
     async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
@@ -105,11 +114,21 @@ class KafkaPsClient:
         return [(reply.first_offset, reply.last_offset) for reply in replies]
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
-        for key, delta in deltas.items():
-            current = self.deltas.get(key)
-            self.deltas[key] = (
-                np.array(delta, dtype=np.float64) if current is None else current + delta
-            )
+        """Refuse at once what a shard would reject, so that the logic's batch fails here
+        and the worker can find the records it misbehaves on."""
+        totals: dict[bytes, np.ndarray] = {}
+        with np.errstate(over="ignore", invalid="ignore"):  # sums are checked below
+            for key, delta in deltas.items():
+                shape = self.registry.spec_for(key).delta_shape
+                array = np.array(delta, dtype=np.float64)
+                check_delta_size(key, array, shape)
+                array = array.reshape(shape)
+                current = self.deltas.get(key)
+                totals[key] = array if current is None else current + array
+        if totals and not np.isfinite(np.concatenate([t.ravel() for t in totals.values()])).all():
+            bad = next(key for key, total in totals.items() if not np.isfinite(total).all())
+            raise RejectedPush("non_finite_delta", f"{bad!r}: the delta has NaN or Inf")
+        self.deltas.update(totals)
 
     def output(self, prediction: Prediction) -> None:
         self.predictions.append(prediction)
@@ -141,6 +160,15 @@ class KafkaPsClient:
         self.deltas = {}
 
 
+def _reason(error: Exception) -> str:
+    """Why the logic failed on a record, as a dead-letter reason."""
+    if isinstance(error, UnknownParameterError):
+        return "unknown_parameter"
+    if isinstance(error, RejectedPush):
+        return error.reason
+    return "model_error"
+
+
 def _prediction_json(prediction: Prediction, record: TrainingRecord) -> bytes:
     body = asdict(prediction)
     body["record_key"] = record.key.decode(errors="replace") if record.key else None
@@ -160,6 +188,7 @@ def register_worker(
     metrics: dict[int, ProgressiveMetrics] = {}
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    report_counts(app, settings, "worker", dead_letters)
     in_flight: dict[int, asyncio.Semaphore] = {}
 
     def client_for(worker: int, clock: int) -> KafkaPsClient:
@@ -171,7 +200,7 @@ def register_worker(
         try:
             await logic.on_batch([record], probe)
         except Exception as error:
-            await dead_letters.send(event.value, event.key, "model_error", repr(error), event)
+            await dead_letters.send(event.value, event.key, _reason(error), repr(error), event)
             return False
         return True
 
@@ -240,7 +269,12 @@ def register_worker(
         records, sources = [], {}
         for event in events:
             try:
-                record = parse_record(event.value, worker, event.message.offset)
+                record = parse_record(
+                    event.value,
+                    worker,
+                    event.message.offset,
+                    require_label=not settings.predict_unlabelled,
+                )
             except BadRecordError as error:
                 await dead_letters.send(event.value, event.key, error.reason, str(error), event)
                 continue
@@ -272,7 +306,7 @@ def register_worker(
             )
         if progress.window_records >= settings.metrics_window:
             report = json.dumps(
-                {**progress.report(worker), "dead_letters": sum(dead_letters.counts.values())}
+                {**progress.report(worker), "dead_letters": dict(dead_letters.counts)}
             ).encode()
             log.info("metrics %s", report.decode())
             await app.producer.send(settings.topic("metrics"), None, report, None, None, None)

@@ -6,7 +6,8 @@ A record is one object with these fields, all optional except that ``features`` 
 ==========  ===================================================================
 ``features``  object: feature name -> number or string (sparse or categorical)
 ``dense``     list of numbers (a dense feature vector)
-``label``     number; a record without one is only predicted, not learned from
+``label``     number; a record without one is only predicted, not learned from, where
+              the job allows that (``require_label=False``), else rejected
 ``key``       non-empty string: the record's own key (e.g. a user or event id)
 ``ts``        number: event time in seconds
 ==========  ===================================================================
@@ -44,6 +45,7 @@ Reason = Literal[
     "unknown_field",
     "wrong_type",
     "non_finite",
+    "missing_label",
     "too_many_features",
     "bad_feature_name",
 ]
@@ -230,7 +232,12 @@ def _decode(data: bytes) -> object:
 
 
 def parse_record(
-    data: bytes, partition: int = 0, offset: int = -1, *, max_size: int = MAX_RECORD_BYTES
+    data: bytes,
+    partition: int = 0,
+    offset: int = -1,
+    *,
+    max_size: int = MAX_RECORD_BYTES,
+    require_label: bool = False,
 ) -> TrainingRecord:
     """Parse one training record read at ``partition``/``offset``.
 
@@ -241,7 +248,10 @@ def parse_record(
     data = bytes(data)
     if len(data) > max_size:
         raise BadRecordError("too_large", f"{len(data)} bytes, at most {max_size} allowed")
-    return record_from_object(_decode(data), partition, offset)
+    record = record_from_object(_decode(data), partition, offset)
+    if require_label and record.label is None:
+        raise BadRecordError("missing_label", "the record has no label")
+    return record
 
 
 def _plain(value: object) -> object:

@@ -85,6 +85,10 @@ class JobSettings(BaseSettings):
     #: A ``.npz`` file that ``kps train`` writes the final model to when the job ends or
     #: is stopped (SIGTERM, Ctrl-C); empty for none.
     export_on_exit: str = ""
+    #: Seconds between a process's reports of its dead-letter counts (sent only on change).
+    metrics_interval: float = 5.0
+    #: Predict records without a label instead of sending them to dead letters.
+    predict_unlabelled: bool = False
 
     def group(self, role: str) -> str:
         """The consumer group (Faust app id) of the job's processes of ``role``."""

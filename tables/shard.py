@@ -15,6 +15,7 @@ in one vectorised call: per-key Python work was most of a shard's time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,11 @@ class RejectedPush(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+def check_delta_size(key: bytes, delta: np.ndarray, shape: tuple[int, ...]) -> None:
+    if delta.size != math.prod(shape):
+        raise RejectedPush("wrong_shape", f"{key!r}: {delta.size} values, expected {shape}")
 
 
 @dataclass(frozen=True)
@@ -104,15 +110,11 @@ class Shard:
         except UnknownParameterError as error:
             raise RejectedPush("unknown_parameter", str(error)) from None
         for spec, indices in groups.values():
-            expected = int(np.prod(spec.delta_shape))
+            shape = spec.delta_shape
             for i in indices:
-                if deltas[i].size != expected:
-                    raise RejectedPush(
-                        "wrong_shape",
-                        f"{keys[i]!r}: {deltas[i].size} values, expected {spec.delta_shape}",
-                    )
+                check_delta_size(keys[i], deltas[i], shape)
         if deltas and not np.isfinite(np.concatenate([np.ravel(d) for d in deltas])).all():
-            raise RejectedPush("non_finite", "a delta has NaN or Inf")
+            raise RejectedPush("non_finite_delta", "a delta has NaN or Inf")
         return groups
 
     def push(self, keys: Sequence[bytes], deltas: Sequence[np.ndarray], offset: int) -> PushResult:

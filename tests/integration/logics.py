@@ -38,3 +38,32 @@ class DenseSgd(BatchWorkerLogic):
             ps.output(Prediction(prediction, record.label))
             gradient += (prediction - record.label) * record.dense
         ps.push_many({WEIGHTS: gradient[None, :]})
+
+
+class BuggySum(BatchWorkerLogic):
+    """Sums ``label * dense`` into ``w`` (rule ``add``), so the learned ``w`` does not depend
+    on how records are batched; misbehaves on records whose feature ``bug`` says how."""
+
+    task = "regression"
+    dim = 3
+    params = (ParamSpec("w", (dim,), make_rule("add")),)
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        weights = (await ps.pull_many([WEIGHTS]))[WEIGHTS][0]
+        delta = np.zeros(self.dim)
+        for record in records:
+            assert record.dense is not None and record.label is not None
+            ps.output(Prediction(float(weights @ record.dense), record.label))
+            bug = record.features.get("bug")
+            if bug == "unknown_parameter":
+                await ps.pull_many([b"nope:0"])
+            elif bug == "wrong_shape":
+                ps.push_many({WEIGHTS: np.ones((1, self.dim + 1))})
+            elif bug == "non_finite_delta":
+                delta[0] += np.inf
+            elif bug == "model_error":
+                raise ValueError("this logic cannot learn from this record")
+            delta += record.label * record.dense
+        ps.push_many({WEIGHTS: delta[None, :]})

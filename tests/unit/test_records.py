@@ -21,7 +21,7 @@ from app.records import (
 FORMATS = ["json", "msgpack"]
 
 
-def reason_of(data: bytes, **kw: int) -> str:
+def reason_of(data: bytes, **kw: int | bool) -> str:
     with pytest.raises(BadRecordError) as info:
         parse_record(data, **kw)
     assert info.value.reason in REASONS
@@ -143,6 +143,16 @@ def test_rejects(data: bytes, reason: str) -> None:
 )
 def test_rejects_msgpack(obj: dict, reason: str) -> None:
     assert reason_of(msgpack.packb(obj, use_bin_type=True)) == reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_missing_label_is_rejected_only_where_one_is_required(fmt: str) -> None:
+    unlabelled = encode_record(dense=[1.0], fmt=fmt)  # type: ignore[arg-type]
+    labelled = encode_record(dense=[1.0], label=0.0, fmt=fmt)  # type: ignore[arg-type]
+    assert parse_record(unlabelled).label is None
+    assert reason_of(unlabelled, require_label=True) == "missing_label"
+    assert reason_of(b'{"dense": [1.0], "label": null}', require_label=True) == "missing_label"
+    assert parse_record(labelled, require_label=True).label == 0.0
 
 
 def test_size_limit() -> None:

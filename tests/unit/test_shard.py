@@ -49,7 +49,7 @@ def test_push_applies_once_per_offset() -> None:
     [
         ([b"w:1", b"x:1"], [np.ones(1), np.ones(1)], "unknown_parameter"),
         ([b"w:1", b"g:1"], [np.ones(1), np.ones(3)], "wrong_shape"),
-        ([b"w:1", b"g:1"], [np.ones(1), np.array([1.0, np.nan])], "non_finite"),
+        ([b"w:1", b"g:1"], [np.ones(1), np.array([1.0, np.nan])], "non_finite_delta"),
         ([b"w:1", b"w:1"], [np.ones(1), np.ones(1)], "malformed"),
         ([b"no-colon"], [np.ones(1)], "unknown_parameter"),
     ],
@@ -79,7 +79,7 @@ def test_user_param_init_and_param_update_run_on_the_shard() -> None:
     np.testing.assert_array_equal(shard.pull([b"m:3"])[0], [[3.0, 3.0]])
     shard.push([b"m:3"], [np.array([1.0, 7.0])], offset=0)
     np.testing.assert_array_equal(decode_record(table[b"m:3"]).value, [3.0, 7.0])
-    with pytest.raises(RejectedPush, match="non_finite"):
+    with pytest.raises(RejectedPush, match="non_finite_delta"):
         shard.push([b"m:3"], [np.array([1.0, np.inf])], offset=1)
     assert decode_record(table[b"m:3"]).offset == 0
 
