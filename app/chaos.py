@@ -57,11 +57,13 @@ class ChaosResult:
 
 
 def chaos_settings(settings: JobSettings) -> JobSettings:
-    """The counting model, and pull retries quick enough to ride out a dead shard."""
+    """The counting model (its records carry no label), and pull retries quick enough to
+    ride out a dead shard."""
     return settings.model_copy(
         update={
             "model": "agents.models.count:KeyCounter",
             "model_params": {},
+            "predict_unlabelled": True,
             "consistency": "asp",
             "pull_timeout": 2.0,
         }
