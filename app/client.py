@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -71,18 +72,20 @@ def _reader(bootstrap: str) -> Consumer:
     )
 
 
-def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes, bytes]:
-    """The latest value of every key in ``topic`` up to its current end; tombstones delete."""
+def read_all(
+    bootstrap: str, topic: str, partitions: Iterable[int] | None = None, timeout: float = 60.0
+) -> Iterator[Message]:
+    """Every message of ``topic`` (or of its ``partitions``) up to the end it has now."""
     consumer = _reader(bootstrap)
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        if partitions is None:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends: dict[int, int] = {}
         for partition in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
             if high > low:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        latest: dict[bytes, bytes] = {}
         deadline = time.monotonic() + timeout
         while ends:
             if time.monotonic() > deadline:
@@ -90,16 +93,23 @@ def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes
             for message in consumer.consume(1000, 0.5):
                 if message.error():
                     raise KafkaException(message.error())
-                key, value = message.key(), message.value()
-                if value is None:
-                    latest.pop(key, None)
-                else:
-                    latest[key] = value
+                yield message
                 if message.offset() + 1 >= ends.get(message.partition(), 1 << 62):
                     del ends[message.partition()]
-        return latest
     finally:
         consumer.close()
+
+
+def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes, bytes]:
+    """The latest value of every key in ``topic`` up to its current end; tombstones delete."""
+    latest: dict[bytes, bytes] = {}
+    for message in read_all(bootstrap, topic, timeout=timeout):
+        key, value = message.key(), message.value()
+        if value is None:
+            latest.pop(key, None)
+        else:
+            latest[key] = value
+    return latest
 
 
 def group_lag(bootstrap: str, group: str, topic: str) -> int:

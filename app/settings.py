@@ -90,6 +90,11 @@ class JobSettings(BaseSettings):
     #: Predict records without a label instead of sending them to dead letters.
     predict_unlabelled: bool = False
 
+    @classmethod
+    def for_run(cls, run: str, data_dir: Path, **fields: Any) -> JobSettings:
+        """A job of its own: app id ``run``, input topic ``<run>-input``, its own data."""
+        return cls(app_id=run, input_topic=f"{run}-input", data_dir=data_dir, **fields)
+
     def group(self, role: str) -> str:
         """The consumer group (Faust app id) of the job's processes of ``role``."""
         return f"{self.app_id}-{role}" if role else self.app_id

@@ -278,10 +278,9 @@ def run_training(
     """``kps train``: a named data set through a fresh job on the configured broker."""
     spec = DATASETS[dataset]
     run = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    settings = JobSettings(
-        app_id=run,
-        input_topic=f"{run}-training",
-        data_dir=REPO_ROOT / ".kps" / run,
+    settings = JobSettings.for_run(
+        run,
+        REPO_ROOT / ".kps" / run,
         model=DEFAULT_MODELS[dataset],
         model_params=DEFAULT_PARAMS.get(dataset, {}),
         metrics_window=20_000,

@@ -33,11 +33,10 @@ def main() -> None:
     for target in args.targets.split(","):
         run = f"bench-chaos-{target}-{uuid.uuid4().hex[:8]}"
         workdir = REPO_ROOT / ".kps" / "bench-chaos" / run
-        settings = JobSettings(
+        settings = JobSettings.for_run(
+            run,
+            workdir / "data",
             broker=broker,
-            app_id=run,
-            input_topic=f"{run}-input",
-            data_dir=workdir / "data",
             partitions=6,
             shards=4,
             batch_size=64,

@@ -26,13 +26,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from app.chaos import chaos_settings
-from app.client import produce
+from app.client import produce, read_all
 from app.local_kafka import LocalKafka
-from app.messages import Kind, decode_message
+from app.messages import Kind, PsMessage, decode_message
 from app.records import encode_record
 from app.settings import REPO_ROOT, JobSettings
 from app.train import stop_all
@@ -67,24 +66,14 @@ def shards_of(settings: JobSettings, instance_id: str) -> set[int]:
     raise RuntimeError(f"{instance_id} is not a member of {group}")
 
 
-def _read(settings: JobSettings, topic: str, partitions: list[int], since_ms: float) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "bench-failover"})
-    found = []
-    for partition in partitions:
-        tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
-        _, end = consumer.get_watermark_offsets(tp, 10)
-        consumer.assign([tp])
-        seen = 0
-        while seen < end:
-            batch = consumer.consume(1000, 1.0)
-            seen += len(batch)
-            found += [
-                (m.timestamp()[1], decode_message(m.value()))
-                for m in batch
-                if m.timestamp()[1] >= since_ms
-            ]
-    consumer.close()
-    return found
+def _read(
+    settings: JobSettings, topic: str, partitions: list[int], since_ms: float
+) -> list[tuple[int, PsMessage]]:
+    return [
+        (m.timestamp()[1], decode_message(m.value()))
+        for m in read_all(settings.broker, topic, partitions)
+        if m.timestamp()[1] >= since_ms
+    ]
 
 
 def failover_seconds(settings: JobSettings, victim_shards: set[int], killed_ms: float) -> float:
@@ -106,11 +95,10 @@ def failover_seconds(settings: JobSettings, victim_shards: set[int], killed_ms: 
 def one_run(scenario: str, workdir: Path, session_timeout: float, warmup: float) -> float:
     run = f"bench-failover-{scenario}-{uuid.uuid4().hex[:8]}"
     settings = chaos_settings(
-        JobSettings(
+        JobSettings.for_run(
+            run,
+            workdir / run,
             broker=LocalKafka().settings.bootstrap,
-            app_id=run,
-            input_topic=f"{run}-input",
-            data_dir=workdir / run,
             partitions=2,
             shards=4,
             batch_size=16,

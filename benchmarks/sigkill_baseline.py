@@ -32,12 +32,7 @@ from app.worker import WorkerProcess
 def one_run(job: str, records: int, keys: int, seed: int, workdir: Path) -> dict[str, float]:
     rng = random.Random(seed)
     run = f"bench-kill-{job}-{uuid.uuid4().hex[:8]}"
-    settings = JobSettings(
-        broker=LocalKafka().settings.bootstrap,
-        app_id=run,
-        input_topic=f"{run}-input",
-        data_dir=workdir / run,
-    )
+    settings = JobSettings.for_run(run, workdir / run, broker=LocalKafka().settings.bootstrap)
     stream = [(f"key-{rng.randrange(keys)}".encode(), 1) for _ in range(records)]
     expected = Counter(key for key, _ in stream)
     chunks = [stream[i : i + records // 20] for i in range(0, records, records // 20)]

@@ -122,11 +122,10 @@ def main() -> None:
     args = parser.parse_args()
     LocalKafka().start()
     run = f"soak-{uuid.uuid4().hex[:8]}"
-    settings = JobSettings(
+    settings = JobSettings.for_run(
+        run,
+        REPO_ROOT / ".kps" / run,
         broker=LocalKafka().settings.bootstrap,
-        app_id=run,
-        input_topic=f"{run}-training",
-        data_dir=REPO_ROOT / ".kps" / run,
         partitions=2,
         shards=4,
         batch_size=64,

@@ -29,11 +29,10 @@ MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0,
 
 def job_settings(name: str, **update: object) -> JobSettings:
     run = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-    return JobSettings(
+    return JobSettings.for_run(
+        run,
+        REPO_ROOT / ".kps" / run,
         broker=LocalKafka().settings.bootstrap,
-        app_id=run,
-        input_topic=f"{run}-training",
-        data_dir=REPO_ROOT / ".kps" / run,
         partitions=2,
         shards=4,
         batch_size=64,

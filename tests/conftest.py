@@ -42,13 +42,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def job_settings(kafka: str, unique_name: str, tmp_path: Path) -> Iterator[JobSettings]:
     """Settings for a job with its own app id, input topic and data directory."""
-    settings = JobSettings(
-        broker=kafka,
-        app_id=unique_name,
-        input_topic=f"{unique_name}-input",
-        data_dir=tmp_path / "data",
-        partitions=4,
-    )
+    settings = JobSettings.for_run(unique_name, tmp_path / "data", broker=kafka, partitions=4)
     yield settings
     delete_topics(kafka, _topics_of(kafka, unique_name))
 

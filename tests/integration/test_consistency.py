@@ -7,9 +7,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.client import produce, read_latest
+from app.client import produce, read_all, read_latest
 from app.messages import Kind, PsMessage, decode_message
 from app.records import encode_record
 from app.settings import JobSettings
@@ -28,37 +27,20 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
 
 def read_timed(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, PsMessage]]:
     """Every message of ``topic`` with its timestamp (ms), partition by partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
-    messages: list[tuple[int, PsMessage]] = []
-    for partition in range(partitions):
-        tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
-        _, end = consumer.get_watermark_offsets(tp, 10)
-        consumer.assign([tp])
-        seen = 0
-        while seen < end:
-            batch = consumer.consume(500, 1.0)
-            seen += len(batch)
-            messages += [(m.timestamp()[1], decode_message(m.value())) for m in batch]
-    consumer.close()
-    return messages
+    return [
+        (m.timestamp()[1], decode_message(m.value()))
+        for m in read_all(bootstrap, topic, range(partitions))
+    ]
 
 
 def last_push_timestamp(settings: JobSettings) -> int:
     """When the last push carrying w:0 was produced, in ms since the epoch."""
-    tp = TopicPartition(
-        settings.topic("shard"), shard_of(b"w:0", settings.shards), OFFSET_BEGINNING
-    )
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "t-reader"})
-    _, end = consumer.get_watermark_offsets(tp, 10)
-    consumer.assign([tp])
-    last, seen = -1, 0
-    while seen < end:
-        for message in consumer.consume(500, 1.0):
-            seen += 1
-            decoded = decode_message(message.value())
-            if decoded.kind is Kind.PUSH and decoded.keys:
-                last = message.timestamp()[1]
-    consumer.close()
+    last = -1
+    shard = shard_of(b"w:0", settings.shards)
+    for message in read_all(settings.broker, settings.topic("shard"), [shard]):
+        decoded = decode_message(message.value())
+        if decoded.kind is Kind.PUSH and decoded.keys:
+            last = message.timestamp()[1]
     return last
 
 

@@ -79,11 +79,10 @@ def test_job_survives_a_broker_restart_and_loses_nothing(
     own_broker: LocalKafka, unique_name: str, tmp_path: Path
 ) -> None:
     settings = chaos_settings(
-        JobSettings(
+        JobSettings.for_run(
+            unique_name,
+            tmp_path / "data",
             broker=own_broker.settings.bootstrap,
-            app_id=unique_name,
-            input_topic=f"{unique_name}-input",
-            data_dir=tmp_path / "data",
             partitions=4,
             shards=2,
             batch_size=32,
