@@ -256,8 +256,8 @@ class LocalKafka:
                 "auto.create.topics.enable=false",
                 "delete.topic.enable=true",
                 "group.initial.rebalance.delay.ms=0",
-                # Lets failover benchmarks use session timeouts below the 6 s default.
-                "group.min.session.timeout.ms=1000",
+                # Lets jobs trade false alarms for failover speed with session timeouts below 6 s.
+                "group.min.session.timeout.ms=500",
                 "offsets.topic.replication.factor=1",
                 "offsets.topic.num.partitions=10",
                 "transaction.state.log.replication.factor=1",
