@@ -118,19 +118,23 @@ def synchronous_sgd(
     return weights, dict(covered), max(len(group) for group in by_clock.values())
 
 
-def test_bsp_equals_synchronous_minibatch_sgd(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
-) -> None:
-    settings = job_settings.model_copy(
+def dense_sgd_job(settings: JobSettings, **update: object) -> JobSettings:
+    """Linear regression on 4 dense features, 2 training partitions and 2 shards."""
+    return settings.model_copy(
         update={
             "partitions": 2,
             "shards": 2,
-            "batch_size": 16,
-            "consistency": "bsp",
             "model": "tests.integration.logics:DenseSgd",
             "model_params": {"dim": 4, "lr": LR},
+            **update,
         }
     )
+
+
+def test_bsp_equals_synchronous_minibatch_sgd(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    settings = dense_sgd_job(job_settings, batch_size=16, consistency="bsp")
     data, pushes, final = run_job(settings, worker_factory, {0: 400, 1: 400})
     weights, covered, widest = synchronous_sgd(data, pushes)
     assert covered == {0: 400, 1: 400}
@@ -141,16 +145,7 @@ def test_bsp_equals_synchronous_minibatch_sgd(
 def test_bsp_completes_when_one_partition_gets_no_data(
     job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
 ) -> None:
-    settings = job_settings.model_copy(
-        update={
-            "partitions": 2,
-            "shards": 2,
-            "batch_size": 16,
-            "consistency": "bsp",
-            "model": "tests.integration.logics:DenseSgd",
-            "model_params": {"dim": 4, "lr": LR},
-        }
-    )
+    settings = dense_sgd_job(job_settings, batch_size=16, consistency="bsp")
     data, pushes, final = run_job(settings, worker_factory, {0: 300})
     weights, covered, _ = synchronous_sgd(data, pushes)
     assert covered == {0: 300}
@@ -171,15 +166,7 @@ def staleness_trace(settings: JobSettings) -> list[tuple[int, int]]:
 def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
     job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
 ) -> None:
-    base = job_settings.model_copy(
-        update={
-            "partitions": 2,
-            "shards": 2,
-            "batch_size": 8,
-            "model": "tests.integration.logics:DenseSgd",
-            "model_params": {"dim": 4},
-        }
-    )
+    base = dense_sgd_job(job_settings, batch_size=8)
     ssp = base.model_copy(update={"consistency": "ssp:2"})
     run_job(ssp, worker_factory, {0: 400, 1: 150})
     trace = staleness_trace(ssp)
@@ -200,16 +187,8 @@ def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
 def test_a_worker_never_has_more_than_k_pulls_in_flight(
     job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
 ) -> None:
-    settings = job_settings.model_copy(
-        update={
-            "partitions": 2,
-            "shards": 4,
-            "batch_size": 8,
-            "max_pulls_in_flight": 2,
-            "model": "tests.integration.logics:DenseSgd",
-            "model_params": {"dim": 4},
-            "consistency": "ssp:1",
-        }
+    settings = dense_sgd_job(
+        job_settings, shards=4, batch_size=8, max_pulls_in_flight=2, consistency="ssp:1"
     )
     run_job(settings, worker_factory, {0: 200, 1: 200})
     sent = {
