@@ -16,7 +16,7 @@ import json
 from app.datasets import FLIGHT_CROSSES, flights
 from app.local_kafka import LocalKafka
 from app.train import run_job
-from benchmarks.training import job_settings
+from benchmarks.jobs import job_settings
 
 
 def main() -> None:

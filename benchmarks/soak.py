@@ -16,16 +16,16 @@ import itertools
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.client import produce
 from app.datasets import FLIGHT_CROSSES, flights
 from app.local_kafka import LocalKafka
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings
 from app.termination import end_offsets
 from app.train import job_processes, stop_all, training_records
+from benchmarks.jobs import job_settings
 
 
 @dataclass
@@ -121,14 +121,8 @@ def main() -> None:
     parser.add_argument("--consistency", default="asp")
     args = parser.parse_args()
     LocalKafka().start()
-    run = f"soak-{uuid.uuid4().hex[:8]}"
-    settings = JobSettings.for_run(
-        run,
-        REPO_ROOT / ".kps" / run,
-        broker=LocalKafka().settings.bootstrap,
-        partitions=2,
-        shards=4,
-        batch_size=64,
+    settings = job_settings(
+        "soak",
         model="logreg_ftrl",
         consistency=args.consistency,
         model_params={"crosses": [list(cross) for cross in FLIGHT_CROSSES]},

@@ -13,30 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from app.datasets import FLIGHT_CROSSES, flights, movielens
 from app.local_kafka import LocalKafka
-from app.settings import REPO_ROOT, JobSettings
 from app.train import run_job
+from benchmarks.jobs import job_settings
 from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 T = TypeVar("T")
 MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}
-
-
-def job_settings(name: str, **update: object) -> JobSettings:
-    run = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-    return JobSettings.for_run(
-        run,
-        REPO_ROOT / ".kps" / run,
-        broker=LocalKafka().settings.bootstrap,
-        partitions=2,
-        shards=4,
-        batch_size=64,
-    ).model_copy(update=update)
 
 
 def timed(function: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
