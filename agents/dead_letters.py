@@ -15,12 +15,29 @@ import logging
 import os
 import socket
 from collections import Counter
+from dataclasses import dataclass
 
 import faust
 
 from app.settings import JobSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a dead letter was read: a topic, partition and offset, and for a record inside
+    a ``kps-batch`` message its index there."""
+
+    topic: str
+    partition: int
+    offset: int
+    index: int | None = None
+
+    @classmethod
+    def of(cls, event: faust.EventT) -> Origin:
+        message = event.message
+        return cls(message.topic, message.partition, message.offset)
 
 
 class DeadLetters:
@@ -30,24 +47,32 @@ class DeadLetters:
         self.counts: Counter[str] = Counter()
 
     async def send(
-        self, value: bytes, key: bytes | None, reason: str, detail: str, event: faust.EventT
+        self,
+        value: bytes,
+        key: bytes | None,
+        reason: str,
+        detail: str,
+        source: faust.EventT | Origin,
     ) -> None:
+        origin = source if isinstance(source, Origin) else Origin.of(source)
         self.counts[reason] += 1
         log.warning(
             "dead letter (%s) from %s[%s]@%s: %s",
             reason,
-            event.message.topic,
-            event.message.partition,
-            event.message.offset,
+            origin.topic,
+            origin.partition,
+            origin.offset,
             detail,
         )
         headers = [
             ("kps-reason", reason.encode()),
             ("kps-detail", detail[:1000].encode(errors="replace")),
-            ("kps-topic", event.message.topic.encode()),
-            ("kps-partition", str(event.message.partition).encode()),
-            ("kps-offset", str(event.message.offset).encode()),
+            ("kps-topic", origin.topic.encode()),
+            ("kps-partition", str(origin.partition).encode()),
+            ("kps-offset", str(origin.offset).encode()),
         ]
+        if origin.index is not None:
+            headers.append(("kps-index", str(origin.index).encode()))
         await self.app.producer.send(self.topic, key, value, None, None, headers)
 
 

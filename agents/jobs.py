@@ -37,6 +37,7 @@ def ps_topics(settings: JobSettings) -> list[TopicSpec]:
     workers, shards = settings.partitions, settings.shards
     return [
         TopicSpec(settings.input_topic, workers),
+        TopicSpec(settings.topic("packed"), workers),
         TopicSpec(settings.topic("shard"), shards),
         TopicSpec(settings.topic("replies"), workers),
         TopicSpec(settings.topic("predictions"), workers),

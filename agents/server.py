@@ -1,64 +1,75 @@
 """The server agent: owns shard ``p`` of the parameter table and serves its shard topic.
 
-Pull requests are answered from the table into the requesting worker's partition of the
-reply topic, at once under ASP; under BSP or SSP(s) a pull from a worker at clock ``c`` is
-held until the shard's slowest worker reaches ``c - s``. Every push (empty ones too)
-advances its worker's clock, kept durably in the shard's own table partition.
+Pull requests are answered into the requesting worker's partition of the reply topic, at
+once under ASP; under BSP or SSP(s) a pull from a worker at clock ``c`` is held until the
+shard's slowest worker reaches ``c - s``. Every push (empty ones too) advances its
+worker's clock.
 
-Pushes are applied through :class:`tables.shard.Shard` (exactly once, by
-offset) and the changed parameters are published, coalesced, to the compacted
-model-updates topic. Table writes happen inside the stream iteration, on the event's own
-partition, which is the shard that owns the keys: pulls and pushes are produced to
-partition ``shard_of(key, P)`` by the workers.
+A shard partition works on memory (:class:`ShardState`): pushes change in-memory pages
+(:mod:`tables.pages`), and clocks, high-water marks and held BSP pushes wait in a
+write-back view of the table. Once per flush interval the shard **flushes** inside the
+stream iteration of that partition, as Faust requires of table writes: the changed pages
+go to the RocksDB table (and so to its compacted changelog), then the bookkeeping, then
+the changed parameters and the shard's high-water marks to the model-updates topic, and
+only then are the flushed events acknowledged (``stream.noack()``), so Faust commits no
+offset whose effects are not in the changelog. A crash therefore replays exactly the
+pushes that were not yet durable, and the page stamps and marks skip the rest. A shard
+that sees no events gets a ``TICK`` message from its own process so that it still
+flushes. Loading a partition publishes all of its parameters to model-updates again, so
+that topic converges to the table after any crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import faust
+import numpy as np
+from faust.types import TP
 
 from agents.api import ParamRegistry, UnknownParameterError
 from agents.dead_letters import DeadLetters, report_counts
+from agents.publisher import ModelPublisher
 from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from app.settings import JobSettings
 from tables.clocks import Consistency, PendingPulls, VectorClock
-from tables.keys import shard_of
-from tables.replay import DeferredPushes, HighWaterMarks, rewrite
+from tables.replay import DeferredPushes, HighWaterMarks
 from tables.rocksdb import rocksdb_options
 from tables.shard import RejectedPush, Shard
+from tables.write_back import WriteBack
 
 PARAMS_TABLE = "params"
 
 log = logging.getLogger(__name__)
 
 
-class ModelPublisher:
-    """Coalesces parameter changes and flushes the latest value of each to model-updates.
+@dataclass(eq=False)
+class ShardState:
+    """What a server process holds for one shard partition it owns."""
 
-    Hot keys change on every mini-batch; publishing each change would multiply traffic
-    for no reader's benefit, since the topic is compacted to the latest value anyway.
-    """
+    shard: Shard
+    book: WriteBack
+    held: PendingPulls[PsMessage]
+    #: Events whose effects are not in the table yet: acknowledged by the next flush.
+    unacked: list[faust.EventT] = field(default_factory=list)
+    last_flush: float = field(default_factory=time.monotonic)
+    tick_sent: bool = False
 
-    def __init__(self, app: faust.App, topic: str, partitions: int) -> None:
-        self.app = app
-        self.topic = topic
-        self.partitions = partitions
-        self.dirty: dict[bytes, bytes] = {}
-
-    def changed(self, written: list[tuple[bytes, bytes]]) -> None:
-        self.dirty.update(written)
-
-    async def flush(self) -> None:
-        dirty, self.dirty = self.dirty, {}
-        for key, value in dirty.items():
-            await self.app.producer.send(
-                self.topic, key, value, shard_of(key, self.partitions), None, None
-            )
+    def __post_init__(self) -> None:
+        self.clocks = VectorClock(self.book)
+        self.marks = HighWaterMarks(self.book)
+        self.deferred = DeferredPushes(self.book)
 
 
 def register_server(app: faust.App, settings: JobSettings, registry: ParamRegistry) -> None:
+    # Unflushed events stay unacknowledged until the next flush; a rebalance must not wait
+    # for them (nothing would flush them while the partitions are paused): their next
+    # owner replays them.
+    app.conf.stream_wait_empty = False
     table = app.Table(
         PARAMS_TABLE,
         partitions=settings.shards,
@@ -66,24 +77,38 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         value_type=bytes,
         options=rocksdb_options(),
     )
-    shard = Shard(table, registry)
+    shard_topic_name = settings.topic("shard")
     shard_topic = app.topic(
-        settings.topic("shard"), key_type=bytes, value_type=bytes, partitions=settings.shards
+        shard_topic_name, key_type=bytes, value_type=bytes, partitions=settings.shards
     )
     reply_topic = settings.topic("replies")
-    publisher = ModelPublisher(app, settings.topic("model-updates"), settings.shards)
+    publisher = ModelPublisher(settings)
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "server", dead_letters)
 
     consistency = Consistency.parse(settings.consistency)
     workers = range(settings.partitions)
-    clocks = VectorClock(table)
-    marks = HighWaterMarks(table)
-    deferred = DeferredPushes(table)
-    held: dict[int, PendingPulls[PsMessage]] = {}
+    states: dict[int, ShardState] = {}
     replays: Counter[str] = Counter()
 
-    async def answer(pull: PsMessage) -> None:
+    def state_of(partition: int) -> ShardState:
+        """The partition's state; loaded from the table on its first event here, inside
+        that event, after Faust has recovered the partition."""
+        state = states.get(partition)
+        if state is None:
+            shard = Shard(registry, partition, settings.page_size)
+            shard.load(table)
+            held = PendingPulls[PsMessage](per_worker=settings.max_pulls_in_flight)
+            state = states[partition] = ShardState(shard, WriteBack(table), held)
+            publisher.republish(shard)
+            log.info(
+                "shard %s loaded: %s keys",
+                partition,
+                sum(len(slab) for slab in shard.slabs.values()),
+            )
+        return state
+
+    async def answer(state: ShardState, pull: PsMessage) -> None:
         """Reply with the values; ``clock`` carries the shard's slowest worker clock,
         ``first_offset`` the requesting worker's own clock and ``last_offset`` its
         high-water mark here."""
@@ -91,19 +116,19 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             Kind.REPLY,
             pull.worker,
             pull.keys,
-            shard.pull(pull.keys),
-            clock=clocks.minimum(workers),
+            state.shard.pull(pull.keys),
+            clock=state.clocks.minimum(workers),
             request_id=pull.request_id,
-            first_offset=clocks.get(pull.worker),
-            last_offset=marks.get(pull.worker),
+            first_offset=state.clocks.get(pull.worker),
+            last_offset=state.marks.get(pull.worker),
         )
         await app.producer.send(reply_topic, None, encode_message(reply), pull.worker, None, None)
 
-    async def accept(push: PsMessage, event: faust.EventT) -> None:
+    async def accept(state: ShardState, push: PsMessage, event: faust.EventT) -> None:
         """Apply a push exactly once: drop old work (see tables/replay.py); under BSP hold
         it, durably, until every worker has pushed its clock."""
         offset = event.message.offset
-        if marks.covers(push.worker, push.last_offset):
+        if state.marks.covers(push.worker, push.last_offset):
             replays["dropped"] += 1
             log.info(
                 "dropped a replayed push of worker %s, training offsets %s..%s (%s so far)",
@@ -112,11 +137,8 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
                 push.last_offset,
                 replays["dropped"],
             )
-            rewrite(table, push.keys)
-            marks.rewrite(push.worker)
-            deferred.rewrite(offset)
             return
-        if marks.straddles(push.worker, push.first_offset, push.last_offset):
+        if state.marks.straddles(push.worker, push.first_offset, push.last_offset):
             replays["straddled"] += 1
             log.warning(
                 "push of worker %s straddles its high-water mark (%s so far)",
@@ -125,49 +147,65 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             )
         if consistency.staleness == 0:
             if push.keys:
-                deferred.add(push.clock, offset, event.value)
+                state.deferred.add(push.clock, offset, event.value)
         else:
-            await apply(push, offset, event)
-        marks.raise_to(push.worker, push.last_offset)
+            await apply(state, push, offset, event)
+        state.marks.raise_to(push.worker, push.last_offset)
 
-    async def handle(message: PsMessage, event: faust.EventT) -> None:
-        partition = event.message.partition
+    async def handle(state: ShardState, message: PsMessage, event: faust.EventT) -> None:
         if message.kind is Kind.PULL:
             # A pull without keys asks only for clocks, and reads nothing stale.
-            if not message.keys or clocks.ready(message.clock, workers, consistency):
-                await answer(message)
+            if not message.keys or state.clocks.ready(message.clock, workers, consistency):
+                await answer(state, message)
             else:
-                pending = held.setdefault(
-                    partition, PendingPulls(per_worker=settings.max_pulls_in_flight)
-                )
-                pending.add(message.clock, message, message.worker)
+                state.held.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
-            clocks.advance(message.worker, message.clock + 1)
-            await accept(message, event)
+            state.clocks.advance(message.worker, message.clock + 1)
+            await accept(state, message, event)
             if consistency.staleness == 0:
                 # Clock t's pushes apply only once every worker has pushed clock t, so
                 # that every pull of clock t saw exactly the model after clock t - 1.
-                due = deferred.take_due(clocks.minimum(workers))
+                due = state.deferred.take_due(state.clocks.minimum(workers))
                 for offset, raw in due:
-                    await apply(decode_message(raw), offset, event)
-                deferred.done([offset for offset, _ in due])
-            if consistency.bounded and held.get(partition):
-                for pull in held[partition].release(clocks.minimum(workers), consistency):
-                    await answer(pull)
+                    await apply(state, decode_message(raw), offset, event)
+                state.deferred.done([offset for offset, _ in due])
+            if consistency.bounded and state.held:
+                for pull in state.held.release(state.clocks.minimum(workers), consistency):
+                    await answer(state, pull)
 
-    async def apply(push: PsMessage, offset: int, event: faust.EventT) -> None:
-        if not push.keys:
+    async def apply(state: ShardState, push: PsMessage, offset: int, event: faust.EventT) -> None:
+        if not len(push.keys):
             return
         try:
-            publisher.changed(shard.push(push.keys, push.values, offset).written)
+            state.shard.push(push.keys, push.values, offset)
         except RejectedPush as error:
             await dead_letters.send(encode_message(push), None, error.reason, str(error), event)
 
+    async def flush(state: ShardState, stream: faust.StreamT) -> None:
+        """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
+        state.shard.flush(table)
+        state.book.flush()
+        publisher.publish(state.shard, marks(state))
+        for event in state.unacked:
+            await stream.ack(event)
+        state.unacked.clear()
+        state.last_flush = time.monotonic()
+        state.tick_sent = False
+
+    def marks(state: ShardState) -> np.ndarray:
+        return np.array([state.marks.get(w) for w in workers], dtype="<i8")
+
     @app.agent(shard_topic)
     async def serve(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
+            state = state_of(event.message.partition)
+            state.unacked.append(event)
+            message = None
             try:
-                await handle(decode_message(event.value), event)
+                message = decode_message(event.value)
+                if message.kind is not Kind.TICK:
+                    await handle(state, message, event)
             except RejectedPush as error:
                 await dead_letters.send(event.value, event.key, error.reason, str(error), event)
             except MessageError as error:
@@ -176,11 +214,33 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
                 await dead_letters.send(
                     event.value, event.key, "unknown_parameter", str(error), event
                 )
+            due = time.monotonic() - state.last_flush >= settings.publish_interval
+            if due or (message is not None and message.kind is Kind.TICK):
+                await flush(state, manual)
 
-    @app.timer(settings.publish_interval)
-    async def publish() -> None:
-        await publisher.flush()
+    @app.timer(settings.publish_interval / 2)
+    async def tick() -> None:
+        """Ask each shard partition with unflushed events to flush, through its own topic."""
+        now = time.monotonic()
+        for partition, state in list(states.items()):
+            waiting = state.unacked and not state.tick_sent
+            if waiting and now - state.last_flush >= settings.publish_interval:
+                state.tick_sent = True
+                message = encode_message(PsMessage(Kind.TICK, 0, []))
+                await app.producer.send(shard_topic_name, None, message, partition, None, None)
+
+    @app.on_partitions_revoked.connect
+    async def forget(app: faust.App, revoked: set[TP], **_: object) -> None:
+        """A revoked partition's unflushed work was never acknowledged: its next owner
+        replays it from the committed offset."""
+        for tp in revoked:
+            if tp.topic == shard_topic_name:
+                states.pop(tp.partition, None)
 
     @app.on_before_shutdown.connect
     async def publish_last(app: faust.App, **_: object) -> None:
-        await publisher.flush()
+        """Publish what memory holds, flushed or not: the table gets the rest on replay."""
+        for state in states.values():
+            # No marks: outside an event Faust cannot read one partition's table for sure.
+            publisher.publish(state.shard, None)
+        await asyncio.to_thread(publisher.close)

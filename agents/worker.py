@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass, field
 
 import faust
 import numpy as np
@@ -28,9 +28,11 @@ from agents.api import (
     TrainingRecord,
     UnknownParameterError,
 )
-from agents.dead_letters import DeadLetters, report_counts
+from agents.dead_letters import DeadLetters, Origin, report_counts
 from agents.metrics import ProgressiveMetrics
+from agents.packer import Packer, training_topic
 from agents.replies import ReplyRouter
+from app.batches import split_message
 from app.messages import Kind, PsMessage, encode_message
 from app.records import BadRecordError, parse_record
 from app.settings import JobSettings
@@ -169,22 +171,66 @@ def _reason(error: Exception) -> str:
     return "model_error"
 
 
-def _prediction_json(prediction: Prediction, record: TrainingRecord) -> bytes:
-    body = asdict(prediction)
-    body["record_key"] = record.key.decode(errors="replace") if record.key else None
-    body.update(partition=record.partition, offset=record.offset)
-    return json.dumps(body).encode()
+@dataclass
+class Unit:
+    """The records read at one training offset: one message's, or one packed source
+    message's. Pushes cover whole units, so high-water marks never cut one."""
+
+    offset: int
+    records: list[TrainingRecord] = field(default_factory=list)
+    #: Per record: its original bytes, Kafka key and where it was read, for dead letters.
+    raw: list[tuple[bytes, bytes | None, Origin]] = field(default_factory=list)
+
+
+def mini_batches(units: list[Unit], size: int) -> list[list[Unit]]:
+    """Consecutive runs of whole units holding at most ``size`` records each (a unit
+    larger than that is a mini-batch of its own)."""
+    batches: list[list[Unit]] = []
+    count = size
+    for unit in units:
+        if count + len(unit.records) > size or not batches:
+            batches.append([])
+            count = 0
+        batches[-1].append(unit)
+        count += len(unit.records)
+    return batches
+
+
+def predictions_message(
+    worker: int, units: list[Unit], predictions: list[Prediction]
+) -> tuple[bytes, bytes]:
+    """Key and value of a mini-batch's predictions (docs/formats.md): one message per
+    mini-batch, keyed by the training offsets it covers, so a reader can drop a batch
+    published twice after a takeover."""
+    origins = [origin for unit in units for _, _, origin in unit.raw]
+    body = {
+        "partition": worker,
+        "offsets": [origin.offset for origin in origins],
+        "indexes": [origin.index for origin in origins],
+        "keys": [
+            p.record_key.decode(errors="replace") if p.record_key else None for p in predictions
+        ],
+        "values": [p.value for p in predictions],
+        "labels": [p.label for p in predictions],
+    }
+    if any(p.extra for p in predictions):
+        body["extras"] = [dict(p.extra) for p in predictions]
+    key = b"%d:%d-%d" % (worker, units[0].offset, units[-1].offset)
+    return key, json.dumps(body).encode()
 
 
 def register_worker(
     app: faust.App, settings: JobSettings, logic: BatchWorkerLogic, registry: ParamRegistry
 ) -> None:
     training = app.topic(
-        settings.input_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+        training_topic(settings), key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
     router = ReplyRouter(settings.broker, settings.topic("replies"))
     clocks: dict[int, int] = {}
     marks: dict[int, list[int]] = {}
+    #: Per logical worker, the highest training offset this process has learned: a
+    #: packed message repeated by a restarted packer is not learned twice.
+    learned: dict[int, int] = {}
     metrics: dict[int, ProgressiveMetrics] = {}
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
@@ -195,21 +241,30 @@ def register_worker(
         gate = in_flight.setdefault(worker, asyncio.Semaphore(settings.max_pulls_in_flight))
         return KafkaPsClient(app, settings, registry, router, worker, clock, gate)
 
-    async def _logic_accepts(record: TrainingRecord, event: faust.EventT, clock: int) -> bool:
+    async def _logic_accepts(
+        record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
+    ) -> bool:
         probe = client_for(record.partition, clock)
         try:
             await logic.on_batch([record], probe)
         except Exception as error:
-            await dead_letters.send(event.value, event.key, _reason(error), repr(error), event)
+            value, key, origin = raw
+            await dead_letters.send(value, key, _reason(error), repr(error), origin)
             return False
         return True
+
+    packer = Packer(settings) if settings.pack_input else None
 
     @app.task
     async def start_router() -> None:
         await router.start()
+        if packer is not None:
+            packer.start()
 
     @app.on_before_shutdown.connect
     async def stop_router(app: faust.App, **_: object) -> None:
+        if packer is not None:
+            await asyncio.to_thread(packer.stop)
         await router.stop()
 
     bounded = Consistency.parse(settings.consistency).bounded
@@ -227,14 +282,16 @@ def register_worker(
                 state = await ask.shard_state()
                 clocks[worker] = max(clock for clock, _ in state)
                 marks[worker] = [mark for _, mark in state]
+                learned[worker] = min(marks[worker])
         return clocks[worker]
 
     @app.on_partitions_revoked.connect
     async def forget_clocks(app: faust.App, revoked: set[TP], **_: object) -> None:
         for tp in revoked:
-            if tp.topic == settings.input_topic:
+            if tp.topic == training.get_topic_name():
                 clocks.pop(tp.partition, None)
                 marks.pop(tp.partition, None)
+                learned.pop(tp.partition, None)
 
     @app.timer(settings.idle_interval)
     async def heartbeat() -> None:
@@ -244,7 +301,7 @@ def register_worker(
         now = time.monotonic()
         for tp in app.consumer.assignment():
             worker = tp.partition
-            if tp.topic != settings.input_topic or worker in busy:
+            if tp.topic != training.get_topic_name() or worker in busy:
                 continue
             if now - last_batch.get(worker, 0.0) < settings.idle_interval:
                 continue
@@ -253,57 +310,85 @@ def register_worker(
             idle = client_for(worker, clock)
             await idle.flush(-1, -1, every_shard=True)
 
-    async def run_batch(worker: int, events: list[faust.EventT]) -> None:
-        """Learn the batch, cut where the shards' high-water marks fall (after a takeover,
-        some of it may be work a previous owner pushed but never committed)."""
-        busy.add(worker)
-        try:
-            await clock_of(worker)
-            offsets = [event.message.offset for event in events]
-            for segment in replay_segments(offsets, marks[worker]):
-                await learn_batch(worker, events[segment])
-        finally:
-            busy.discard(worker)
-
-    async def learn_batch(worker: int, events: list[faust.EventT]) -> None:
-        records, sources = [], {}
+    async def read_units(worker: int, events: list[faust.EventT]) -> list[Unit]:
+        """The events' records, parsed and grouped by training offset; bad ones go to dead
+        letters (a unit whose records are all bad still counts as read)."""
+        units: list[Unit] = []
         for event in events:
             try:
-                record = parse_record(
-                    event.value,
-                    worker,
-                    event.message.offset,
-                    require_label=not settings.predict_unlabelled,
-                )
+                items = split_message(event.value, event.message.offset, event.key)
             except BadRecordError as error:
                 await dead_letters.send(event.value, event.key, error.reason, str(error), event)
                 continue
-            records.append(record)
-            sources[record.offset] = event
+            for item in items:
+                if not units or units[-1].offset != item.offset:
+                    units.append(Unit(item.offset))
+                origin = Origin(settings.input_topic, worker, item.offset, item.index)
+                try:
+                    record = parse_record(
+                        item.value,
+                        worker,
+                        item.offset,
+                        require_label=not settings.predict_unlabelled,
+                    )
+                except BadRecordError as error:
+                    await dead_letters.send(item.value, item.key, error.reason, str(error), origin)
+                    continue
+                units[-1].records.append(record)
+                units[-1].raw.append((item.value, item.key, origin))
+        return units
+
+    async def run_batch(worker: int, events: list[faust.EventT]) -> None:
+        """Learn the events' records in mini-batches, cut where the shards' high-water
+        marks fall (after a takeover, some of it may be work a previous owner pushed but
+        never committed); what this process has already learned is skipped."""
+        busy.add(worker)
+        try:
+            await clock_of(worker)
+            units = [u for u in await read_units(worker, events) if u.offset > learned[worker]]
+            offsets = [unit.offset for unit in units]
+            for segment in replay_segments(offsets, marks[worker]):
+                for batch in mini_batches(units[segment], settings.batch_size):
+                    await learn_batch(worker, batch)
+            if units:
+                learned[worker] = max(learned[worker], units[-1].offset)
+        finally:
+            busy.discard(worker)
+
+    async def learn_batch(worker: int, units: list[Unit]) -> None:
+        records = [record for unit in units for record in unit.records]
         clock = await clock_of(worker)
         client = client_for(worker, clock)
-        try:
-            await logic.on_batch(records, client)
-        except Exception:
-            # Find the records the logic cannot take, one by one; learn from the rest.
-            client = client_for(worker, clock)
-            records = [r for r in records if await _logic_accepts(r, sources[r.offset], clock)]
-            await logic.on_batch(records, client)
-        await client.flush(events[0].message.offset, events[-1].message.offset, bounded)
+        if records:
+            try:
+                await logic.on_batch(records, client)
+            except Exception:
+                # Find the records the logic cannot take, one by one; learn from the rest.
+                client = client_for(worker, clock)
+                for unit in units:
+                    kept = [
+                        (record, raw)
+                        for record, raw in zip(unit.records, unit.raw, strict=True)
+                        if await _logic_accepts(record, raw, clock)
+                    ]
+                    unit.records = [record for record, _ in kept]
+                    unit.raw = [raw for _, raw in kept]
+                records = [record for unit in units for record in unit.records]
+                await logic.on_batch(records, client)
+        await client.flush(units[0].offset, units[-1].offset, bounded)
         clocks[worker] = clock + 1
         last_batch[worker] = time.monotonic()
+        if client.predictions:
+            await publish_predictions(worker, units, client.predictions)
+
+    async def publish_predictions(
+        worker: int, units: list[Unit], predictions: list[Prediction]
+    ) -> None:
         progress = metrics.setdefault(worker, ProgressiveMetrics(logic.task))
-        predictions_topic = settings.topic("predictions")
-        for prediction, record in zip(client.predictions, records, strict=False):
+        for prediction in predictions:
             progress.add(prediction)
-            await app.producer.send(
-                predictions_topic,
-                record.key,
-                _prediction_json(prediction, record),
-                worker,
-                None,
-                None,
-            )
+        key, value = predictions_message(worker, units, predictions)
+        await app.producer.send(settings.topic("predictions"), key, value, worker, None, None)
         if progress.window_records >= settings.metrics_window:
             report = json.dumps(
                 {**progress.report(worker), "dead_letters": dict(dead_letters.counts)}

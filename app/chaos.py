@@ -23,13 +23,13 @@ from typing import Literal
 
 from agents.models.count import COUNT
 from agents.server import PARAMS_TABLE
-from app.client import produce, read_latest
+from app.client import produce
+from app.model_export import read_table
 from app.records import encode_record
 from app.settings import JobSettings
 from app.termination import wait_until_learned
 from app.train import stop_all
 from app.worker import WorkerProcess
-from tables.codec import decode_record
 from tables.keys import parse_key
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,12 @@ def _paced(records: list[tuple[str, int]], seconds: float) -> Iterator[tuple[Non
 
 
 def counts_in_changelog(settings: JobSettings) -> dict[str, int]:
-    table = read_latest(settings.broker, settings.topic(f"server-{PARAMS_TABLE}-changelog"))
+    table = read_table(settings.broker, settings.topic(f"server-{PARAMS_TABLE}-changelog"))
     counts = {}
-    for key, value in table.items():
-        if value is None or key.startswith(b"__"):
-            continue
+    for key, slots in table.items():
         name, index = parse_key(key)
         if name == COUNT:
-            counts[index] = round(float(decode_record(value).value[0]))
+            counts[index] = round(float(slots[0][0]))
     return counts
 
 

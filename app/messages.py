@@ -30,6 +30,8 @@ class Kind(IntEnum):
     PULL = 1
     REPLY = 2
     PUSH = 3
+    #: A server's note to itself on one of its shard partitions: time to flush it.
+    TICK = 4
 
 
 class MessageError(ValueError):
@@ -68,12 +70,18 @@ def encode_message(message: PsMessage) -> bytes:
         np.concatenate([[0], key_ends]).astype("<u4").tobytes(),
         b"".join(keys),
     ]
-    if message.values:
+    if len(message.values):
         if len(message.values) != len(keys):
             raise MessageError(f"{len(message.values)} values for {len(keys)} keys")
-        sizes = [value.size for value in message.values]
-        parts.append(np.concatenate([[0], np.cumsum(sizes)]).astype("<u8").tobytes())
-        parts.append(np.concatenate([np.ravel(v) for v in message.values]).astype("<f8").tobytes())
+        values = message.values
+        if isinstance(values, np.ndarray):
+            rows = values.reshape(len(keys), -1)
+            ends = np.arange(len(keys) + 1, dtype="<u8") * rows.shape[1]
+            parts += [ends.tobytes(), rows.astype("<f8").tobytes()]
+        else:
+            sizes = [value.size for value in values]
+            parts.append(np.concatenate([[0], np.cumsum(sizes)]).astype("<u8").tobytes())
+            parts.append(np.concatenate([np.ravel(v) for v in values]).astype("<f8").tobytes())
     return b"".join(parts)
 
 
@@ -107,7 +115,7 @@ def decode_message(data: bytes) -> PsMessage:
     position += blob_size
     bounds = key_ends.tolist()
     keys = [blob[bounds[i] : bounds[i + 1]] for i in range(n_keys)]
-    values: list[np.ndarray] = []
+    values: Sequence[np.ndarray] = []
     if n_values:
         ends = _array(view, position, "<u8", n_keys + 1)
         position += 8 * (n_keys + 1)
@@ -116,7 +124,12 @@ def decode_message(data: bytes) -> PsMessage:
             raise MessageError("value positions are not ascending")
         flat = _array(view, position, "<f8", total)
         position += 8 * total
-        values = np.split(flat, ends[1:-1].astype(np.int64))
+        sizes = np.diff(ends)
+        if n_keys and (sizes == sizes[0]).all():
+            # One array of n_keys rows: what a one-parameter push or reply carries.
+            values = flat.reshape(n_keys, int(sizes[0]))
+        else:
+            values = np.split(flat, ends[1:-1].astype(np.int64))
     if position != len(view):
         raise MessageError(f"{len(view) - position} unexpected trailing bytes")
     return PsMessage(kind, worker, keys, values, clock, request_id, first, last)

@@ -9,15 +9,24 @@ from pathlib import Path
 import numpy as np
 
 from app.client import read_latest
+from tables.clocks import is_reserved
 from tables.codec import decode_record
+from tables.pages import params_in_table
 
 
 def read_model(bootstrap: str, topic: str) -> dict[bytes, np.ndarray]:
-    """The latest value of every parameter published to ``topic``."""
+    """The latest value of every parameter published to ``topic`` (a model-updates
+    topic; its ``__marks__`` records are left out)."""
     return {
         key: np.array(decode_record(value).value)
         for key, value in read_latest(bootstrap, topic).items()
+        if value is not None and not is_reserved(key)
     }
+
+
+def read_table(bootstrap: str, changelog: str) -> dict[bytes, np.ndarray]:
+    """Every parameter's slots ``(n_slots, *shape)`` as a shard table's changelog holds them."""
+    return params_in_table(read_latest(bootstrap, changelog))
 
 
 def read_npz(path: str | Path) -> dict[bytes, np.ndarray]:

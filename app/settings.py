@@ -71,8 +71,14 @@ class JobSettings(BaseSettings):
     max_pulls_in_flight: int = Field(default=8, ge=1)
     #: Seconds a worker waits for a pull reply before it asks again.
     pull_timeout: float = 10.0
-    #: Seconds between flushes of changed parameters to the model-updates topic.
-    publish_interval: float = 1.0
+    #: Seconds between a shard's flushes: its changed pages to the table (and changelog),
+    #: its changed parameters to model-updates; pushes are acknowledged after the flush.
+    publish_interval: float = Field(default=0.25, gt=0)
+    #: Pack one-record input messages many to a message before the workers read them
+    #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.
+    pack_input: bool = True
+    #: Keys per page of a shard's parameters: the unit of table writes (tables/pages.py).
+    page_size: int = Field(default=1024, ge=1)
     #: Consistency model: "asp", "bsp" or "ssp:<s>" (see tables/clocks.py).
     consistency: str = "asp"
     #: Seconds without a mini-batch after which an idle logical worker's clock advances.

@@ -70,6 +70,17 @@ class Summary:
         return self.records / self.seconds
 
 
+def prediction_rows(
+    body: dict[str, Any],
+) -> Iterator[tuple[tuple[int, int, int | None], float | None, float]]:
+    """``((partition, offset, index), label, value)`` per record of a predictions message."""
+    partition = body["partition"]
+    for offset, index, label, value in zip(
+        body["offsets"], body["indexes"], body["labels"], body["values"], strict=True
+    ):
+        yield (partition, offset, index), label, value
+
+
 def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, float | None]:
     """Progressive loss over every prediction the job published."""
     consumer = Consumer(
@@ -83,21 +94,25 @@ def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, floa
             ends[p] = end
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     n, loss, correct = 0, 0.0, 0
+    seen: set[tuple[int, int, int | None]] = set()
     while ends:
         for message in consumer.consume(5000, 1.0):
-            body = json.loads(message.value())
             if message.offset() + 1 >= ends.get(message.partition(), math.inf):
                 del ends[message.partition()]
-            if body["label"] is None:
-                continue
-            y, p = body["label"], body["value"]
-            n += 1
-            if task == "classification":
-                q = min(max(p, 1e-15), 1 - 1e-15)
-                loss -= y * math.log(q) + (1 - y) * math.log(1 - q)
-                correct += int((p >= 0.5) == (y >= 0.5))
-            else:
-                loss += (p - y) ** 2
+            for record, y, p in prediction_rows(json.loads(message.value())):
+                # A batch published again after a takeover is counted once.
+                if record in seen:
+                    continue
+                seen.add(record)
+                if y is None:
+                    continue
+                n += 1
+                if task == "classification":
+                    q = min(max(p, 1e-15), 1 - 1e-15)
+                    loss -= y * math.log(q) + (1 - y) * math.log(1 - q)
+                    correct += int((p >= 0.5) == (y >= 0.5))
+                else:
+                    loss += (p - y) ** 2
     consumer.close()
     mean = loss / max(n, 1)
     if task == "classification":

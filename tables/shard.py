@@ -1,27 +1,30 @@
-"""A server shard's logic over its parameter table: answer pulls, apply pushes.
+"""A server shard's logic: answer pulls and apply pushes on its pages of parameters.
 
-The table is any mapping of key -> encoded :class:`~tables.codec.ParamRecord` (a Faust
-RocksDB table in a server process, a dict in tests). Parameters are created lazily:
-a pull of a key never pushed is answered with ``param_init(key)`` and nothing is stored.
+The shard works on in-memory :class:`~tables.pages.Slab` pages (a write-back cache);
+:meth:`Shard.flush` writes the pages changed since the last flush to the table (any
+mapping: a Faust RocksDB table in a server process, a dict in tests) and
+:meth:`Shard.load` reads them back. Parameters are created lazily: a pull of a key never
+pushed is answered with ``param_init(key)`` and nothing is stored.
 
-Exactly-once application under at-least-once delivery: every stored record keeps the
-shard-topic offset of the last push applied to it. One partition feeds a shard, so a
-push replayed after a crash (offset <= the stored one) is skipped for that key, and its
-stored value is written again in case the crash lost the changelog record.
+Exactly-once application under at-least-once delivery: every page keeps the shard-topic
+offset of the last push applied to it (its stamp). One partition feeds a shard, so a
+push replayed after a crash (offset <= the stamp) is skipped for that page. The server
+acknowledges a push only once a flush has written its pages, so what a crash loses is
+exactly what the replay applies again.
 
-A push's keys are grouped by parameter and, for element-wise rules, stacked and updated
-in one vectorised call: per-key Python work was most of a shard's time.
+A push's keys are grouped by parameter and updated in one vectorised call per parameter:
+per-key Python work was most of a shard's time.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tables.codec import decode_batch, decode_record, encode_batch
+from tables.pages import DEFAULT_PAGE_SIZE, Slab, flush_slab, load_slab
 from tables.params import ParamRegistry, ParamSpec, UnknownParameterError
 from tables.update_rules import BadDeltaError
 
@@ -41,25 +44,55 @@ def check_delta_size(key: bytes, delta: np.ndarray, shape: tuple[int, ...]) -> N
 
 @dataclass(frozen=True)
 class PushResult:
-    #: (key, encoded record) for every key written.
-    written: list[tuple[bytes, bytes]]
     applied: int
     skipped: int
 
 
 class Shard:
-    def __init__(self, table: MutableMapping[bytes, bytes], registry: ParamRegistry) -> None:
-        self.table = table
-        self.registry = registry
+    """One shard partition's parameters.
 
-    def _stored(self, key: bytes) -> bytes | None:
-        """One lookup: ``Mapping.get`` on a Faust table asks RocksDB twice."""
-        try:
-            return self.table[key]
-        except KeyError:
-            return None
+    Parameters
+    ----------
+    registry
+        The job's parameters.
+    shard
+        The shard's number, part of its page keys.
+    page_size
+        Rows per page of each parameter.
+    """
+
+    def __init__(
+        self, registry: ParamRegistry, shard: int = 0, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> None:
+        self.registry = registry
+        self.shard = shard
+        self.page_size = page_size
+        self.slabs: dict[str, Slab] = {}
+
+    def slab(self, spec: ParamSpec) -> Slab:
+        slab = self.slabs.get(spec.name)
+        if slab is None:
+            slab = self.slabs[spec.name] = Slab(spec, self.page_size)
+        return slab
+
+    def load(self, table: Mapping[bytes, bytes]) -> None:
+        """Read every parameter's pages of this shard from ``table``."""
+        self.slabs = {
+            spec.name: load_slab(table, self.shard, spec, self.page_size)
+            for spec in self.registry.specs.values()
+        }
+
+    def flush(self, table: MutableMapping[bytes, bytes]) -> int:
+        """Write the pages changed since the last flush; return how many."""
+        return sum(flush_slab(table, self.shard, slab) for slab in self.slabs.values())
 
     def _group(self, keys: Sequence[bytes]) -> dict[str, tuple[ParamSpec, list[int]]]:
+        specs = self.registry.specs
+        if len(specs) == 1:
+            (spec,) = specs.values()
+            prefix = spec.name.encode() + b":"
+            if all(key.startswith(prefix) and len(key) > len(prefix) for key in keys):
+                return {spec.name: (spec, list(range(len(keys))))}
         groups: dict[str, tuple[ParamSpec, list[int]]] = {}
         for i, key in enumerate(keys):
             name = key[: key.rfind(b":")].decode(errors="replace")
@@ -69,30 +102,11 @@ class Shard:
             group[1].append(i)
         return groups
 
-    def _load(self, spec: ParamSpec, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """Stored or initial slots ``(m, n_slots, *shape)`` and stored offsets (-1: none)."""
-        stored = [self._stored(key) for key in keys]
-        present = [i for i, blob in enumerate(stored) if blob is not None]
-        slots = np.empty((len(keys), *spec.slot_shape), dtype=spec.dtype)
-        offsets = np.full(len(keys), -1, dtype=np.int64)
-        blobs = [stored[i] for i in present]
-        batch = decode_batch(blobs, spec.n_slots, spec.shape, spec.dtype) if blobs else None
-        if batch is not None:
-            slots[present], offsets[present] = batch
-        else:
-            for i in present:
-                record = decode_record(stored[i])
-                slots[i], offsets[i] = np.stack(record.slots), record.offset
-        for i, blob in enumerate(stored):
-            if blob is None:
-                slots[i] = np.stack(spec.initial_slots(keys[i]))
-        return slots, offsets
-
     def pull(self, keys: Sequence[bytes]) -> list[np.ndarray]:
         """Per key, all slots stacked: shape ``(n_slots, *shape)``."""
         values: list[np.ndarray] = [np.empty(0)] * len(keys)
         for spec, indices in self._group(keys).values():
-            slots, _ = self._load(spec, [keys[i] for i in indices])
+            slots = self.slab(spec).values([keys[i] for i in indices])
             for row, i in enumerate(indices):
                 values[i] = slots[row]
         return values
@@ -110,35 +124,34 @@ class Shard:
         except UnknownParameterError as error:
             raise RejectedPush("unknown_parameter", str(error)) from None
         for spec, indices in groups.values():
-            shape = spec.delta_shape
+            size = math.prod(spec.delta_shape)
+            if isinstance(deltas, np.ndarray) and deltas.ndim == 2 and deltas.shape[1] == size:
+                continue
             for i in indices:
-                check_delta_size(keys[i], deltas[i], shape)
-        if deltas and not np.isfinite(np.concatenate([np.ravel(d) for d in deltas])).all():
+                check_delta_size(keys[i], deltas[i], spec.delta_shape)
+        if len(deltas) and not _all_finite(deltas):
             raise RejectedPush("non_finite_delta", "a delta has NaN or Inf")
         return groups
 
     def push(self, keys: Sequence[bytes], deltas: Sequence[np.ndarray], offset: int) -> PushResult:
         """Apply one push read at shard-topic ``offset``; raise :class:`RejectedPush` if bad."""
         groups = self.validate(keys, deltas)
-        written: list[tuple[bytes, bytes]] = []
-        skipped = 0
+        applied = skipped = 0
         for spec, indices in groups.values():
-            group_keys = [keys[i] for i in indices]
-            slots, offsets = self._load(spec, group_keys)
-            fresh = offsets < offset
-            for row in np.flatnonzero(~fresh):
-                written.append((group_keys[row], self.table[group_keys[row]]))
+            slab = self.slab(spec)
+            group_keys = keys if len(indices) == len(keys) else [keys[i] for i in indices]
+            rows = slab.add(group_keys)
+            fresh = slab.fresh(rows, offset)
+            slab.touch(rows[~fresh])
             skipped += int((~fresh).sum())
-            rows = np.flatnonzero(fresh)
-            if not len(rows):
+            chosen = np.flatnonzero(fresh)
+            if not len(chosen):
                 continue
-            delta = np.stack([deltas[indices[row]].reshape(spec.delta_shape) for row in rows])
-            new = self._apply(spec, slots[rows], delta.astype(spec.dtype, copy=False))
-            encoded = encode_batch(new, offset, spec.rule.rule_id)
-            written += [(group_keys[row], blob) for row, blob in zip(rows, encoded, strict=True)]
-        for key, blob in written:
-            self.table[key] = blob
-        return PushResult(written, len(written) - skipped, skipped)
+            delta = _stack(deltas, [indices[i] for i in chosen.tolist()], spec.delta_shape)
+            new = self._apply(spec, slab.slots[rows[chosen]], delta.astype(spec.dtype, copy=False))
+            slab.write(rows[chosen], new, offset)
+            applied += len(chosen)
+        return PushResult(applied, skipped)
 
     @staticmethod
     def _apply(spec: ParamSpec, slots: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -152,3 +165,16 @@ class Shard:
             )
         except BadDeltaError as error:
             raise RejectedPush("bad_delta", str(error)) from None
+
+
+def _all_finite(deltas: Sequence[np.ndarray]) -> bool:
+    if isinstance(deltas, np.ndarray):
+        return bool(np.isfinite(deltas).all())
+    return bool(np.isfinite(np.concatenate([np.ravel(d) for d in deltas])).all())
+
+
+def _stack(deltas: Sequence[np.ndarray], indices: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """Deltas ``indices`` as one ``(m, *shape)`` array."""
+    if isinstance(deltas, np.ndarray):
+        return deltas[indices].reshape(len(indices), *shape)
+    return np.stack([np.reshape(deltas[i], shape) for i in indices])

@@ -15,6 +15,7 @@ import numpy as np
 from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
 from agents.models.hashed import HashedLinearModel
 from agents.models.hyper import non_negative, positive
+from agents.models.kernels import ftrl_logistic_pass
 from agents.models.maths import logistic
 from agents.models.sparse import SparseBatch
 from tables.update_rules import FtrlAdditive, ftrl_step, ftrl_weights
@@ -52,15 +53,28 @@ class FtrlLogisticRegression(HashedLinearModel):
         z0, n0 = state[:, 1], state[:, 2]  # the slots are w, z, n
         z, n = z0.copy(), n0.copy()
         hyper = (self.alpha, self.beta, self.l1, self.l2)
-        for r, record in enumerate(records):
-            idx, x = batch.row(r)
-            zi, ni = z[idx], n[idx]
-            w = ftrl_weights(zi, ni, *hyper)
-            p = logistic(float(w @ x))
+        # Record by record, compiled: agents/models/kernels.py equals the numpy loop below.
+        probabilities = ftrl_logistic_pass(
+            batch.indices, batch.values, batch.indptr, batch.labels, z, n, *hyper
+        )
+        for p, record in zip(probabilities.tolist(), records, strict=True):
             ps.output(Prediction(p, record.label, record.key))
-            y = batch.labels[r]
-            if np.isnan(y):
-                continue
-            g = (p - float(y > 0)) * x
-            z[idx], n[idx] = ftrl_step(zi, ni, w, g, self.alpha)
         return np.stack([z - z0, n - n0], axis=1)  # (Δz, Δn) per key
+
+
+def ftrl_logistic_reference(
+    batch: SparseBatch, z: np.ndarray, n: np.ndarray, hyper: tuple[float, float, float, float]
+) -> np.ndarray:
+    """The numpy loop the compiled kernel must equal: predict, then learn, per record."""
+    out = np.empty(len(batch))
+    for r in range(len(batch)):
+        idx, x = batch.row(r)
+        zi, ni = z[idx], n[idx]
+        w = ftrl_weights(zi, ni, *hyper)
+        out[r] = p = logistic(float(w @ x))
+        y = batch.labels[r]
+        if np.isnan(y):
+            continue
+        g = (p - float(y > 0)) * x
+        z[idx], n[idx] = ftrl_step(zi, ni, w, g, hyper[0])
+    return out

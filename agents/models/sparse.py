@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from agents.models.hyper import positive_int
 from tables.keys import hash_cross, hash_feature, param_key, stable_hash
 
 BIAS = "bias"
+#: Distinct features whose buckets a hasher remembers.
+MAX_CACHED = 1 << 20
 Feature = float | int | str | None
 
 
@@ -80,6 +82,11 @@ class FeatureHasher:
     buckets: int = 2**20
     crosses: tuple[tuple[str, ...], ...] = ()
     numeric: frozenset[str] = frozenset()
+    #: Bucket of each categorical feature (and cross) seen: hashing a distinct feature
+    #: once, not once per record, is most of what encoding costs. Cleared when full.
+    _buckets: dict[tuple[object, ...], int] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         positive_int("buckets", self.buckets)
@@ -110,21 +117,45 @@ class FeatureHasher:
             raise ValueError(f"numeric feature {name!r} is not finite: {value!r}")
         return float(value)
 
+    def _cached(self, name: str, value: Feature) -> int:
+        # The value's type is part of the key: 1, 1.0 and True hash to different buckets.
+        memo = (name, type(value), value)
+        bucket = self._buckets.get(memo)
+        if bucket is None:
+            if len(self._buckets) >= MAX_CACHED:
+                self._buckets.clear()
+            bucket = self._buckets[memo] = self._bucket(name, value)
+        return bucket
+
+    def _cross(self, features: dict[str, Feature], cross: tuple[str, ...]) -> int:
+        parts = tuple((part, type(features[part]), features[part]) for part in cross)
+        bucket = self._buckets.get(parts)
+        if bucket is None:
+            if len(self._buckets) >= MAX_CACHED:
+                self._buckets.clear()
+            pairs = [(part, features[part]) for part in cross]
+            bucket = self._buckets[parts] = hash_cross(pairs, self.buckets)
+        return bucket
+
     def encode(self, records: Sequence[TrainingRecord]) -> SparseBatch:
         positions: dict[int | str, int] = {BIAS: 0}
         indices: list[int] = []
         values: list[float] = []
         indptr = [0]
+        numeric = self.numeric
         for record in records:
             row: dict[int, float] = {0: 1.0}
             features = record.features
             for name, value in features.items():
-                slot = positions.setdefault(self._bucket(name, value), len(positions))
-                row[slot] = row.get(slot, 0.0) + self._value(name, value)
+                if name in numeric:
+                    bucket, number = self._bucket(name, value), self._value(name, value)
+                else:
+                    bucket, number = self._cached(name, value), 1.0
+                slot = positions.setdefault(bucket, len(positions))
+                row[slot] = row.get(slot, 0.0) + number
             for cross in self.crosses:
                 if all(part in features for part in cross):
-                    parts = [(part, features[part]) for part in cross]
-                    slot = positions.setdefault(hash_cross(parts, self.buckets), len(positions))
+                    slot = positions.setdefault(self._cross(features, cross), len(positions))
                     row[slot] = row.get(slot, 0.0) + 1.0
             indices.extend(row)
             values.extend(row.values())

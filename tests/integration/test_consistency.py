@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from app.client import produce, read_all, read_latest
+from app.client import produce, read_all
 from app.messages import Kind, PsMessage, decode_message
+from app.model_export import read_table
 from app.records import encode_record
 from app.settings import JobSettings
 from app.termination import wait_until_learned
 from app.worker import WorkerProcess
-from tables.codec import decode_record
 from tables.keys import shard_of
 
 LR = 0.002
@@ -87,8 +87,8 @@ def run_job(
     )
     # Termination follows the last push closely: no wait-time guess.
     assert returned_ms - last_push_timestamp(settings) < 5000
-    stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
-    return data, pushes, decode_record(stored[b"w:0"]).value
+    stored = read_table(settings.broker, settings.topic("server-params-changelog"))
+    return data, pushes, stored[b"w:0"][0]
 
 
 def synchronous_sgd(

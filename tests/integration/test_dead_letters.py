@@ -132,8 +132,9 @@ def test_bad_input_is_dead_lettered_counted_and_never_learned(
     model = read_model(settings.broker, settings.topic("model-updates"))
     np.testing.assert_array_equal(model[WEIGHTS], y @ x)
     predicted = [
-        json.loads(v)["offset"]
+        offset
         for _, v, _ in read_all(settings.broker, settings.topic("predictions"))
+        for offset in json.loads(v)["offsets"]
     ]
     assert predicted == [i for i in range(GOOD + 1) if i != BAD_AT]
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.client import produce, read_latest, wait_caught_up
+from app.client import produce, wait_caught_up
 from app.messages import Kind, PsMessage, decode_message
+from app.model_export import read_table
 from app.records import encode_record
 from app.settings import JobSettings
 from app.worker import WorkerProcess
-from tables.codec import decode_record
 
 LR = 0.01
 
@@ -75,6 +75,6 @@ def test_one_worker_one_shard_equals_sequential_sgd(
         np.testing.assert_allclose(push.values[0], gradient, rtol=1e-9, atol=1e-9)
         weights = weights - LR * gradient
 
-    stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
-    np.testing.assert_allclose(decode_record(stored[b"w:0"]).value, weights, atol=1e-6)
+    stored = read_table(settings.broker, settings.topic("server-params-changelog"))
+    np.testing.assert_allclose(stored[b"w:0"][0], weights, atol=1e-6)
     assert np.allclose(weights, [0.5, -1.0, 2.0, 0.25], atol=0.05)

@@ -16,16 +16,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.api import ParamRegistry
 from agents.jobs import load_logic, ps_topics
-from app.client import produce, read_latest
+from app.client import produce
 from app.datasets import flights
 from app.messages import Kind, PsMessage, decode_message, encode_message
-from app.model_export import read_model, read_npz
+from app.model_export import read_model, read_npz, read_table
 from app.settings import JobSettings
 from app.termination import end_offsets, wait_until_learned
 from app.topics import ensure_topics
 from app.train import read_predictions, run_job, training_records
 from app.worker import WorkerProcess, settings_env
-from tables.codec import decode_record
 from tables.keys import shard_of
 
 Model = dict[bytes, np.ndarray]
@@ -39,12 +38,8 @@ def small_job(settings: JobSettings, **update: object) -> JobSettings:
 
 def table_values(settings: JobSettings) -> Model:
     """Slot 0 of every parameter in the servers' table, read from its changelog."""
-    stored = read_latest(settings.broker, settings.topic("server-params-changelog"))
-    return {
-        key: np.array(decode_record(blob).value)
-        for key, blob in stored.items()
-        if not key.startswith(b"__")  # clocks and high-water marks
-    }
+    stored = read_table(settings.broker, settings.topic("server-params-changelog"))
+    return {key: np.array(slots[0]) for key, slots in stored.items()}
 
 
 def assert_same_model(actual: Model, expected: Model) -> None:

@@ -10,8 +10,8 @@ import pytest
 from app.model_export import read_npz, write_npz
 from app.settings import JobSettings
 from app.warm_start import load_warm_start
-from tables.codec import decode_record
 from tables.init import Constant
+from tables.pages import params_in_table
 from tables.params import ParamRegistry, ParamSpec
 from tables.shard import Shard
 from tables.update_rules import ftrl_weights, make_rule
@@ -34,7 +34,7 @@ WARM = {b"w:1": np.array([2.0]), b"f:1": np.array([0.75, 0.0, -3.0])}
 
 
 def test_warm_keys_start_from_their_values_and_the_rest_from_the_initialiser() -> None:
-    shard = Shard({}, warm_registry(registry(), WARM))
+    shard = Shard(warm_registry(registry(), WARM))
     w1, w2, cold = shard.pull([b"w:1", b"w:2", b"cold:1"])
     np.testing.assert_array_equal(w1, [[2.0]])
     np.testing.assert_array_equal(w2, [[0.5]])
@@ -42,7 +42,7 @@ def test_warm_keys_start_from_their_values_and_the_rest_from_the_initialiser() -
 
 
 def test_ftrl_state_is_derived_so_that_its_weights_are_the_warm_value() -> None:
-    shard = Shard({}, warm_registry(registry(), WARM))
+    shard = Shard(warm_registry(registry(), WARM))
     [(w, z, n)] = shard.pull([b"f:1"])
     np.testing.assert_allclose(w, WARM[b"f:1"], rtol=1e-15)
     np.testing.assert_array_equal(n, 0.0)
@@ -51,21 +51,24 @@ def test_ftrl_state_is_derived_so_that_its_weights_are_the_warm_value() -> None:
 
 def test_a_warm_value_is_applied_once_and_never_overwrites_a_trained_one() -> None:
     table: dict[bytes, bytes] = {}
-    shard = Shard(table, warm_registry(registry(), WARM))
+    shard = Shard(warm_registry(registry(), WARM))
     shard.push([b"w:1"], [np.array([1.0])], offset=7)
-    assert decode_record(table[b"w:1"]).value.tolist() == [3.0]
+    shard.flush(table)
+    assert params_in_table(table)[b"w:1"][0].tolist() == [3.0]
     # A restarted server builds its registry from the same source over the same table.
-    restarted = Shard(table, warm_registry(registry(), WARM))
+    restarted = Shard(warm_registry(registry(), WARM))
+    restarted.load(table)
     np.testing.assert_array_equal(restarted.pull([b"w:1"])[0], [[3.0]])
     replay = restarted.push([b"w:1"], [np.array([1.0])], offset=7)
     assert (replay.applied, replay.skipped) == (0, 1)
     restarted.push([b"w:1"], [np.array([1.0])], offset=8)
-    assert decode_record(table[b"w:1"]).value.tolist() == [4.0]
+    restarted.flush(table)
+    assert params_in_table(table)[b"w:1"][0].tolist() == [4.0]
 
 
 def test_pulls_do_not_change_the_saved_values() -> None:
     values = {b"w:1": np.array([2.0])}
-    shard = Shard({}, warm_registry(registry(), values))
+    shard = Shard(warm_registry(registry(), values))
     shard.pull([b"w:1"])[0][0] += 100.0
     shard.push([b"w:1"], [np.array([1.0])], offset=0)
     assert values[b"w:1"].tolist() == [2.0]

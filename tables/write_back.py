@@ -1,0 +1,62 @@
+"""A write-back view of a table: writes wait in memory until :meth:`WriteBack.flush`.
+
+A shard's bookkeeping (clocks, high-water marks, held BSP pushes) must never reach the
+changelog ahead of the parameter pages it vouches for: a durable mark over pages a crash
+lost would drop the replayed push that should restore them. So the shard writes its
+bookkeeping through this view and flushes it after the pages, in one flush, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from contextlib import suppress
+
+_DELETED = object()
+
+
+class WriteBack(MutableMapping[bytes, bytes]):
+    """Reads see pending writes first; ``flush`` sends them to the table in write order.
+
+    Parameters
+    ----------
+    table
+        The durable mapping (one shard partition's view of a Faust table, or a dict).
+    """
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+        self.pending: dict[bytes, object] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.pending.get(key)
+        if value is None:
+            return self.table[key]
+        if value is _DELETED:
+            raise KeyError(key)
+        return value  # type: ignore[return-value]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.pending.pop(key, None)  # keep write order: a rewritten key moves to the end
+        self.pending[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        self[key]
+        self.pending.pop(key, None)
+        self.pending[key] = _DELETED
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise TypeError("a write-back view is not iterable; read keys you know")
+
+    def __len__(self) -> int:
+        raise TypeError("a write-back view has no length; read keys you know")
+
+    def flush(self) -> int:
+        """Write every pending change to the table; return how many."""
+        pending, self.pending = self.pending, {}
+        for key, value in pending.items():
+            if value is _DELETED:
+                with suppress(KeyError):  # written and deleted between two flushes
+                    del self.table[key]
+            else:
+                self.table[key] = value  # type: ignore[assignment]
+        return len(pending)
