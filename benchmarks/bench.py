@@ -116,6 +116,11 @@ def river_mf(ratings: Sequence[RecordFields]) -> dict[str, Any]:
     }
 
 
+def say(step: str) -> None:
+    """Progress on stderr; stdout holds the job's metrics lines and the tables."""
+    print(f"== {step}", file=sys.stderr, flush=True)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -136,7 +141,9 @@ def end_to_end(
     """Preload the job's training topic in the config's encoding (not timed), then time the
     job learning up to the end offsets it finds (``kps train --until-end``)."""
     settings = _settings(dataset, config, base)
+    say(f"kafka-ps {dataset} {config.name}: preloading {len(records):,} records")
     produce(settings.broker, settings.input_topic, config.encoding(records, settings.partitions))
+    say(f"kafka-ps {dataset} {config.name}: learning")
     return settings, run_job(settings, None, task, config.workers, config.servers)
 
 
@@ -159,6 +166,7 @@ def freshness_run(
     """Run the job while a producer sends ``records`` at ``per_s``; freshness per record from
     the CreateTimes on the training topic and the ``__marks__`` records on model-updates."""
     settings = _settings("flights-fresh", config, base)
+    say(f"freshness: kafka-ps {config.name} while producing at {per_s:,.0f} records/s")
     feed = config.encoding(paced(records, per_s), settings.partitions)
     summary = run_job(settings, None, "classification", config.workers, config.servers, feed=feed)
     produced = read_produce_times(settings.broker, settings.input_topic)
@@ -226,6 +234,7 @@ class Cleanup:
 def bench_flights(limit: int | None, skip_freshness: bool, cleanup: Cleanup) -> dict[str, Any]:
     records = list(flights(limit=limit))
     base = {"model": DEFAULT_MODELS["flights"], "model_params": DEFAULT_PARAMS["flights"]}
+    say(f"River LogisticRegression on {len(records):,} flights records")
     river = river_logloss(records)
     runs, first = [], None
     for config in FLIGHTS_CONFIGS:
@@ -238,6 +247,7 @@ def bench_flights(limit: int | None, skip_freshness: bool, cleanup: Cleanup) -> 
         run["vs_river_logloss"] = _ratio(summary.loss, river["logloss"])
         runs.append(run)
     assert first is not None
+    say(f"raw consume of {first.input_topic}")
     rate = raw_consume_rate(first.broker, first.input_topic, first.partitions)
     raw = {
         "topic_encoding": FLIGHTS_CONFIGS[0].encoding.__name__,
@@ -266,6 +276,7 @@ def bench_flights(limit: int | None, skip_freshness: bool, cleanup: Cleanup) -> 
 
 def bench_mf(limit: int | None, cleanup: Cleanup) -> dict[str, Any]:
     ratings = list(movielens("ml-100k", limit=limit))
+    say(f"River reco.BiasedMF on {len(ratings):,} ML-100K ratings")
     river = river_mf(ratings)
     runs = []
     for config in MF_CONFIGS:
@@ -318,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     LocalKafka().start()
     report = bench(args.limit, args.skip_mf, args.skip_freshness)
-    print(render(report), flush=True)
+    print("\n" + render(report), flush=True)
     args.json.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 1 if report["mismatches"] else 0
