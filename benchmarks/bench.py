@@ -126,7 +126,7 @@ def _slug(name: str) -> str:
 
 
 def _settings(dataset: str, config: Config, base: Mapping[str, object]) -> JobSettings:
-    settings = job_settings(f"{dataset}-{_slug(config.name)}", **base, **config.overrides)
+    settings = job_settings(f"{dataset}-{_slug(config.name)}", **{**base, **config.overrides})
     ensure_topics(settings.broker, ps_topics(settings))
     return settings
 
