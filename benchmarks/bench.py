@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -190,6 +194,7 @@ def _ratio(a: float, b: float) -> float:
 def _run_figures(
     dataset: str, config: Config, settings: JobSettings, summary: Summary, produced: int
 ) -> dict[str, Any]:
+    updates = applied_key_updates(settings.broker, settings.topic("shard"))
     return {
         "dataset": dataset,
         "name": config.name,
@@ -201,8 +206,8 @@ def _run_figures(
         "records_counted": summary.records,
         "seconds": summary.seconds,
         "samples_per_s": summary.samples_per_s,
-        "key_updates": applied_key_updates(settings.broker, settings.topic("shard")),
-        "bytes_per_update": bytes_per_update(settings),
+        "key_updates": updates,
+        "bytes_per_update": bytes_per_update(settings, updates),
     }
 
 
@@ -294,7 +299,12 @@ def bench_mf(limit: int | None, cleanup: Cleanup) -> dict[str, Any]:
 def bench(limit: int | None, skip_mf: bool = False, skip_freshness: bool = False) -> dict[str, Any]:
     """Every measurement, as the dictionary the JSON file holds."""
     cleanup = Cleanup()
-    report: dict[str, Any] = {"limit": limit, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    report: dict[str, Any] = {
+        "limit": limit,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "river": version("river"),
+    }
     report["flights"] = bench_flights(limit, skip_freshness, cleanup)
     report["mf"] = None if skip_mf else bench_mf(limit, cleanup)
     jobs = list(report["flights"]["kafka_ps"])
@@ -327,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=Path("bench.json"), metavar="PATH", help="default bench.json"
     )
     args = parser.parse_args(argv)
+    if find_spec("river") is None:
+        print("kps bench compares with River: pip install 'kafka-ps[test]'", file=sys.stderr)
+        return 1
     LocalKafka().start()
     report = bench(args.limit, args.skip_mf, args.skip_freshness)
     print("\n" + render(report), flush=True)

@@ -11,7 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from agents.server import PARAMS_TABLE
 from app.client import read_all
-from app.messages import Kind, decode_message
+from app.messages import Kind, MessageError, decode_message
 from app.settings import JobSettings
 
 #: Messages per ``Consumer.consume`` call in the raw consume measurement.
@@ -81,7 +81,10 @@ def applied_key_updates(bootstrap: str, shard_topic: str) -> int:
     """Keys in every push on the shard topic: the key updates the workers sent to apply."""
     total = 0
     for message in read_all(bootstrap, shard_topic):
-        push = decode_message(message.value())
+        try:
+            push = decode_message(message.value())
+        except MessageError:  # not a pull or push (a control message): no key updates
+            continue
         if push.kind is Kind.PUSH:
             total += len(push.keys)
     return total
@@ -97,9 +100,9 @@ def wire_topics(settings: JobSettings) -> dict[str, str]:
     }
 
 
-def bytes_per_update(settings: JobSettings) -> dict[str, float]:
-    """Key+value bytes on each of a finished job's wire topics per applied key update."""
-    updates = applied_key_updates(settings.broker, settings.topic("shard"))
+def bytes_per_update(settings: JobSettings, updates: int) -> dict[str, float]:
+    """Key+value bytes on each of a finished job's wire topics per applied key update
+    (``updates``, from :func:`applied_key_updates`); NaN if there were none."""
     topics = wire_topics(settings)
     if not updates:
         return {name: float("nan") for name in topics}
