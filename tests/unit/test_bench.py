@@ -145,3 +145,8 @@ def test_render_marks_a_count_mismatch_loudly() -> None:
     bad = render(report)
     assert f"3,768 {MISMATCH}" in bad
     assert bad.splitlines()[-1].startswith(f"{MISMATCH}: kafka-ps flights")
+
+
+def test_a_shard_without_marks_leaves_every_record_uncovered() -> None:
+    shards = {0: marks((100, [5, 5])), 1: []}
+    assert np.isnan(freshness_ms([(0, 1, 0), (1, 1, 0)], shards)).all()
