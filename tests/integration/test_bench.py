@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from confluent_kafka import Producer
+
+from app.topics import TopicSpec, delete_topics, ensure_topics
+from benchmarks.freshness import freshness_ms, read_marks, read_produce_times
 
 pytestmark = pytest.mark.broker
 
@@ -126,3 +131,28 @@ def test_table_shows_the_json_figures(bench: tuple[str, dict[str, Any]]) -> None
     (run,) = report["mf"]["kafka_ps"]
     assert row(mf, f"kafka-ps {run['name']}")[3] == f"{run['rmse']:.4f}"
     assert tables["freshness"][0].startswith("freshness (kafka-ps")
+
+
+def test_freshness_reads_create_times_and_marks_off_the_topics(
+    kafka: str, unique_name: str
+) -> None:
+    training, updates = f"{unique_name}-input", f"{unique_name}-model-updates"
+    ensure_topics(kafka, [TopicSpec(training, 2), TopicSpec(updates, 2, compacted=True)])
+    producer = Producer({"bootstrap.servers": kafka})
+    for partition, stamp in [(0, 1_000), (0, 1_010), (1, 1_020)]:
+        producer.produce(training, b"{}", partition=partition, timestamp=stamp)
+    for shard, stamp, marks in [(0, 1_100, [0, -1]), (1, 1_150, [1, 0]), (0, 1_300, [1, 0])]:
+        key = f"__marks__:{shard}".encode()
+        value = np.array(marks, dtype="<i8").tobytes()
+        producer.produce(updates, value, key, shard, timestamp=stamp)
+        producer.produce(updates, b"a parameter", b"p:1", shard, timestamp=stamp)
+    assert producer.flush(30) == 0
+    try:
+        produced = read_produce_times(kafka, training)
+        assert sorted(produced) == [(0, 0, 1_000), (0, 1, 1_010), (1, 0, 1_020)]
+        marks = read_marks(kafka, updates)
+        assert [(t, a.tolist()) for t, a in marks[0]] == [(1_100, [0, -1]), (1_300, [1, 0])]
+        got = freshness_ms(sorted(produced), marks)
+        np.testing.assert_array_equal(got, [150, 290, 280])
+    finally:
+        delete_topics(kafka, [training, updates])
