@@ -120,6 +120,19 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.settings import REPO_ROOT
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ ships in the checkout, not the package
+    try:
+        from benchmarks.bench import main as bench
+    except ImportError as error:
+        print(f"kps bench needs a kafka-ps checkout with the test extra: {error}", file=sys.stderr)
+        return 1
+    return bench(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kps", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: <KPS_APP_ID>-model-updates over the job's KPS_WARM_START values",
     )
     model.set_defaults(handler=_model)
+
+    bench = commands.add_parser(
+        "bench",
+        help="kafka-ps against River and the raw transport, side by side (kps bench -h)",
+        add_help=False,
+        prefix_chars="\0",  # every argument goes to benchmarks.bench, -h included
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=_bench)
     return parser
 
 

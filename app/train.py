@@ -156,11 +156,14 @@ def run_job(
     workers: int = 2,
     servers: int = 1,
     logs: Path | None = None,
+    feed: Iterable[Record] | None = None,
 ) -> Summary:
     """Start ``servers`` + ``workers`` processes, stream ``records`` through, stop them all.
 
     With ``records`` None the job learns what the training topic already holds, up to the
-    end offsets it had at the start (``kps train --until-end``).
+    end offsets it had at the start (``kps train --until-end``). ``feed``, if given, is
+    produced instead of ``records``: Kafka records ready to send, in another encoding than
+    :func:`training_records` or paced (as ``kps bench`` does).
 
     Returns once every record is learned and every push applied (:mod:`app.termination`).
     Then, or when stopped by :class:`Stopped` or Ctrl-C, it stops the processes and writes
@@ -170,7 +173,9 @@ def run_job(
     processes = job_processes(settings, workers, servers, logs or settings.data_dir)
     ended = False
     try:
-        seconds = _learn(settings, records, processes)
+        if feed is None and records is not None:
+            feed = training_records(records, settings.partitions, 50_000)
+        seconds = _learn(settings, feed, processes)
         ended = True
     except (Stopped, KeyboardInterrupt):
         ended = True
@@ -210,7 +215,7 @@ def export_on_exit(settings: JobSettings) -> None:
 
 
 def _learn(
-    settings: JobSettings, records: Iterable[RecordFields] | None, processes: list[WorkerProcess]
+    settings: JobSettings, feed: Iterable[Record] | None, processes: list[WorkerProcess]
 ) -> float:
     """Start the processes and follow the job until it has learned its input; seconds taken."""
     for process in processes:
@@ -218,17 +223,13 @@ def _learn(
     for process in processes:
         process.wait_ready()
     started = time.monotonic()
-    if records is None:
+    if feed is None:
         ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
         _follow(settings, None, processes, ends)
         return time.monotonic() - started
     feeder = threading.Thread(
         target=produce,
-        args=(
-            settings.broker,
-            settings.input_topic,
-            training_records(records, settings.partitions, 50_000),
-        ),
+        args=(settings.broker, settings.input_topic, feed),
     )
     feeder.start()
     _follow(settings, feeder, processes)

@@ -1,0 +1,354 @@
+"""kafka-ps against River and the raw transport, side by side, in one run on the real broker.
+
+    python -m benchmarks.bench                  # all flights records and all of ML-100K
+    kps bench --limit 20000 --json out.json     # a quicker look
+
+For flights (the README job's model and features) it measures River's LogisticRegression,
+the raw confluent-kafka consume rate of the job's training topic, and kafka-ps end to end in
+each configuration of :data:`FLIGHTS_CONFIGS` (the topic preloaded first, only the learning
+timed), then freshness in a run paced at half the best kafka-ps throughput. For ML-100K it
+measures River's BiasedMF and kafka-ps's ``mf``. For every kafka-ps run it reports the bytes
+each wire topic carried per applied key update. The table goes to stdout and the same
+figures to ``--json`` (``bench.json``). The exit status is 1 if any job counted another
+number of records than it was given (the table says MISMATCH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agents.api import Task
+from agents.jobs import ps_topics
+from app.client import Record, produce
+from app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
+from app.local_kafka import LocalKafka
+from app.settings import JobSettings
+from app.topics import delete_topics, ensure_topics
+from app.train import DEFAULT_MODELS, DEFAULT_PARAMS, Summary, run_job, training_records
+from benchmarks.freshness import freshness_ms, read_marks, read_produce_times, summarize
+from benchmarks.jobs import job_settings
+from benchmarks.measure import (
+    CONSUME_BATCH,
+    applied_key_updates,
+    bytes_per_update,
+    raw_consume_rate,
+)
+from benchmarks.report import render
+from benchmarks.training import MF, timed
+from tests.reference import river_logistic, rmse
+
+T = TypeVar("T")
+
+Encoding = Callable[[Iterable[RecordFields], int], Iterable[Record]]
+"""Records and the number of training partitions -> Kafka records (key, value, partition)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One kafka-ps configuration the bench runs: processes, settings, input encoding."""
+
+    name: str
+    workers: int
+    servers: int
+    overrides: Mapping[str, object] = field(default_factory=dict)
+    encoding: Encoding = training_records
+
+
+FLIGHTS_CONFIGS = [
+    Config("2 workers + 1 server", workers=2, servers=1),
+    Config("1 worker + 1 server", workers=1, servers=1),
+]
+MF_CONFIGS = [Config("2 workers + 1 server", workers=2, servers=1)]
+
+
+def river_logloss(records: Sequence[RecordFields]) -> dict[str, Any]:
+    """River's LogisticRegression in progressive validation; it builds each record's
+    ``"name=value": 1.0`` features and crosses inside the timed loop."""
+    import river.linear_model  # noqa: F401  (imported before the clock starts)
+
+    result, seconds = timed(river_logistic, records, crosses=FLIGHT_CROSSES)
+    return {
+        "records": len(records),
+        "seconds": seconds,
+        "samples_per_s": len(records) / seconds,
+        "logloss": result.logloss,
+    }
+
+
+def river_mf(ratings: Sequence[RecordFields]) -> dict[str, Any]:
+    """River's ``reco.BiasedMF`` with kafka-ps's MF hyper-parameters: predict, then learn."""
+    from river import optim, reco
+
+    model = reco.BiasedMF(
+        n_factors=MF["k"],
+        bias_optimizer=optim.SGD(MF["lr"]),
+        latent_optimizer=optim.SGD(MF["lr"]),
+        l2_bias=MF["reg"],
+        l2_latent=MF["reg"],
+        latent_initializer=optim.initializers.Normal(mu=0.0, sigma=MF["init_std"], seed=0),
+    )
+
+    def learn() -> tuple[list[float], list[float]]:
+        predictions, labels = [], []
+        for rating in ratings:
+            user, item = rating["features"]["user"], rating["features"]["item"]
+            predictions.append(model.predict_one(user, item))
+            model.learn_one(user, item, rating["label"])
+            labels.append(rating["label"])
+        return predictions, labels
+
+    (predictions, labels), seconds = timed(learn)
+    return {
+        "records": len(ratings),
+        "seconds": seconds,
+        "samples_per_s": len(ratings) / seconds,
+        "rmse": rmse(labels, predictions),
+    }
+
+
+def say(step: str) -> None:
+    """Progress on stderr; stdout holds the job's metrics lines and the tables."""
+    print(f"== {step}", file=sys.stderr, flush=True)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _settings(dataset: str, config: Config, base: Mapping[str, object]) -> JobSettings:
+    settings = job_settings(f"{dataset}-{_slug(config.name)}", **{**base, **config.overrides})
+    ensure_topics(settings.broker, ps_topics(settings))
+    return settings
+
+
+def end_to_end(
+    dataset: str,
+    config: Config,
+    records: Sequence[RecordFields],
+    task: Task,
+    base: Mapping[str, object],
+) -> tuple[JobSettings, Summary]:
+    """Preload the job's training topic in the config's encoding (not timed), then time the
+    job learning up to the end offsets it finds (``kps train --until-end``)."""
+    settings = _settings(dataset, config, base)
+    say(f"kafka-ps {dataset} {config.name}: preloading {len(records):,} records")
+    produce(settings.broker, settings.input_topic, config.encoding(records, settings.partitions))
+    say(f"kafka-ps {dataset} {config.name}: learning")
+    return settings, run_job(settings, None, task, config.workers, config.servers)
+
+
+def paced(records: Iterable[T], per_s: float) -> Iterator[T]:
+    """``records`` at ``per_s`` a second, the clock starting at the first one taken."""
+    started = None
+    for i, record in enumerate(records):
+        now = time.perf_counter()
+        if started is None:
+            started = now
+        ahead = started + i / per_s - now
+        if ahead > 0.001:
+            time.sleep(ahead)
+        yield record
+
+
+def freshness_run(
+    config: Config, records: Sequence[RecordFields], per_s: float, base: Mapping[str, object]
+) -> tuple[JobSettings, Summary, dict[str, Any]]:
+    """Run the job while a producer sends ``records`` at ``per_s``; freshness per record from
+    the CreateTimes on the training topic and the ``__marks__`` records on model-updates."""
+    settings = _settings("flights-fresh", config, base)
+    say(f"freshness: kafka-ps {config.name} while producing at {per_s:,.0f} records/s")
+    feed = config.encoding(paced(records, per_s), settings.partitions)
+    summary = run_job(settings, None, "classification", config.workers, config.servers, feed=feed)
+    produced = read_produce_times(settings.broker, settings.input_topic)
+    marks = read_marks(settings.broker, settings.topic("model-updates"))
+    # A shard that never published marks covers nothing: its records are not fresh yet.
+    every_shard = {shard: marks.get(shard, []) for shard in range(settings.shards)}
+    fresh = summarize(freshness_ms(produced, every_shard))
+    figures = {
+        "name": config.name,
+        "rate_per_s": per_s,
+        "records": fresh.records,
+        "covered": fresh.covered,
+        "p50_ms": fresh.p50_ms,
+        "p99_ms": fresh.p99_ms,
+    }
+    return settings, summary, figures
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _run_figures(
+    dataset: str, config: Config, settings: JobSettings, summary: Summary, produced: int
+) -> dict[str, Any]:
+    updates = applied_key_updates(settings.broker, settings.topic("shard"))
+    return {
+        "dataset": dataset,
+        "name": config.name,
+        "workers": config.workers,
+        "servers": config.servers,
+        "overrides": dict(config.overrides),
+        "encoding": config.encoding.__name__,
+        "records_produced": produced,
+        "records_counted": summary.records,
+        "seconds": summary.seconds,
+        "samples_per_s": summary.samples_per_s,
+        "key_updates": updates,
+        "bytes_per_update": bytes_per_update(settings, updates),
+    }
+
+
+def _mismatch(run: Mapping[str, Any]) -> str | None:
+    if run["records_counted"] == run["records_produced"]:
+        return None
+    return (
+        f"kafka-ps {run['dataset']} {run['name']} counted {run['records_counted']:,} records, "
+        f"{run['records_produced']:,} were produced"
+    )
+
+
+class Cleanup:
+    """The jobs a bench made: their topics and data directories, removed at the end."""
+
+    def __init__(self) -> None:
+        self.jobs: list[JobSettings] = []
+
+    def add(self, settings: JobSettings) -> JobSettings:
+        self.jobs.append(settings)
+        return settings
+
+    def run(self) -> None:
+        for settings in self.jobs:
+            delete_topics(settings.broker, [spec.name for spec in ps_topics(settings)])
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+
+
+def bench_flights(limit: int | None, skip_freshness: bool, cleanup: Cleanup) -> dict[str, Any]:
+    records = list(flights(limit=limit))
+    base = {"model": DEFAULT_MODELS["flights"], "model_params": DEFAULT_PARAMS["flights"]}
+    say(f"River LogisticRegression on {len(records):,} flights records")
+    river = river_logloss(records)
+    runs, first = [], None
+    for config in FLIGHTS_CONFIGS:
+        settings, summary = end_to_end("flights", config, records, "classification", base)
+        cleanup.add(settings)
+        first = first or settings
+        run = _run_figures("flights", config, settings, summary, len(records))
+        run["logloss"] = summary.loss
+        run["vs_river_samples_per_s"] = _ratio(summary.samples_per_s, river["samples_per_s"])
+        run["vs_river_logloss"] = _ratio(summary.loss, river["logloss"])
+        runs.append(run)
+    assert first is not None
+    say(f"raw consume of {first.input_topic}")
+    rate = raw_consume_rate(first.broker, first.input_topic, first.partitions)
+    raw = {
+        "topic_encoding": FLIGHTS_CONFIGS[0].encoding.__name__,
+        "batch": CONSUME_BATCH,
+        "messages": rate.messages,
+        "seconds": rate.seconds,
+        "messages_per_s": rate.per_s,
+    }
+    for run in runs:
+        run["vs_raw_consume"] = _ratio(run["samples_per_s"], rate.per_s)
+    report: dict[str, Any] = {"records": len(records), "river": river, "raw_consume": raw}
+    report["kafka_ps"] = runs
+    report["freshness"] = None
+    if not skip_freshness:
+        best = max(range(len(runs)), key=lambda i: runs[i]["samples_per_s"])
+        per_s = runs[best]["samples_per_s"] / 2
+        settings, summary, fresh = freshness_run(FLIGHTS_CONFIGS[best], records, per_s, base)
+        cleanup.add(settings)
+        fresh["records_produced"] = len(records)
+        fresh["records_counted"] = summary.records
+        fresh["achieved_per_s"] = summary.samples_per_s
+        fresh["dataset"] = "flights (paced)"
+        report["freshness"] = fresh
+    return report
+
+
+def bench_mf(limit: int | None, cleanup: Cleanup) -> dict[str, Any]:
+    ratings = list(movielens("ml-100k", limit=limit))
+    say(f"River reco.BiasedMF on {len(ratings):,} ML-100K ratings")
+    river = river_mf(ratings)
+    runs = []
+    for config in MF_CONFIGS:
+        base = {"model": "mf", "model_params": MF}
+        settings, summary = end_to_end("ml100k", config, ratings, "regression", base)
+        cleanup.add(settings)
+        run = _run_figures("ML-100K", config, settings, summary, len(ratings))
+        run["rmse"] = summary.loss
+        run["vs_river_samples_per_s"] = _ratio(summary.samples_per_s, river["samples_per_s"])
+        run["vs_river_rmse"] = _ratio(summary.loss, river["rmse"])
+        runs.append(run)
+    return {"records": len(ratings), "river": river, "kafka_ps": runs}
+
+
+def bench(limit: int | None, skip_mf: bool = False, skip_freshness: bool = False) -> dict[str, Any]:
+    """Every measurement, as the dictionary the JSON file holds."""
+    cleanup = Cleanup()
+    report: dict[str, Any] = {
+        "limit": limit,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "river": version("river"),
+    }
+    report["flights"] = bench_flights(limit, skip_freshness, cleanup)
+    report["mf"] = None if skip_mf else bench_mf(limit, cleanup)
+    jobs = list(report["flights"]["kafka_ps"])
+    if report["flights"]["freshness"]:
+        jobs.append(report["flights"]["freshness"])
+    if report["mf"]:
+        jobs += report["mf"]["kafka_ps"]
+    report["mismatches"] = [problem for run in jobs if (problem := _mismatch(run))]
+    cleanup.run()
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kps bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="records of each data set")
+    parser.add_argument("--skip-mf", action="store_true", help="leave out ML-100K")
+    parser.add_argument("--skip-freshness", action="store_true", help="leave out the paced run")
+    parser.add_argument(
+        "--json", type=Path, default=Path("bench.json"), metavar="PATH", help="default bench.json"
+    )
+    args = parser.parse_args(argv)
+    if find_spec("river") is None:
+        print("kps bench compares with River: pip install 'kafka-ps[test]'", file=sys.stderr)
+        return 1
+    LocalKafka().start()
+    report = bench(args.limit, args.skip_mf, args.skip_freshness)
+    print("\n" + render(report), flush=True)
+    args.json.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 1 if report["mismatches"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

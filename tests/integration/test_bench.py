@@ -1,0 +1,158 @@
+"""``kps bench`` in its small form: it runs against the broker and its figures are sane.
+
+Speed is never asserted: only that every figure was measured, is finite, and that the
+table and the JSON file say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from app.topics import TopicSpec, delete_topics, ensure_topics
+from benchmarks.freshness import freshness_ms, read_marks, read_produce_times
+
+pytestmark = pytest.mark.broker
+
+LIMIT = 3000
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def blocks(stdout: str) -> dict[str, list[str]]:
+    """The printed tables by their first word (flights, ML-100K, bytes, freshness...)."""
+    return {block.split()[0]: block.splitlines() for block in stdout.split("\n\n") if block.strip()}
+
+
+def row(lines: list[str], name: str) -> list[str]:
+    """The cells after the name of the one row that starts with ``name``."""
+    (line,) = [line for line in lines if line.startswith(name + "  ")]
+    return line[len(name) :].split()
+
+
+@pytest.fixture(scope="module")
+def bench(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--limit", str(LIMIT), "--json", "b.json"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout, json.loads(Path(out / "b.json").read_text())
+
+
+def test_flights_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
+    _, report = bench
+    flights = report["flights"]
+    assert flights["records"] == LIMIT
+    river = flights["river"]
+    assert positive(river["samples_per_s"])
+    assert 0 < river["logloss"] < 1.0
+    raw = flights["raw_consume"]
+    assert raw["messages"] == LIMIT
+    assert positive(raw["messages_per_s"])
+    names = [run["name"] for run in flights["kafka_ps"]]
+    assert names == ["2 workers + 1 server", "1 worker + 1 server"]
+    for run in flights["kafka_ps"]:
+        assert run["records_produced"] == run["records_counted"] == LIMIT, run
+        assert positive(run["samples_per_s"])
+        assert 0 < run["logloss"] < 1.0
+        for ratio in ("vs_river_samples_per_s", "vs_river_logloss", "vs_raw_consume"):
+            assert positive(run[ratio]), ratio
+        assert run["key_updates"] > LIMIT  # each record updates a dozen or more keys
+        assert set(run["bytes_per_update"]) == {"shard", "replies", "changelog", "model-updates"}
+        assert all(positive(b) for b in run["bytes_per_update"].values()), run
+    assert report["mismatches"] == []
+
+
+def test_freshness_run_counts_every_record(bench: tuple[str, dict[str, Any]]) -> None:
+    _, report = bench
+    fresh = report["flights"]["freshness"]
+    fastest = max(report["flights"]["kafka_ps"], key=lambda run: run["samples_per_s"])
+    assert fresh["name"] == fastest["name"]
+    assert fresh["rate_per_s"] == pytest.approx(fastest["samples_per_s"] / 2)
+    assert fresh["records"] == fresh["records_counted"] == LIMIT
+    if fresh["covered"]:  # once servers publish __marks__ records
+        assert 0 <= fresh["p50_ms"] <= fresh["p99_ms"]
+    else:
+        assert fresh["p50_ms"] is None and fresh["p99_ms"] is None
+
+
+def test_mf_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
+    _, report = bench
+    mf = report["mf"]
+    assert positive(mf["river"]["samples_per_s"])
+    assert 0.5 < mf["river"]["rmse"] < 2.0
+    (run,) = mf["kafka_ps"]
+    assert run["records_produced"] == run["records_counted"] == LIMIT
+    assert positive(run["samples_per_s"])
+    assert 0.5 < run["rmse"] < 2.0
+    assert all(positive(b) for b in run["bytes_per_update"].values())
+
+
+def test_table_shows_the_json_figures(bench: tuple[str, dict[str, Any]]) -> None:
+    stdout, report = bench
+    tables = blocks(stdout)
+    assert "MISMATCH" not in stdout
+    flights, mf = tables["flights"], tables["ML-100K"]
+    river = report["flights"]["river"]
+    assert row(flights, "River LogisticRegression")[:4] == [
+        f"{LIMIT:,}",
+        "-",
+        f"{river['samples_per_s']:,.0f}",
+        f"{river['logloss']:.4f}",
+    ]
+    raw = report["flights"]["raw_consume"]
+    assert row(flights, "confluent-kafka consume(10000)")[2] == f"{raw['messages_per_s']:,.0f}"
+    for run in report["flights"]["kafka_ps"]:
+        cells = row(flights, f"kafka-ps {run['name']}")
+        assert cells[:4] == [
+            f"{LIMIT:,}",
+            f"{LIMIT:,}",
+            f"{run['samples_per_s']:,.0f}",
+            f"{run['logloss']:.4f}",
+        ]
+        assert cells[6] == f"{run['vs_raw_consume']:.4f}"
+        wire = row(tables["bytes"], f"kafka-ps flights {run['name']}")
+        assert wire[1] == f"{run['bytes_per_update']['shard']:.1f}"
+    (run,) = report["mf"]["kafka_ps"]
+    assert row(mf, f"kafka-ps {run['name']}")[3] == f"{run['rmse']:.4f}"
+    assert tables["freshness"][0].startswith("freshness (kafka-ps")
+
+
+def test_freshness_reads_create_times_and_marks_off_the_topics(
+    kafka: str, unique_name: str
+) -> None:
+    training, updates = f"{unique_name}-input", f"{unique_name}-model-updates"
+    ensure_topics(kafka, [TopicSpec(training, 2), TopicSpec(updates, 2, compacted=True)])
+    producer = Producer({"bootstrap.servers": kafka})
+    for partition, stamp in [(0, 1_000), (0, 1_010), (1, 1_020)]:
+        producer.produce(training, b"{}", partition=partition, timestamp=stamp)
+    for shard, stamp, marks in [(0, 1_100, [0, -1]), (1, 1_150, [1, 0]), (0, 1_300, [1, 0])]:
+        key = f"__marks__:{shard}".encode()
+        value = np.array(marks, dtype="<i8").tobytes()
+        producer.produce(updates, value, key, shard, timestamp=stamp)
+        producer.produce(updates, b"a parameter", b"p:1", shard, timestamp=stamp)
+    assert producer.flush(30) == 0
+    try:
+        produced = read_produce_times(kafka, training)
+        assert sorted(produced) == [(0, 0, 1_000), (0, 1, 1_010), (1, 0, 1_020)]
+        marks = read_marks(kafka, updates)
+        assert [(t, a.tolist()) for t, a in marks[0]] == [(1_100, [0, -1]), (1_300, [1, 0])]
+        got = freshness_ms(sorted(produced), marks)
+        np.testing.assert_array_equal(got, [150, 290, 280])
+    finally:
+        delete_topics(kafka, [training, updates])
