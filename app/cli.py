@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--limit", type=int, default=None)
         train.add_argument("--model", default=None, help="model name or package.module:factory")
         train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
-        train.add_argument("--batch-size", type=int, default=None, help="default 64")
+        train.add_argument(
+            "--batch-size", type=int, default=None, help="records per mini-batch (default 1024)"
+        )
         train.add_argument("--partitions", type=int, default=None, help="training partitions (2)")
         train.add_argument("--shards", type=int, default=None, help="parameter shards (4)")
         train.add_argument(

@@ -65,7 +65,7 @@ class JobSettings(BaseSettings):
     model: str = "logreg_ftrl"
     #: The model's hyper-parameters, as JSON in KPS_MODEL_PARAMS.
     model_params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = 256
+    batch_size: int = 1024
     #: K: pull requests one logical worker may have unanswered at once (one per shard
     #: it reads per mini-batch); shards hold at most K pulls per worker.
     max_pulls_in_flight: int = Field(default=8, ge=1)

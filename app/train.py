@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agents.api import Task
+from app.batches import encode_batch
 from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.model_export import export_npz
@@ -56,6 +57,31 @@ def training_records(
             print(f"\r  produced {count:>10,} records", end="", file=sys.stderr, flush=True)
     if progress_every:
         print(f"\r  produced {count:>10,} records", file=sys.stderr, flush=True)
+
+
+#: Records per ``kps-batch`` message that :func:`batched_training_records` writes.
+BATCH_RECORDS = 1000
+
+
+def batched_training_records(
+    records: Iterable[Mapping[str, Any]], partitions: int, per_message: int = BATCH_RECORDS
+) -> Iterator[Record]:
+    """The records dealt round-robin as :func:`training_records` deals them, packed
+    ``per_message`` to a ``kps-batch`` message per partition (app/batches.py)."""
+    pending: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    for count, fields in enumerate(records):
+        try:
+            value = encode_record(**fields, fmt="msgpack")
+        except (BadRecordError, TypeError) as error:
+            raise ValueError(f"record {count + 1}: {error}") from None
+        partition = count % partitions
+        pending[partition].append(value)
+        if len(pending[partition]) >= per_message:
+            yield None, encode_batch(pending[partition]), partition
+            pending[partition] = []
+    for partition, values in pending.items():
+        if values:
+            yield None, encode_batch(values), partition
 
 
 @dataclass(frozen=True)
@@ -302,7 +328,7 @@ def run_training(
         metrics_window=20_000,
         partitions=2,
         shards=4,
-        batch_size=64,
+        batch_size=1024,
     ).model_copy(update=overrides)
     print(
         f"job {run}: {workers} worker and {servers} server processes, "

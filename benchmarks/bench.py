@@ -38,7 +38,14 @@ from app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
 from app.local_kafka import LocalKafka
 from app.settings import JobSettings
 from app.topics import delete_topics, ensure_topics
-from app.train import DEFAULT_MODELS, DEFAULT_PARAMS, Summary, run_job, training_records
+from app.train import (
+    DEFAULT_MODELS,
+    DEFAULT_PARAMS,
+    Summary,
+    batched_training_records,
+    run_job,
+    training_records,
+)
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times, summarize
 from benchmarks.jobs import job_settings
 from benchmarks.measure import (
@@ -68,9 +75,12 @@ class Config:
     encoding: Encoding = training_records
 
 
+#: Producers that write kps-batch messages need no packer.
+BATCHED = {"pack_input": False}
 FLIGHTS_CONFIGS = [
-    Config("2 workers + 1 server", workers=2, servers=1),
-    Config("1 worker + 1 server", workers=1, servers=1),
+    Config("2 workers + 1 server, one-record JSON", workers=2, servers=1),
+    Config("2 workers + 1 server, kps-batch", 2, 1, BATCHED, batched_training_records),
+    Config("1 worker + 1 server, kps-batch", 1, 1, BATCHED, batched_training_records),
 ]
 MF_CONFIGS = [Config("2 workers + 1 server", workers=2, servers=1)]
 

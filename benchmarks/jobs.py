@@ -16,5 +16,5 @@ def job_settings(name: str, **update: object) -> JobSettings:
         broker=LocalKafka().settings.bootstrap,
         partitions=2,
         shards=4,
-        batch_size=64,
+        batch_size=1024,
     ).model_copy(update=update)

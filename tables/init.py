@@ -26,6 +26,8 @@ class ParamInit(ABC):
     """Creates the initial value of a parameter block from its key."""
 
     name: ClassVar[str]
+    #: The same value for every key: a shard creates new keys in bulk from one value.
+    same_for_every_key: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(
@@ -60,6 +62,7 @@ def _check_scale(name: str, value: float) -> None:
 @dataclass(frozen=True)
 class Zeros(ParamInit):
     name: ClassVar[str] = "zeros"
+    same_for_every_key: ClassVar[bool] = True
 
     def __call__(
         self, key: bytes, shape: Sequence[int], dtype: DTypeLike = np.float32
@@ -71,6 +74,7 @@ class Zeros(ParamInit):
 class Constant(ParamInit):
     c: float
     name: ClassVar[str] = "constant"
+    same_for_every_key: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.c, int | float) or not math.isfinite(self.c):

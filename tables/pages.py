@@ -38,10 +38,13 @@ def page_key(shard: int, name: str, page: int) -> bytes:
     return b"%s%d:%s:%d" % (PAGE_PREFIX, shard, name.encode(), page)
 
 
-def encode_page(keys: Sequence[bytes], slots: np.ndarray, stamp: int, page_size: int) -> bytes:
+def encode_page(
+    keys: Sequence[bytes], slots: np.ndarray, stamp: int, page_size: int, rule_id: int = 0
+) -> bytes:
     """One page's table value: ``slots`` is ``(len(keys), n_slots, *shape)``."""
     ends = np.cumsum([0, *map(len, keys)], dtype="<u4")
-    record = encode_record(ParamRecord(tuple(np.moveaxis(slots, 1, 0)), offset=stamp))
+    arrays = tuple(np.moveaxis(slots, 1, 0))
+    record = encode_record(ParamRecord(arrays, offset=stamp, rule_id=rule_id))
     return b"".join(
         (HEADER.pack(MAGIC, VERSION, page_size, len(keys)), ends.tobytes(), *keys, record)
     )
@@ -89,6 +92,7 @@ class Slab:
         self.dirty: set[int] = set()
         #: Rows changed since they were last published to model-updates.
         self.changed = np.zeros(0, dtype=bool)
+        self._initial: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -102,8 +106,20 @@ class Slab:
         """Stored slots of ``keys``, initial ones for keys never pushed: ``(m, n_slots, ...)``."""
         rows = self.rows(keys)
         out = self.slots[np.maximum(rows, 0)] if len(self.keys) else self._empty(len(keys))
-        for i in np.flatnonzero(rows < 0):
-            out[i] = np.stack(self.spec.initial_slots(keys[i]))
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            out[new] = self.initial([keys[i] for i in new])
+        return out
+
+    def initial(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Initial slots of new ``keys``: one value for all when the initialiser allows."""
+        if self.spec.init.same_for_every_key:
+            if self._initial is None:
+                self._initial = np.stack(self.spec.initial_slots(b""))
+            return np.broadcast_to(self._initial, (len(keys), *self._initial.shape))
+        out = self._empty(len(keys))
+        for row, key in enumerate(keys):
+            out[row] = np.stack(self.spec.initial_slots(key))
         return out
 
     def _empty(self, count: int) -> np.ndarray:
@@ -119,11 +135,8 @@ class Slab:
         added = [keys[i] for i in new]
         self.keys += added
         self.index.update(zip(added, range(start, start + len(added)), strict=True))
-        initial = self._empty(len(added))
-        for row, key in enumerate(added):
-            initial[row] = np.stack(self.spec.initial_slots(key))
         self._grow(start + len(added))
-        self.slots[start : start + len(added)] = initial
+        self.slots[start : start + len(added)] = self.initial(added)
         rows[new] = np.arange(start, start + len(added))
         self.dirty.update(
             range(start // self.page_size, (len(self.keys) - 1) // self.page_size + 1)
@@ -166,7 +179,9 @@ class Slab:
         size = self.page_size
         for page in sorted(pages):
             rows = slice(page * size, min((page + 1) * size, len(self.keys)))
-            yield page, encode_page(self.keys[rows], self.slots[rows], int(self.stamps[page]), size)
+            stamp = int(self.stamps[page])
+            rule_id = self.spec.rule.rule_id
+            yield page, encode_page(self.keys[rows], self.slots[rows], stamp, size, rule_id)
 
     def take_changed(self) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         """Keys, values (slot 0) and stamps of the rows changed since the last call."""

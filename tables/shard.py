@@ -91,7 +91,11 @@ class Shard:
         if len(specs) == 1:
             (spec,) = specs.values()
             prefix = spec.name.encode() + b":"
-            if all(key.startswith(prefix) and len(key) > len(prefix) for key in keys):
+            cut = len(prefix)
+            # Indexes hold no ":", so a key of this parameter has its last ":" at the prefix.
+            if all(key.startswith(prefix) and key.rfind(b":") == cut - 1 for key in keys) and all(
+                len(key) > cut for key in keys
+            ):
                 return {spec.name: (spec, list(range(len(keys))))}
         groups: dict[str, tuple[ParamSpec, list[int]]] = {}
         for i, key in enumerate(keys):

@@ -52,10 +52,14 @@ def read_model_updates(bootstrap: str, topic: str, partitions: int) -> dict[str,
             for message in consumer.consume(1000, 1.0):
                 seen += 1
                 value = message.value()
-                magic, version, dtype, ndim, _slots, _rule, _offset, _clock = struct.unpack_from(
+                if message.key().startswith(b"__marks__:"):
+                    marks = np.frombuffer(value, "<i8")
+                    assert marks.shape == (2,) and (marks >= -1).all()
+                    continue
+                magic, version, dtype, ndim, n_slots, _rule, _offset, _clock = struct.unpack_from(
                     "<2sBBBBHqq", value
                 )
-                assert (magic, version, dtype) == (b"KP", 1, 2)
+                assert (magic, version, dtype, n_slots) == (b"KP", 1, 2, 1)
                 shape = struct.unpack_from(f"<{ndim}I", value, 24)
                 size = int(np.prod(shape))
                 latest[message.key().decode()] = np.frombuffer(

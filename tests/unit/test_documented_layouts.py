@@ -1,0 +1,72 @@
+"""The layouts docs/formats.md gives, read or written by hand as a user of another language
+would: table pages, kps-batch and kps-packed messages, prediction messages."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import msgpack
+import numpy as np
+
+from agents.api import Prediction, TrainingRecord
+from agents.dead_letters import Origin
+from agents.worker import Unit, predictions_message
+from app.batches import encode_batch, split_message
+from app.records import encode_record
+from tables.pages import page_key
+from tables.params import ParamRegistry, ParamSpec
+from tables.shard import Shard
+from tables.update_rules import make_rule
+
+
+def test_a_table_page_reads_as_documented() -> None:
+    shard = Shard(ParamRegistry([ParamSpec("w", (2,), make_rule("adagrad", lr=0.1))]), shard=3)
+    shard.push([b"w:7", b"w:12"], [np.ones(2), np.full(2, 2.0)], offset=41)
+    table: dict[bytes, bytes] = {}
+    shard.flush(table)
+    [(key, page)] = table.items()
+    assert key == page_key(3, "w", 0) == b"__page__:3:w:0"
+    magic, version, page_size, n = struct.unpack_from("<2sBII", page)
+    assert (magic, version, page_size, n) == (b"KG", 1, 1024, 2)
+    ends = struct.unpack_from(f"<{n + 1}I", page, 11)
+    blob = page[15 + 4 * n : 15 + 4 * n + ends[-1]]
+    assert [blob[ends[i] : ends[i + 1]] for i in range(n)] == [b"w:7", b"w:12"]
+    record = page[15 + 4 * n + ends[-1] :]
+    _, _, dtype, ndim, n_slots, rule, stamp, _ = struct.unpack_from("<2sBBBBHqq", record)
+    shape = struct.unpack_from(f"<{ndim}I", record, 24)
+    assert (dtype, n_slots, rule, stamp, shape) == (2, 2, 3, 41, (2, 2))
+    slots = np.frombuffer(record, "<f8", offset=24 + 4 * ndim).reshape(n_slots, *shape)
+    np.testing.assert_allclose(slots[1], [[1.0, 1.0], [4.0, 4.0]])  # AdaGrad's sums, row per key
+
+
+def test_a_kps_batch_written_by_hand_splits_into_its_records() -> None:
+    records = [{"features": {"a": "x"}, "label": 1}, {"features": {"a": "y"}, "label": 0}]
+    data = msgpack.packb(["kps-batch", 1, *records])
+    items = split_message(data, offset=9, key=b"k")
+    assert [(i.offset, i.index, i.key) for i in items] == [(9, 0, b"k"), (9, 1, b"k")]
+    assert [msgpack.unpackb(i.value) for i in items] == records
+    assert encode_batch([msgpack.packb(r) for r in records]) == data
+
+
+def test_a_kps_packed_message_keeps_each_source_offset_and_bytes() -> None:
+    one = encode_record({"a": "x"}, label=1)
+    batch = encode_batch([encode_record({"a": "y"}, label=0, fmt="msgpack")])
+    data = msgpack.packb(["kps-packed", 1, [5, 6], [None, b"key"], one, batch], use_bin_type=True)
+    items = split_message(data, offset=0)
+    assert [(i.offset, i.index, i.key) for i in items] == [(5, None, None), (6, 0, b"key")]
+    assert items[0].value == one
+
+
+def test_a_predictions_message_has_one_entry_per_record() -> None:
+    unit = Unit(40, [TrainingRecord(features={}, label=1.0)], [(b"", None, Origin("in", 2, 40, 0))])
+    key, value = predictions_message(2, [unit], [Prediction(0.25, 1.0, b"r1")])
+    assert key == b"2:40-40"
+    assert json.loads(value) == {
+        "partition": 2,
+        "offsets": [40],
+        "indexes": [0],
+        "keys": ["r1"],
+        "values": [0.25],
+        "labels": [1.0],
+    }
