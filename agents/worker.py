@@ -56,6 +56,7 @@ class KafkaPsClient:
         worker: int,
         clock: int,
         in_flight: asyncio.Semaphore,
+        held_back: dict[bytes, np.ndarray],
     ) -> None:
         self.app = app
         self.settings = settings
@@ -68,6 +69,8 @@ class KafkaPsClient:
         self.shard_topic = settings.topic("shard")
         self.deltas: dict[bytes, np.ndarray] = {}
         self.predictions: list[Prediction] = []
+        #: Deltas the significance filter held back, per key, for this logical worker.
+        self.held_back = held_back
 
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         # Checked before asking: a shard never answers a pull of an unknown parameter.
@@ -141,6 +144,7 @@ class KafkaPsClient:
         With ``every_shard`` a shard this batch has no keys for gets an empty push too:
         under BSP and SSP it is what advances this worker's clock there.
         """
+        self._filter()
         by_shard = group_by_shard(list(self.deltas), self.settings.shards)
         if every_shard:
             by_shard = {shard: by_shard.get(shard, []) for shard in range(self.settings.shards)}
@@ -156,10 +160,27 @@ class KafkaPsClient:
                 first_offset=first_offset,
                 last_offset=last_offset,
             )
+            half = self.settings.push_dtype == "float16"
             await self.app.producer.send(
-                self.shard_topic, None, encode_message(push), shard, None, None
+                self.shard_topic, None, encode_message(push, half), shard, None, None
             )
         self.deltas = {}
+
+    def _filter(self) -> None:
+        """Push only significant changes (Li et al.): a key's delta, plus what was held back
+        for it before, goes out once its largest magnitude passes ``push_threshold``."""
+        threshold = self.settings.push_threshold
+        if threshold <= 0:
+            return
+        significant = {}
+        for key, delta in self.deltas.items():
+            held = self.held_back.pop(key, None)
+            total = delta if held is None else delta + held
+            if np.abs(total).max() > threshold:
+                significant[key] = total
+            else:
+                self.held_back[key] = total
+        self.deltas = significant
 
 
 def _reason(error: Exception) -> str:
@@ -236,10 +257,12 @@ def register_worker(
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "worker", dead_letters)
     in_flight: dict[int, asyncio.Semaphore] = {}
+    held_back: dict[int, dict[bytes, np.ndarray]] = {}
 
     def client_for(worker: int, clock: int) -> KafkaPsClient:
         gate = in_flight.setdefault(worker, asyncio.Semaphore(settings.max_pulls_in_flight))
-        return KafkaPsClient(app, settings, registry, router, worker, clock, gate)
+        held = held_back.setdefault(worker, {})
+        return KafkaPsClient(app, settings, registry, router, worker, clock, gate, held)
 
     async def _logic_accepts(
         record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
@@ -292,6 +315,7 @@ def register_worker(
                 clocks.pop(tp.partition, None)
                 marks.pop(tp.partition, None)
                 learned.pop(tp.partition, None)
+                held_back.pop(tp.partition, None)
 
     @app.timer(settings.idle_interval)
     async def heartbeat() -> None:

@@ -6,7 +6,9 @@ one push per shard per mini-batch. Layout, little-endian:
     header   magic "KM", version u8, kind u8, worker i32, clock i64, request_id u64,
              first_offset i64, last_offset i64, n_keys u32, n_values u32
     keys     (n_keys + 1) u32 end positions into the key blob, then the key blob
-    values   (replies and pushes) n_keys + 1 u64 element positions, then float64 data
+    values   (replies and pushes) n_keys + 1 u64 element positions, then the data:
+             float64 in a version 1 message, float16 in a version 2 message (pushes
+             compressed with KPS_PUSH_DTYPE=float16)
 
 A reply's values for a key are all its slots (value and optimizer state), a push's
 values its delta slots; the receiver reshapes them with the parameter's spec.
@@ -22,7 +24,12 @@ from enum import IntEnum
 import numpy as np
 
 MAGIC = b"KM"
+#: The message version says the value type: 1 float64, 2 float16.
+VALUE_TYPES = {1: np.dtype("<f8"), 2: np.dtype("<f2")}
 VERSION = 1
+HALF = 2
+#: Largest magnitude float16 holds; a push with a larger value goes as float64.
+HALF_MAX = float(np.finfo(np.float16).max)
 HEADER = struct.Struct("<2sBBiqQqqII")
 
 
@@ -51,13 +58,19 @@ class PsMessage:
     last_offset: int = -1
 
 
-def encode_message(message: PsMessage) -> bytes:
+def encode_message(message: PsMessage, half: bool = False) -> bytes:
+    """The message's bytes; with ``half`` its values as float16 when they fit."""
     keys = list(message.keys)
+    version = VERSION
+    if half and len(message.values):
+        largest = max(float(np.abs(np.asarray(v)).max(initial=0.0)) for v in message.values)
+        version = HALF if largest <= HALF_MAX else VERSION
+    wire = VALUE_TYPES[version]
     key_ends = np.cumsum([len(key) for key in keys], dtype=np.uint32) if keys else []
     parts = [
         HEADER.pack(
             MAGIC,
-            VERSION,
+            version,
             int(message.kind),
             message.worker,
             message.clock,
@@ -77,11 +90,11 @@ def encode_message(message: PsMessage) -> bytes:
         if isinstance(values, np.ndarray):
             rows = values.reshape(len(keys), -1)
             ends = np.arange(len(keys) + 1, dtype="<u8") * rows.shape[1]
-            parts += [ends.tobytes(), rows.astype("<f8").tobytes()]
+            parts += [ends.tobytes(), rows.astype(wire).tobytes()]
         else:
             sizes = [value.size for value in values]
             parts.append(np.concatenate([[0], np.cumsum(sizes)]).astype("<u8").tobytes())
-            parts.append(np.concatenate([np.ravel(v) for v in values]).astype("<f8").tobytes())
+            parts.append(np.concatenate([np.ravel(v) for v in values]).astype(wire).tobytes())
     return b"".join(parts)
 
 
@@ -95,8 +108,9 @@ def decode_message(data: bytes) -> PsMessage:
     magic, version, kind, worker, clock, request_id, first, last, n_keys, n_values = (
         HEADER.unpack_from(view)
     )
-    if magic != MAGIC or version != VERSION:
-        raise MessageError(f"not a kafka-ps v{VERSION} message (magic {magic!r} v{version})")
+    wire = VALUE_TYPES.get(version)
+    if magic != MAGIC or wire is None:
+        raise MessageError(f"not a kafka-ps v1 or v2 message (magic {magic!r} v{version})")
     try:
         kind = Kind(kind)
     except ValueError:
@@ -122,8 +136,8 @@ def decode_message(data: bytes) -> PsMessage:
         total = int(ends[-1])
         if ends[0] != 0 or np.any(np.diff(ends.astype(np.int64)) < 0):
             raise MessageError("value positions are not ascending")
-        flat = _array(view, position, "<f8", total)
-        position += 8 * total
+        flat = _array(view, position, wire.str, total).astype(np.float64, copy=False)
+        position += wire.itemsize * total
         sizes = np.diff(ends)
         if n_keys and (sizes == sizes[0]).all():
             # One array of n_keys rows: what a one-parameter push or reply carries.

@@ -7,7 +7,7 @@ the same way, so a job is configured by its environment alone, as a container is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +77,13 @@ class JobSettings(BaseSettings):
     #: Pack one-record input messages many to a message before the workers read them
     #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.
     pack_input: bool = True
+    #: Li et al.'s significance filter: a key's push is held back while the largest
+    #: magnitude of its accumulated delta is at most this (0: push every change); what is
+    #: held back joins the key's next push from the same logical worker.
+    push_threshold: float = Field(default=0.0, ge=0)
+    #: The value type of pushes on the wire: "float64", or "float16" (a push with a value
+    #: beyond float16's range still goes as float64).
+    push_dtype: Literal["float64", "float16"] = "float64"
     #: Keys per page of a shard's parameters: the unit of table writes (tables/pages.py).
     page_size: int = Field(default=1024, ge=1)
     #: Consistency model: "asp", "bsp" or "ssp:<s>" (see tables/clocks.py).

@@ -37,7 +37,9 @@ from app.worker import WorkerProcess
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
-    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES]},
+    # alpha 0.3: sequential FTRL on all of flights reaches logloss 0.435 (0.444 at the
+    # default 0.1), below River's LogisticRegression (0.439) on the same features.
+    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES], "alpha": 0.3},
 }
 
 

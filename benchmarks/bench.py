@@ -82,6 +82,23 @@ FLIGHTS_CONFIGS = [
     Config("2 workers + 1 server, kps-batch", 2, 1, BATCHED, batched_training_records),
     Config("1 worker + 1 server, kps-batch", 1, 1, BATCHED, batched_training_records),
 ]
+#: Li et al.'s filters, beside the unfiltered kps-batch row (``--filters``).
+FILTER_CONFIGS = [
+    Config(
+        "2 workers + 1 server, kps-batch, float16 pushes",
+        2,
+        1,
+        {**BATCHED, "push_dtype": "float16"},
+        batched_training_records,
+    ),
+    Config(
+        "2 workers + 1 server, kps-batch, pushes > 0.01",
+        2,
+        1,
+        {**BATCHED, "push_threshold": 0.01},
+        batched_training_records,
+    ),
+]
 MF_CONFIGS = [Config("2 workers + 1 server", workers=2, servers=1)]
 
 
@@ -248,13 +265,15 @@ class Cleanup:
             shutil.rmtree(settings.data_dir, ignore_errors=True)
 
 
-def bench_flights(limit: int | None, skip_freshness: bool, cleanup: Cleanup) -> dict[str, Any]:
+def bench_flights(
+    limit: int | None, skip_freshness: bool, cleanup: Cleanup, filters: bool = False
+) -> dict[str, Any]:
     records = list(flights(limit=limit))
     base = {"model": DEFAULT_MODELS["flights"], "model_params": DEFAULT_PARAMS["flights"]}
     say(f"River LogisticRegression on {len(records):,} flights records")
     river = river_logloss(records)
     runs, first = [], None
-    for config in FLIGHTS_CONFIGS:
+    for config in FLIGHTS_CONFIGS + (FILTER_CONFIGS if filters else []):
         settings, summary = end_to_end("flights", config, records, "classification", base)
         cleanup.add(settings)
         first = first or settings
@@ -308,7 +327,9 @@ def bench_mf(limit: int | None, cleanup: Cleanup) -> dict[str, Any]:
     return {"records": len(ratings), "river": river, "kafka_ps": runs}
 
 
-def bench(limit: int | None, skip_mf: bool = False, skip_freshness: bool = False) -> dict[str, Any]:
+def bench(
+    limit: int | None, skip_mf: bool = False, skip_freshness: bool = False, filters: bool = False
+) -> dict[str, Any]:
     """Every measurement, as the dictionary the JSON file holds."""
     cleanup = Cleanup()
     report: dict[str, Any] = {
@@ -317,7 +338,7 @@ def bench(limit: int | None, skip_mf: bool = False, skip_freshness: bool = False
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "river": version("river"),
     }
-    report["flights"] = bench_flights(limit, skip_freshness, cleanup)
+    report["flights"] = bench_flights(limit, skip_freshness, cleanup, filters)
     report["mf"] = None if skip_mf else bench_mf(limit, cleanup)
     jobs = list(report["flights"]["kafka_ps"])
     if report["flights"]["freshness"]:
@@ -346,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mf", action="store_true", help="leave out ML-100K")
     parser.add_argument("--skip-freshness", action="store_true", help="leave out the paced run")
     parser.add_argument(
+        "--filters", action="store_true", help="add rows with float16 pushes and a push threshold"
+    )
+    parser.add_argument(
         "--json", type=Path, default=Path("bench.json"), metavar="PATH", help="default bench.json"
     )
     args = parser.parse_args(argv)
@@ -353,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print("kps bench compares with River: pip install 'kafka-ps[test]'", file=sys.stderr)
         return 1
     LocalKafka().start()
-    report = bench(args.limit, args.skip_mf, args.skip_freshness)
+    report = bench(args.limit, args.skip_mf, args.skip_freshness, args.filters)
     print("\n" + render(report), flush=True)
     args.json.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
     print(f"\nwrote {args.json}")

@@ -2,7 +2,8 @@
 
 One server and two worker processes train FTRL on the flights stream, fed faster than
 they learn (the data set is replayed as needed), under the chosen consistency model.
-Every few seconds it samples records learned (the predictions topic's end offsets) and
+Every few seconds it samples records learned (the training offsets the pushes on the shard
+topic cover; one record per input offset here) and
 each process's resident memory. A stall is a sample interval in which nothing was
 learned although input was waiting.
 
@@ -23,7 +24,7 @@ from app.client import produce
 from app.datasets import FLIGHT_CROSSES, flights
 from app.local_kafka import LocalKafka
 from app.settings import JobSettings
-from app.termination import end_offsets
+from app.termination import PushWatcher, end_offsets
 from app.train import job_processes, stop_all, training_records
 from benchmarks.jobs import job_settings
 
@@ -69,12 +70,13 @@ def soak(
                 training_records(records[start : start + 5_000], settings.partitions),
             )
 
+    watcher = PushWatcher(settings)
+    watching = threading.Lock()
+
     def learned() -> int:
-        return sum(
-            end_offsets(
-                settings.broker, settings.topic("predictions"), settings.partitions
-            ).values()
-        )
+        with watching:
+            watcher.poll(0.1)
+            return sum(watcher.covered[w] + 1 for w in range(settings.partitions))
 
     def waiting() -> int:
         return sum(end_offsets(settings.broker, settings.input_topic, settings.partitions).values())
@@ -112,6 +114,8 @@ def soak(
     finally:
         stop.set()
         stop_all(processes)
+        with watching:
+            watcher.close()
     return report
 
 

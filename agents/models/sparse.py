@@ -84,7 +84,7 @@ class FeatureHasher:
     numeric: frozenset[str] = frozenset()
     #: Bucket of each categorical feature (and cross) seen: hashing a distinct feature
     #: once, not once per record, is most of what encoding costs. Cleared when full.
-    _buckets: dict[tuple[object, ...], int] = field(
+    _buckets: dict[tuple[object, ...], tuple[object, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -117,56 +117,77 @@ class FeatureHasher:
             raise ValueError(f"numeric feature {name!r} is not finite: {value!r}")
         return float(value)
 
-    def _cached(self, name: str, value: Feature) -> int:
-        # The value's type is part of the key: 1, 1.0 and True hash to different buckets.
-        memo = (name, type(value), value)
-        bucket = self._buckets.get(memo)
-        if bucket is None:
-            if len(self._buckets) >= MAX_CACHED:
-                self._buckets.clear()
-            bucket = self._buckets[memo] = self._bucket(name, value)
+    def _remember(self, memo: tuple[object, ...], types: tuple[type, ...], bucket: int) -> int:
+        if len(self._buckets) >= MAX_CACHED:
+            self._buckets.clear()
+        self._buckets[memo] = (types, bucket)
         return bucket
 
-    def _cross(self, features: dict[str, Feature], cross: tuple[str, ...]) -> int:
-        parts = tuple((part, type(features[part]), features[part]) for part in cross)
-        bucket = self._buckets.get(parts)
-        if bucket is None:
-            if len(self._buckets) >= MAX_CACHED:
-                self._buckets.clear()
-            pairs = [(part, features[part]) for part in cross]
-            bucket = self._buckets[parts] = hash_cross(pairs, self.buckets)
-        return bucket
+    def _feature(self, item: tuple[str, Feature]) -> int:
+        """The bucket of categorical feature ``item = (name, value)``, hashed once."""
+        hit = self._buckets.get(item)
+        # Equal keys may differ in type (1, 1.0, True), and their buckets differ.
+        if hit is not None and hit[0] is type(item[1]):
+            return hit[1]
+        return self._remember(item, type(item[1]), self._bucket(*item))  # type: ignore[arg-type]
+
+    def _cross(self, index: int, parts: list[Feature]) -> int:
+        memo = (index, *parts)
+        types = tuple(map(type, parts))
+        hit = self._buckets.get(memo)
+        if hit is not None and hit[0] == types:
+            return hit[1]
+        pairs = list(zip(self.crosses[index], parts, strict=True))
+        return self._remember(memo, types, hash_cross(pairs, self.buckets))
 
     def encode(self, records: Sequence[TrainingRecord]) -> SparseBatch:
         positions: dict[int | str, int] = {BIAS: 0}
+        slot_of = positions.setdefault
         indices: list[int] = []
         values: list[float] = []
         indptr = [0]
-        numeric = self.numeric
+        numeric, crosses = self.numeric, self.crosses
         for record in records:
-            row: dict[int, float] = {0: 1.0}
             features = record.features
-            for name, value in features.items():
-                if name in numeric:
-                    bucket, number = self._bucket(name, value), self._value(name, value)
+            slots, weights = [0], [1.0]
+            for item in features.items():
+                if numeric and item[0] in numeric:
+                    bucket, weight = self._bucket(*item), self._value(*item)
                 else:
-                    bucket, number = self._cached(name, value), 1.0
-                slot = positions.setdefault(bucket, len(positions))
-                row[slot] = row.get(slot, 0.0) + number
-            for cross in self.crosses:
-                if all(part in features for part in cross):
-                    slot = positions.setdefault(self._cross(features, cross), len(positions))
-                    row[slot] = row.get(slot, 0.0) + 1.0
-            indices.extend(row)
-            values.extend(row.values())
+                    bucket, weight = self._feature(item), 1.0
+                slots.append(slot_of(bucket, len(positions)))
+                weights.append(weight)
+            for index, cross in enumerate(crosses):
+                try:
+                    parts = [features[part] for part in cross]
+                except KeyError:
+                    continue
+                slots.append(slot_of(self._cross(index, parts), len(positions)))
+                weights.append(1.0)
+            if len(set(slots)) != len(slots):
+                slots, weights = _merge(slots, weights)
+            indices += slots
+            values += weights
             indptr.append(len(indices))
+        prefix = self.name.encode() + b":"
         return SparseBatch(
-            keys=[param_key(self.name, bucket) for bucket in positions],
+            keys=[
+                prefix + (b"%d" % bucket if isinstance(bucket, int) else bucket.encode())
+                for bucket in positions
+            ],
             indices=np.array(indices, dtype=np.intp),
             values=np.array(values, dtype=np.float64),
             indptr=np.array(indptr, dtype=np.intp),
             labels=batch_labels(records),
         )
+
+
+def _merge(slots: list[int], weights: list[float]) -> tuple[list[int], list[float]]:
+    """Features of one record that share a bucket, summed into one position."""
+    row: dict[int, float] = {}
+    for slot, weight in zip(slots, weights, strict=True):
+        row[slot] = row.get(slot, 0.0) + weight
+    return list(row), list(row.values())
 
 
 def make_hasher(

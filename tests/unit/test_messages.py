@@ -50,3 +50,15 @@ def test_malformed_bytes_only_raise_message_error() -> None:
     for sample in samples:
         with contextlib.suppress(MessageError):
             decode_message(sample)
+
+
+def test_half_precision_pushes_round_trip_within_float16_and_fall_back_beyond_it() -> None:
+    values = np.array([[0.1, -2.5, 1000.0], [3e-3, 0.0, 7.0]])
+    push = PsMessage(Kind.PUSH, 1, [b"w:1", b"w:2"], values, clock=3)
+    half = encode_message(push, half=True)
+    assert len(half) < len(encode_message(push))
+    decoded = decode_message(half)
+    assert decoded.values.dtype == np.float64
+    np.testing.assert_allclose(decoded.values, values, rtol=1e-3)
+    big = PsMessage(Kind.PUSH, 1, [b"w:1"], np.array([[1e6, 0.0, 0.0]]))
+    assert decode_message(encode_message(big, half=True)).values[0][0] == 1e6

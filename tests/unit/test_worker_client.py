@@ -16,10 +16,19 @@ from tables.update_rules import make_rule
 W = b"w:0"
 
 
-def client() -> KafkaPsClient:
+def client(**settings: object) -> KafkaPsClient:
     """No app and no router: a check that lets anything through fails on them instead."""
     registry = ParamRegistry([ParamSpec("w", (3,), make_rule("add"))])
-    return KafkaPsClient(None, JobSettings(), registry, None, 0, 0, asyncio.Semaphore())  # type: ignore[arg-type]
+    return KafkaPsClient(
+        None,  # type: ignore[arg-type]
+        JobSettings(**settings),  # type: ignore[arg-type]
+        registry,
+        None,  # type: ignore[arg-type]
+        0,
+        0,
+        asyncio.Semaphore(),
+        {},
+    )
 
 
 def test_a_pull_of_an_unknown_parameter_fails_before_asking() -> None:
@@ -64,3 +73,16 @@ def test_deltas_to_a_key_are_summed_in_the_parameter_s_delta_shape() -> None:
 def test_an_unknown_parameter_in_a_push_is_refused() -> None:
     with pytest.raises(UnknownParameterError):
         client().push_many({b"nope:0": np.ones(3)})
+
+
+def test_the_significance_filter_holds_small_deltas_back_until_they_add_up() -> None:
+    ps = client(push_threshold=0.5)
+    held = ps.held_back
+    ps.deltas = {b"w:0": np.array([0.3, 0.0, 0.0]), b"w:1": np.array([0.0, 0.9, 0.0])}
+    ps._filter()
+    assert list(ps.deltas) == [b"w:1"]
+    np.testing.assert_array_equal(held[b"w:0"], [0.3, 0.0, 0.0])
+    ps.deltas = {b"w:0": np.array([0.3, 0.0, 0.0])}
+    ps._filter()
+    np.testing.assert_allclose(ps.deltas[b"w:0"], [0.6, 0.0, 0.0])
+    assert held == {}
