@@ -12,8 +12,14 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The checkout this package runs from (the project is installed editable).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+def state_dir() -> Path:
+    """Where local state goes unless configured: ``.kps`` in the working directory.
+
+    Never the package's own directory: an installed package's site-packages may be
+    read-only and is shared by every job that uses the same environment.
+    """
+    return Path.cwd() / ".kps"
 
 
 class LocalKafkaSettings(BaseSettings):
@@ -26,7 +32,7 @@ class LocalKafkaSettings(BaseSettings):
     port: int = 9092
     controller_port: int = 9093
     #: Broker state: server.properties, log dirs, pid file and the broker's log.
-    home: Path = REPO_ROOT / ".kps" / "kafka"
+    home: Path = Field(default_factory=lambda: state_dir() / "kafka")
     #: Where the broker's jars are collected once, shared by every checkout.
     cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kafka-ps")
     heap: str = "512m"
@@ -44,7 +50,7 @@ class JobSettings(BaseSettings):
 
     broker: str = "127.0.0.1:9092"
     app_id: str = "kafka-ps"
-    data_dir: Path = REPO_ROOT / ".kps" / "data"
+    data_dir: Path = Field(default_factory=lambda: state_dir() / "data")
     input_topic: str = "kps-training"
     partitions: int = 4
     #: Static group membership (KIP-345): a process restarted with the same id takes its
