@@ -95,8 +95,11 @@ class LocalKafka:
         if result.returncode != 0 or not jar.exists():
             shutil.rmtree(staging, ignore_errors=True)
             output = (result.stdout + result.stderr)[-3000:]
+            log = self.libs.with_name("maven.log")
+            log.write_text(output)
             raise LocalKafkaError(
-                f"Maven failed to fetch Apache Kafka {self.settings.version}:\n{output}"
+                f"Maven failed to fetch Apache Kafka {self.settings.version} "
+                f"(exit {result.returncode}; its output: {log}):\n{output}"
             )
         shutil.rmtree(self.libs, ignore_errors=True)
         staging.rename(self.libs)
@@ -175,15 +178,16 @@ class LocalKafka:
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise LocalKafkaError(
-                    f"the broker exited with code {process.returncode}:\n{self._log_tail()}"
+                    f"the broker exited with code {process.returncode} "
+                    f"(its log: {self.log_file}):\n{self._log_tail()}"
                 )
             if self._answers(timeout=1.0):
                 return self.status()
             time.sleep(0.25)
         self._terminate(process.pid)
         raise LocalKafkaError(
-            f"the broker did not answer within {self.settings.start_timeout:.0f}s:\n"
-            f"{self._log_tail()}"
+            f"the broker did not answer within {self.settings.start_timeout:.0f}s "
+            f"(its log: {self.log_file}):\n{self._log_tail()}"
         )
 
     def stop(self) -> bool:
@@ -246,7 +250,8 @@ class LocalKafka:
         if result.returncode != 0:
             shutil.rmtree(self.log_dir, ignore_errors=True)
             raise LocalKafkaError(
-                f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}"
+                f"formatting KRaft storage in {self.log_dir} failed (exit {result.returncode}):"
+                f"\n{result.stdout}{result.stderr}"
             )
         self.cluster_id_file.write_text(cluster_id)
 

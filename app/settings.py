@@ -59,6 +59,8 @@ class JobSettings(BaseSettings):
     #: Standby copies of each table partition kept warm by other server processes, so a
     #: partition that moves needs no rebuild from the changelog.
     standby_replicas: int = Field(default=0, ge=0)
+    #: Seconds the command line waits for the broker's first answer before it gives up.
+    connect_timeout: float = 10.0
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0

@@ -23,6 +23,7 @@ import faust
 
 from agents.jobs import JOBS
 from app.faust_app import create_app
+from app.input_schema import with_input_schema
 from app.settings import JobSettings
 from app.topics import ensure_topics
 from tables.local_state import LocalState
@@ -32,6 +33,8 @@ def run_worker(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
     spec = JOBS[job]
     ensure_topics(settings.broker, spec.topics(settings))
+    if job in ("worker", "server"):
+        settings = with_input_schema(settings)
     state = LocalState(settings.data_dir)
     state.claim()
     app = create_app(settings, spec.group(settings))
