@@ -59,6 +59,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from app.stopping import bound_sigterm
     from app.train import DEFAULT_MODELS, DEFAULT_PARAMS, Stopped, run_training, stop_on_sigterm
 
     overrides: dict[str, object] = {
@@ -88,6 +89,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     require_broker(settings.broker, settings.connect_timeout)
     stop_on_sigterm()
+    bound_sigterm(settings.stop_timeout + 1.0)
     try:
         if args.until_end:
             from agents.jobs import load_logic

@@ -59,6 +59,9 @@ class JobSettings(BaseSettings):
     #: Standby copies of each table partition kept warm by other server processes, so a
     #: partition that moves needs no rebuild from the changelog.
     standby_replicas: int = Field(default=0, ge=0)
+    #: Seconds a process may take to stop after SIGTERM before it exits anyway (a container
+    #: engine SIGKILLs at 10 s); ``kps train`` allows its processes this plus 1 s.
+    stop_timeout: float = Field(default=7.0, gt=0)
     #: Seconds the command line waits for the broker's first answer before it gives up.
     connect_timeout: float = 10.0
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.

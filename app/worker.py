@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import faust
-
 from agents.jobs import JOBS
 from app.faust_app import create_app
 from app.input_schema import with_input_schema
 from app.settings import JobSettings
+from app.stopping import BoundedWorker
 from app.topics import ensure_topics
 from tables.local_state import LocalState
 
@@ -40,7 +39,8 @@ def run_worker(job: str, settings: JobSettings) -> None:
     app = create_app(settings, spec.group(settings))
     spec.register(app, settings)
     try:
-        faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+        worker = BoundedWorker(app, loglevel=settings.log_level, stop_timeout=settings.stop_timeout)
+        worker.execute_from_commandline()
     except SystemExit as exit:
         if exit.code in (0, None):
             state.release()
