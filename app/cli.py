@@ -153,6 +153,14 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    """A container's health: the job's broker answers (``HEALTHCHECK`` in docker/Dockerfile)."""
+    settings = JobSettings()
+    require_broker(settings.broker, min(settings.connect_timeout, 5.0))
+    print(f"ok: {settings.broker} answers")
+    return 0
+
+
 def _model(args: argparse.Namespace) -> int:
     from app.model_export import export_npz
     from app.warm_start import load_warm_start
@@ -253,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("--limit", type=int, default=None)
     produce.set_defaults(handler=_produce)
+
+    health = commands.add_parser("health", help="exit 0 if the job's broker (KPS_BROKER) answers")
+    health.set_defaults(handler=_health)
 
     model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
     model.add_argument("--out", default="model.npz")
