@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure, require_broker
+from app.config import CONFIG_VARIABLE
 from app.local_kafka import LocalKafka
 from app.settings import JobSettings
 
@@ -188,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     from app.datasets import DATASETS
 
     parser = _Parser(prog="kps", description=__doc__)
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="a TOML settings file ([job] and [kafka] tables); default: KPS_CONFIG",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "wipe"])
@@ -280,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``kps`` command; a known failure ends in one line on stderr and its exit code
     (:mod:`app.cli_errors`)."""
     args = build_parser().parse_args(argv)
+    if args.config:
+        # Through the environment, so that the processes this one starts read it too.
+        os.environ[CONFIG_VARIABLE] = str(Path(args.config).resolve())
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -6,8 +6,8 @@ code    meaning
 0       success
 1       ``kps kafka``: the local broker could not be fetched, started or stopped
 2       a bad command line or setting: an unknown option, ``--model-params`` that is not
-        JSON, an unknown model or hyper-parameter, a bad ``KPS_*`` value, a topic whose
-        partition count differs from the job's
+        JSON, an unknown model or hyper-parameter, a bad ``KPS_*`` or settings-file value,
+        a missing settings file, a topic whose partition count differs from the job's
 3       ``kps kafka status``: the local broker is not running
 4       bad input data: a missing or unreadable file, an unknown format, a missing label
         column, a bad row (``file:line`` and the reason)
@@ -67,6 +67,7 @@ def first_line(text: str) -> str:
 
 def failure(error: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for ``error``, or None if it is a bug."""
+    from app.config import ConfigFileError
     from app.local_kafka import LocalKafkaError
     from app.sources import InputError
     from app.topics import TopicMismatchError
@@ -77,7 +78,7 @@ def failure(error: BaseException) -> tuple[str, int] | None:
         return first_line(str(error)), EXIT_INPUT
     if isinstance(error, LocalKafkaError):
         return first_line(str(error)), EXIT_KAFKA_TOOL
-    if isinstance(error, TopicMismatchError):
+    if isinstance(error, TopicMismatchError | ConfigFileError):
         return first_line(str(error)), EXIT_USAGE
     if isinstance(error, ValidationError):
         problem = error.errors()[0]

@@ -7,10 +7,13 @@ the same way, so a job is configured by its environment alone, as a container is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.config import with_config_file
+from tables.clocks import Consistency
 
 
 def state_dir() -> Path:
@@ -42,6 +45,18 @@ class LocalKafkaSettings(BaseSettings):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given, then ``KPS_KAFKA_*`` variables, then ``[kafka]`` in ``KPS_CONFIG``."""
+        return with_config_file(settings_cls, "kafka", init_settings, env_settings)
+
 
 class JobSettings(BaseSettings):
     """One kafka-ps job: which broker, which topics, where local state lives."""
@@ -68,7 +83,7 @@ class JobSettings(BaseSettings):
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     commit_interval: float = 1.0
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
     fetch_max_wait_ms: int = 10
     #: Server shards: partitions of the shard topic and of the parameter table.
@@ -100,6 +115,24 @@ class JobSettings(BaseSettings):
     metrics_interval: float = 5.0
     #: Predict records without a label instead of sending them to dead letters.
     predict_unlabelled: bool = False
+
+    @field_validator("consistency")
+    @classmethod
+    def _known_consistency(cls, value: str) -> str:
+        Consistency.parse(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given, then ``KPS_*`` variables, then ``[job]`` in ``KPS_CONFIG``."""
+        return with_config_file(settings_cls, "job", init_settings, env_settings)
 
     @classmethod
     def for_run(cls, run: str, data_dir: Path, **fields: Any) -> JobSettings:
