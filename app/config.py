@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
@@ -43,3 +44,21 @@ def with_config_file(
     if not path.is_file():
         raise ConfigFileError(f"{CONFIG_VARIABLE}={name}: no such settings file")
     return init, env, TomlConfigSettingsSource(settings_cls, path, toml_table_header=(table,))
+
+
+class FileSettings(BaseSettings):
+    """Settings read, highest first, from the values given, the environment, then the table
+    ``config_table`` of the settings file."""
+
+    config_table: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return with_config_file(settings_cls, cls.config_table, init_settings, env_settings)

@@ -1,4 +1,4 @@
-"""Settings, read from ``KPS_*`` environment variables.
+"""Settings, read from ``KPS_*`` environment variables and an optional TOML file (app.config).
 
 Every process of a job (workers, the CLI, the test fixtures) builds its settings
 the same way, so a job is configured by its environment alone, as a container is.
@@ -7,12 +7,12 @@ the same way, so a job is configured by its environment alone, as a container is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from app.config import with_config_file
+from app.config import FileSettings
 from tables.clocks import Consistency
 
 
@@ -25,8 +25,10 @@ def state_dir() -> Path:
     return Path.cwd() / ".kps"
 
 
-class LocalKafkaSettings(BaseSettings):
+class LocalKafkaSettings(FileSettings):
     """The local single-node Apache Kafka broker used for development, demos and CI."""
+
+    config_table: ClassVar[str] = "kafka"
 
     model_config = SettingsConfigDict(env_prefix="KPS_KAFKA_")
 
@@ -45,21 +47,11 @@ class LocalKafkaSettings(BaseSettings):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Values given, then ``KPS_KAFKA_*`` variables, then ``[kafka]`` in ``KPS_CONFIG``."""
-        return with_config_file(settings_cls, "kafka", init_settings, env_settings)
 
-
-class JobSettings(BaseSettings):
+class JobSettings(FileSettings):
     """One kafka-ps job: which broker, which topics, where local state lives."""
+
+    config_table: ClassVar[str] = "job"
 
     model_config = SettingsConfigDict(env_prefix="KPS_")
 
@@ -121,18 +113,6 @@ class JobSettings(BaseSettings):
     def _known_consistency(cls, value: str) -> str:
         Consistency.parse(value)
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Values given, then ``KPS_*`` variables, then ``[job]`` in ``KPS_CONFIG``."""
-        return with_config_file(settings_cls, "job", init_settings, env_settings)
 
     @classmethod
     def for_run(cls, run: str, data_dir: Path, **fields: Any) -> JobSettings:
