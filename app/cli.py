@@ -163,6 +163,38 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from app.status import show_status
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    show_status(settings, once=args.once, interval=args.interval)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from app.plot import plot_learning_curve
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    try:
+        points = plot_learning_curve(settings, Path(args.out))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.out}: {points} metrics windows")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    from app.exporter import serve
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    print(f"serving job {settings.app_id}'s metrics on :{args.port}/metrics", flush=True)
+    serve(settings, args.port, args.interval)
+    return 0
+
+
 def _model(args: argparse.Namespace) -> int:
     from app.model_export import export_npz
     from app.warm_start import load_warm_start
@@ -269,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("--limit", type=int, default=None)
     produce.set_defaults(handler=_produce)
+
+    status = commands.add_parser("status", help="the live job (KPS_APP_ID), refreshing")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    status.set_defaults(handler=_status)
+    plot = commands.add_parser("plot", help="the job's learning curve as a PNG")
+    plot.add_argument("--out", default="learning-curve.png")
+    plot.set_defaults(handler=_plot)
+    exporter = commands.add_parser("exporter", help="serve the job's metrics to Prometheus")
+    exporter.add_argument("--port", type=int, default=9108)
+    exporter.add_argument("--interval", type=float, default=5.0, help="seconds between reads")
+    exporter.set_defaults(handler=_exporter)
 
     health = commands.add_parser("health", help="exit 0 if the job's broker (KPS_BROKER) answers")
     health.set_defaults(handler=_health)

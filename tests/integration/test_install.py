@@ -12,20 +12,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from tests.cli import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(command: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
@@ -70,12 +65,12 @@ def test_a_wheel_installed_anywhere_starts_a_broker_trains_and_exports(tmp_path:
 
     work = tmp_path / "work"
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("KPS_")}
     env.pop("PYTHONPATH", None)
     env.update(
         KPS_KAFKA_PORT=str(port),
-        KPS_KAFKA_CONTROLLER_PORT=str(_free_port()),
+        KPS_KAFKA_CONTROLLER_PORT=str(free_port()),
         KPS_KAFKA_CACHE=str(tmp_path / "empty-jar-cache"),
         KPS_BROKER=f"127.0.0.1:{port}",
     )

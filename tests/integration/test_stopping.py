@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ from pathlib import Path
 from app.local_kafka import LocalKafka, _alive
 from app.settings import LocalKafkaSettings
 from app.stopping import _children
+from tests.cli import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(path_glob: str, root: Path, text: bytes, timeout: float) -> None:
@@ -40,7 +34,7 @@ def _wait_for(path_glob: str, root: Path, text: bytes, timeout: float) -> None:
 
 def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Path) -> None:
     broker = LocalKafka(
-        LocalKafkaSettings(port=_free_port(), controller_port=_free_port(), home=tmp_path / "kafka")
+        LocalKafkaSettings(port=free_port(), controller_port=free_port(), home=tmp_path / "kafka")
     )
     bootstrap = broker.start().bootstrap
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPS_")}
