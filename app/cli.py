@@ -82,13 +82,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides["model_params"] = params
     settings = JobSettings()
     if args.model or params is not None:
-        default = settings if args.until_end else None
-        _check_model(
-            args.model or (default.model if default else DEFAULT_MODELS[args.dataset]),
-            params
-            if params is not None
-            else (default.model_params if default else DEFAULT_PARAMS.get(args.dataset, {})),
-        )
+        if args.until_end:
+            model, base = settings.model, settings.model_params
+        else:
+            model, base = DEFAULT_MODELS[args.dataset], DEFAULT_PARAMS.get(args.dataset, {})
+        _check_model(args.model or model, base if params is None else params)
     require_broker(settings.broker, settings.connect_timeout)
     stop_on_sigterm()
     bound_sigterm(settings.stop_timeout + 1.0)

@@ -128,7 +128,8 @@ class JobWatcher:
                 assigned = member.assignment.topic_partitions if member.assignment else []
                 for tp in assigned:
                     if tp.topic == topic:
-                        owners[tp.partition] = f"{member.host.strip('/')} {member.client_id}"
+                        member_id = member.member_id.rsplit("-", 1)[-1][:8]
+                        owners[tp.partition] = f"{member.host.strip('/')} {member_id}"
             wanted = [Partition(topic, p) for p in range(count)]
             request = ConsumerGroupTopicPartitions(group, wanted)
             offsets = self._admin.list_consumer_group_offsets([request], request_timeout=timeout)

@@ -15,6 +15,10 @@ from pydantic_settings import SettingsConfigDict
 from app.config import FileSettings
 from tables.clocks import Consistency
 
+#: The directory above the package: a checkout's root when running from one. Only tools that
+#: exist in a checkout alone (benchmarks) may use it; state never goes there (state_dir).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def state_dir() -> Path:
     """Where local state goes unless configured: ``.kps`` in the working directory.

@@ -27,7 +27,7 @@ def render(settings: JobSettings, snapshot: JobSnapshot) -> Group:
         f"[bold]dead letters[/] {dead or 'none'}"
     )
     partitions = Table(title="partitions", title_justify="left")
-    for column in ("role", "partition", "owner (host client)", "lag"):
+    for column in ("role", "partition", "owner (host member)", "lag"):
         partitions.add_column(column, justify="right" if column in ("partition", "lag") else "left")
     for role, states in snapshot.groups.items():
         for state in states:
