@@ -4,31 +4,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from app.local_kafka import LocalKafka, LocalKafkaError
+from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure, require_broker
+from app.config import CONFIG_VARIABLE
+from app.local_kafka import LocalKafka
 from app.settings import JobSettings
 
 
 def _kafka(args: argparse.Namespace) -> int:
     broker = LocalKafka()
-    try:
-        if args.action == "start":
-            status = broker.start()
-        elif args.action == "stop":
-            print("stopped" if broker.stop() else "not running")
-            return 0
-        elif args.action == "wipe":
-            broker.wipe()
-            print("wiped")
-            return 0
-        else:
-            status = broker.status()
-    except LocalKafkaError as error:
-        print(f"kps kafka {args.action}: {error}", file=sys.stderr)
-        return 1
+    if args.action == "start":
+        status = broker.start()
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+        return 0
+    elif args.action == "wipe":
+        broker.wipe()
+        print("wiped")
+        return 0
+    else:
+        status = broker.status()
     print(status.detail)
-    return 0 if status.running else 3
+    return 0 if status.running else EXIT_NOT_RUNNING
+
+
+def _model_params(text: str | None) -> dict[str, object] | None:
+    if text is None:
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--model-params is not JSON: {error}") from None
+    if not isinstance(params, dict):
+        raise UsageError(f"--model-params must be a JSON object, got {text!r}")
+    return params
+
+
+def _check_model(model: str, params: dict[str, object]) -> None:
+    """Build the model once here, so that a bad name or parameter fails before any process."""
+    from agents.jobs import load_logic
+
+    try:
+        load_logic(model, params)
+    except (ValueError, TypeError, ImportError, AttributeError) as error:
+        raise UsageError(f"model {model!r}: {error}") from None
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -39,7 +61,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from app.train import Stopped, run_training, stop_on_sigterm
+    from app.stopping import bound_sigterm
+    from app.train import DEFAULT_MODELS, DEFAULT_PARAMS, Stopped, run_training, stop_on_sigterm
 
     overrides: dict[str, object] = {
         name: value
@@ -54,15 +77,25 @@ def _train(args: argparse.Namespace) -> int:
     }
     if args.model:
         overrides["model"] = args.model
-    if args.model_params:
-        overrides["model_params"] = json.loads(args.model_params)
+    params = _model_params(args.model_params)
+    if params is not None:
+        overrides["model_params"] = params
+    settings = JobSettings()
+    if args.model or params is not None:
+        if args.until_end:
+            model, base = settings.model, settings.model_params
+        else:
+            model, base = DEFAULT_MODELS[args.dataset], DEFAULT_PARAMS.get(args.dataset, {})
+        _check_model(args.model or model, base if params is None else params)
+    require_broker(settings.broker, settings.connect_timeout)
     stop_on_sigterm()
+    bound_sigterm(settings.stop_timeout + 1.0)
     try:
         if args.until_end:
             from agents.jobs import load_logic
             from app.train import run_job
 
-            settings = JobSettings().model_copy(update=overrides)
+            settings = settings.model_copy(update=overrides)
             task = load_logic(settings.model, settings.model_params).task
             summary = run_job(settings, None, task, args.workers, args.servers)
         else:
@@ -85,23 +118,78 @@ def _train(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from app.client import produce
     from app.datasets import load
+    from app.input_schema import write_numeric
+    from app.sources import read_file
+    from app.topics import TopicSpec, ensure_topics
     from app.train import training_records
 
     settings = JobSettings()
+    topic = args.topic or settings.input_topic
+    partitions = args.partitions or settings.partitions
+    source = None
     if args.file:
-        from pathlib import Path
-
-        from app.sources import read_file
-
-        records = read_file(Path(args.file), args.label, args.key)
+        numeric = None if args.numeric is None else [n for n in args.numeric.split(",") if n]
+        source = read_file(
+            Path(args.file),
+            args.label,
+            args.key,
+            index_col=args.index_col,
+            numeric=numeric,
+            skip_bad=args.skip_bad,
+        )
+        records = source.records[: args.limit] if args.limit else source.records
     else:
         records = load(args.dataset, limit=args.limit)
-    sent = produce(
-        settings.broker,
-        args.topic or settings.input_topic,
-        training_records(records, args.partitions, 10_000),
-    )
-    print(f"produced {sent:,} records")
+    require_broker(settings.broker, settings.connect_timeout)
+    ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
+    if source is not None:
+        write_numeric(settings.broker, topic, source.numeric)
+    sent = produce(settings.broker, topic, training_records(records, partitions, 10_000))
+    print(f"produced {sent:,} records to {topic} ({partitions} partitions)")
+    if source is not None:
+        print(f"numeric features: {', '.join(source.numeric) or 'none'}")
+        if source.skipped:
+            print(f"skipped {len(source.skipped):,} bad rows, the first: {source.skipped[0]}")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """A container's health: the job's broker answers (``HEALTHCHECK`` in docker/Dockerfile)."""
+    settings = JobSettings()
+    require_broker(settings.broker, min(settings.connect_timeout, 5.0))
+    print(f"ok: {settings.broker} answers")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from app.status import show_status
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    show_status(settings, once=args.once, interval=args.interval)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from app.plot import plot_learning_curve
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    try:
+        points = plot_learning_curve(settings, Path(args.out))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.out}: {points} metrics windows")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    from app.exporter import serve
+
+    settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
+    print(f"serving job {settings.app_id}'s metrics on :{args.port}/metrics", flush=True)
+    serve(settings, args.port, args.interval)
     return 0
 
 
@@ -110,6 +198,7 @@ def _model(args: argparse.Namespace) -> int:
     from app.warm_start import load_warm_start
 
     settings = JobSettings()
+    require_broker(settings.broker, settings.connect_timeout)
     if args.topic:
         count = export_npz(settings.broker, args.topic, args.out)
     else:
@@ -133,8 +222,23 @@ def _bench(args: argparse.Namespace) -> int:
     return bench(args.args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kps", description=__doc__)
+    from app.datasets import DATASETS
+
+    parser = _Parser(prog="kps", description=__doc__)
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="a TOML settings file ([job] and [kafka] tables); default: KPS_CONFIG",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "wipe"])
@@ -151,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "the main job: flights on two worker processes"),
     ]:
         train = commands.add_parser(name, help=help_text)
-        train.add_argument("--dataset", default="flights")
+        train.add_argument("--dataset", default="flights", choices=sorted(DATASETS))
         train.add_argument(
             "--until-end",
             action="store_true",
@@ -181,15 +285,50 @@ def build_parser() -> argparse.ArgumentParser:
         )
         train.set_defaults(handler=_train)
 
-    produce = commands.add_parser("produce", help="stream a data set into a training topic")
-    produce.add_argument("--dataset", default="flights")
-    produce.add_argument("--file", default=None, help="a .jsonl or .csv file instead of a data set")
-    produce.add_argument("--label", default="label", help="CSV: the label column")
-    produce.add_argument("--key", default=None, help="CSV: the record-key column")
+    produce = commands.add_parser(
+        "produce", help="stream a data set or a file into a training topic (created if missing)"
+    )
+    produce.add_argument("--dataset", default="flights", choices=sorted(DATASETS))
+    produce.add_argument(
+        "--file", default=None, help="a .csv, .tsv, .jsonl or .parquet file instead of a data set"
+    )
+    produce.add_argument("--label", default="label", help="files: the label column")
+    produce.add_argument("--key", default=None, help="files: the record-key column")
+    produce.add_argument(
+        "--index-col",
+        default=None,
+        help="files: an index column to drop (an unnamed first CSV column is dropped anyway)",
+    )
+    produce.add_argument(
+        "--numeric",
+        default=None,
+        metavar="COLS",
+        help="files: comma-separated numeric columns; default: every column of numbers",
+    )
+    produce.add_argument(
+        "--skip-bad", action="store_true", help="files: leave out bad rows and count them"
+    )
     produce.add_argument("--topic", default=None, help="default: KPS_INPUT_TOPIC")
-    produce.add_argument("--partitions", type=int, default=4)
+    produce.add_argument(
+        "--partitions", type=int, default=None, help="of a new topic; default: KPS_PARTITIONS"
+    )
     produce.add_argument("--limit", type=int, default=None)
     produce.set_defaults(handler=_produce)
+
+    status = commands.add_parser("status", help="the live job (KPS_APP_ID), refreshing")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    status.set_defaults(handler=_status)
+    plot = commands.add_parser("plot", help="the job's learning curve as a PNG")
+    plot.add_argument("--out", default="learning-curve.png")
+    plot.set_defaults(handler=_plot)
+    exporter = commands.add_parser("exporter", help="serve the job's metrics to Prometheus")
+    exporter.add_argument("--port", type=int, default=9108)
+    exporter.add_argument("--interval", type=float, default=5.0, help="seconds between reads")
+    exporter.set_defaults(handler=_exporter)
+
+    health = commands.add_parser("health", help="exit 0 if the job's broker (KPS_BROKER) answers")
+    health.set_defaults(handler=_health)
 
     model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
     model.add_argument("--out", default="model.npz")
@@ -212,8 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``kps`` command; a known failure ends in one line on stderr and its exit code
+    (:mod:`app.cli_errors`)."""
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    if args.config:
+        # Through the environment, so that the processes this one starts read it too.
+        os.environ[CONFIG_VARIABLE] = str(Path(args.config).resolve())
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"kps {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        known = failure(error)
+        if known is None:
+            raise
+        message, code = known
+        print(f"kps {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

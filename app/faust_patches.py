@@ -1,10 +1,15 @@
 """Fixes to faust-streaming behaviour that kafka-ps depends on, applied before an app starts.
 
-Each one is a small monkeypatch with the reason it exists; all are idempotent.
+Each one is a small monkeypatch with the reason it exists; all are idempotent. Each one
+replaces or relies on a private name of faust-streaming, mode or aiokafka: importing this
+module checks that every such name still exists, so that a release that renamed one stops
+kafka-ps at start with one line naming it (:class:`FaustPatchError`) instead of silently
+running without the fix.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import aiokafka
@@ -12,6 +17,38 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
 
+
+class FaustPatchError(RuntimeError):
+    """Something a patch replaces or relies on is missing from the installed libraries."""
+
+
+#: (owner, attribute) pairs that the patches below replace or call.
+PATCH_TARGETS: list[tuple[type, str]] = [
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (ProducerBuffer, "_send_pending"),
+    (ProducerBuffer, "size"),
+    (FlowControlEvent, "resume"),
+    (FlowControlEvent, "is_active"),
+]
+
+
+def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None:
+    """Raise :class:`FaustPatchError` unless every patched or used name exists."""
+    for owner, name in targets:
+        if not hasattr(owner, name):
+            raise FaustPatchError(
+                f"{owner.__module__}.{owner.__qualname__}.{name} is gone: kafka-ps's Faust "
+                "patches need review for this faust-streaming/mode/aiokafka version"
+            )
+    # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
+    if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
+        raise FaustPatchError(
+            "aiokafka.AIOKafkaConsumer no longer keeps _fetch_max_wait_ms: kafka-ps's fetch-"
+            "wait patch needs review for this aiokafka version"
+        )
+
+
+check_patch_targets()
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 
 

@@ -1,10 +1,11 @@
 """A real single-node Apache Kafka broker (KRaft) on loopback, without Docker.
 
-The broker's jars come from Maven Central through ``docker/kafka/pom.xml`` and are
-cached once per version. ``start`` is idempotent: a broker this tooling started and
-that still answers is reused; a stale pid file, a dead or unresponsive broker and a
-half-formatted log directory are cleaned up. Readiness means an admin metadata
-request succeeded, not merely that the port is open.
+The broker's jars come from Maven Central through ``app/kafka_files/pom.xml`` (package
+data, copied next to the jar cache before Maven runs, so nothing is written into the
+installed package) and are cached once per version. ``start`` is idempotent: a broker
+this tooling started and that still answers is reused; a stale pid file, a dead or
+unresponsive broker and a half-formatted log directory are cleaned up. Readiness means an
+admin metadata request succeeded, not merely that the port is open.
 """
 
 from __future__ import annotations
@@ -19,15 +20,24 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
 from app.client import MAX_MESSAGE_BYTES
-from app.settings import REPO_ROOT, LocalKafkaSettings
+from app.settings import LocalKafkaSettings
 
-POM = REPO_ROOT / "docker" / "kafka" / "pom.xml"
-LOG4J_CONFIG = REPO_ROOT / "docker" / "kafka" / "log4j2.properties"
+#: The broker's files, shipped as package data of ``app``.
+_FILES = resources.files("app") / "kafka_files"
+
+
+def _package_file(name: str, destination: Path) -> Path:
+    """Copy the packaged file ``name`` to ``destination`` (a real file Maven or Java can
+    read wherever and however the package is installed) and return it."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text((_FILES / name).read_text(encoding="utf-8"), encoding="utf-8")
+    return destination
 
 
 class LocalKafkaError(RuntimeError):
@@ -53,6 +63,7 @@ class LocalKafka:
         self.properties_file = home / "server.properties"
         self.cluster_id_file = home / "cluster.id"
         self.log_dir = home / "data"
+        self.log4j_config = home / "log4j2.properties"
         self.libs = self.settings.cache / f"kafka-{self.settings.version}" / "libs"
 
     # -- jars ---------------------------------------------------------------------
@@ -67,12 +78,13 @@ class LocalKafka:
             raise LocalKafkaError("Maven (mvn) is not on PATH; it fetches the Kafka jars")
         staging = self.libs.with_name(f"libs.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
+        pom = _package_file("pom.xml", self.libs.with_name("pom.xml"))
         command = [
             mvn,
             "-q",
             "-B",
             "-f",
-            str(POM),
+            str(pom),
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
@@ -83,8 +95,11 @@ class LocalKafka:
         if result.returncode != 0 or not jar.exists():
             shutil.rmtree(staging, ignore_errors=True)
             output = (result.stdout + result.stderr)[-3000:]
+            log = self.libs.with_name("maven.log")
+            log.write_text(output)
             raise LocalKafkaError(
-                f"Maven failed to fetch Apache Kafka {self.settings.version}:\n{output}"
+                f"Maven failed to fetch Apache Kafka {self.settings.version} "
+                f"(exit {result.returncode}; its output: {log}):\n{output}"
             )
         shutil.rmtree(self.libs, ignore_errors=True)
         staging.rename(self.libs)
@@ -137,12 +152,13 @@ class LocalKafka:
                     "set KPS_KAFKA_PORT / KPS_KAFKA_CONTROLLER_PORT to free ports"
                 )
         libs = self.fetch()
+        _package_file("log4j2.properties", self.log4j_config)
         self._format(java, libs)
         command = [
             java,
             f"-Xmx{self.settings.heap}",
             f"-Xms{self.settings.heap}",
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dlog4j2.configurationFile={self.log4j_config}",
             "-cp",
             f"{libs}/*",
             "kafka.Kafka",
@@ -162,15 +178,16 @@ class LocalKafka:
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise LocalKafkaError(
-                    f"the broker exited with code {process.returncode}:\n{self._log_tail()}"
+                    f"the broker exited with code {process.returncode} "
+                    f"(its log: {self.log_file}):\n{self._log_tail()}"
                 )
             if self._answers(timeout=1.0):
                 return self.status()
             time.sleep(0.25)
         self._terminate(process.pid)
         raise LocalKafkaError(
-            f"the broker did not answer within {self.settings.start_timeout:.0f}s:\n"
-            f"{self._log_tail()}"
+            f"the broker did not answer within {self.settings.start_timeout:.0f}s "
+            f"(its log: {self.log_file}):\n{self._log_tail()}"
         )
 
     def stop(self) -> bool:
@@ -218,7 +235,7 @@ class LocalKafka:
                 java,
                 "-cp",
                 f"{libs}/*",
-                f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                f"-Dlog4j2.configurationFile={self.log4j_config}",
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
@@ -233,7 +250,8 @@ class LocalKafka:
         if result.returncode != 0:
             shutil.rmtree(self.log_dir, ignore_errors=True)
             raise LocalKafkaError(
-                f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}"
+                f"formatting KRaft storage in {self.log_dir} failed (exit {result.returncode}):"
+                f"\n{result.stdout}{result.stderr}"
             )
         self.cluster_id_file.write_text(cluster_id)
 

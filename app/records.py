@@ -58,6 +58,10 @@ FIELDS = frozenset({"features", "dense", "label", "key", "ts"})
 #: Characters a feature name must not contain: the parameter-key and cross separators.
 NAME_FORBIDDEN = frozenset(":=&")
 
+#: Feature names already checked: names repeat from record to record, so each is checked once.
+_GOOD_NAMES: set[str] = set()
+MAX_GOOD_NAMES = 100_000
+
 _JSON_WHITESPACE = b" \t\n\r"
 _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -113,6 +117,8 @@ def _features(value: object) -> dict[str, float | int | str]:
             "too_many_features", f"{len(value)} features, at most {MAX_FEATURES} allowed"
         )
     for name, feature in value.items():
+        if type(feature) is str and name in _GOOD_NAMES:
+            continue  # the common case: a known name with a categorical value
         if type(name) is not str:
             raise BadRecordError(
                 "wrong_type", f"feature names must be strings, got {_type_name(name)}"
@@ -131,6 +137,8 @@ def _features(value: object) -> dict[str, float | int | str]:
                 f"feature {_show(name)} must be a number or a string, got {_type_name(feature)}",
             )
         _finite(feature, f"feature {_show(name)}")
+    if len(_GOOD_NAMES) < MAX_GOOD_NAMES:
+        _GOOD_NAMES.update(value)  # every name has passed the checks above
     return value
 
 

@@ -1,4 +1,4 @@
-"""Settings, read from ``KPS_*`` environment variables.
+"""Settings, read from ``KPS_*`` environment variables and an optional TOML file (app.config).
 
 Every process of a job (workers, the CLI, the test fixtures) builds its settings
 the same way, so a job is configured by its environment alone, as a container is.
@@ -7,17 +7,32 @@ the same way, so a job is configured by its environment alone, as a container is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
-#: The checkout this package runs from (the project is installed editable).
+from app.config import FileSettings
+from tables.clocks import Consistency
+
+#: The directory above the package: a checkout's root when running from one. Only tools that
+#: exist in a checkout alone (benchmarks) may use it; state never goes there (state_dir).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class LocalKafkaSettings(BaseSettings):
+def state_dir() -> Path:
+    """Where local state goes unless configured: ``.kps`` in the working directory.
+
+    Never the package's own directory: an installed package's site-packages may be
+    read-only and is shared by every job that uses the same environment.
+    """
+    return Path.cwd() / ".kps"
+
+
+class LocalKafkaSettings(FileSettings):
     """The local single-node Apache Kafka broker used for development, demos and CI."""
+
+    config_table: ClassVar[str] = "kafka"
 
     model_config = SettingsConfigDict(env_prefix="KPS_KAFKA_")
 
@@ -26,7 +41,7 @@ class LocalKafkaSettings(BaseSettings):
     port: int = 9092
     controller_port: int = 9093
     #: Broker state: server.properties, log dirs, pid file and the broker's log.
-    home: Path = REPO_ROOT / ".kps" / "kafka"
+    home: Path = Field(default_factory=lambda: state_dir() / "kafka")
     #: Where the broker's jars are collected once, shared by every checkout.
     cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kafka-ps")
     heap: str = "512m"
@@ -37,14 +52,16 @@ class LocalKafkaSettings(BaseSettings):
         return f"{self.host}:{self.port}"
 
 
-class JobSettings(BaseSettings):
+class JobSettings(FileSettings):
     """One kafka-ps job: which broker, which topics, where local state lives."""
+
+    config_table: ClassVar[str] = "job"
 
     model_config = SettingsConfigDict(env_prefix="KPS_")
 
     broker: str = "127.0.0.1:9092"
     app_id: str = "kafka-ps"
-    data_dir: Path = REPO_ROOT / ".kps" / "data"
+    data_dir: Path = Field(default_factory=lambda: state_dir() / "data")
     input_topic: str = "kps-training"
     partitions: int = 4
     #: Static group membership (KIP-345): a process restarted with the same id takes its
@@ -53,11 +70,16 @@ class JobSettings(BaseSettings):
     #: Standby copies of each table partition kept warm by other server processes, so a
     #: partition that moves needs no rebuild from the changelog.
     standby_replicas: int = Field(default=0, ge=0)
+    #: Seconds a process may take to stop after SIGTERM before it exits anyway (a container
+    #: engine SIGKILLs at 10 s); ``kps train`` allows its processes this plus 1 s.
+    stop_timeout: float = Field(default=7.0, gt=0)
+    #: Seconds the command line waits for the broker's first answer before it gives up.
+    connect_timeout: float = 10.0
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     commit_interval: float = 1.0
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
     fetch_max_wait_ms: int = 10
     #: Server shards: partitions of the shard topic and of the parameter table.
@@ -102,6 +124,12 @@ class JobSettings(BaseSettings):
     metrics_interval: float = 5.0
     #: Predict records without a label instead of sending them to dead letters.
     predict_unlabelled: bool = False
+
+    @field_validator("consistency")
+    @classmethod
+    def _known_consistency(cls, value: str) -> str:
+        Consistency.parse(value)
+        return value
 
     @classmethod
     def for_run(cls, run: str, data_dir: Path, **fields: Any) -> JobSettings:

@@ -23,8 +23,10 @@ class TopicSpec:
 
     def new_topic(self) -> NewTopic:
         config = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
+        # -1: the cluster's default.replication.factor (1 on the local broker, 3 in
+        # docker/compose.prod.yml).
         return NewTopic(
-            self.name, num_partitions=self.partitions, replication_factor=1, config=config
+            self.name, num_partitions=self.partitions, replication_factor=-1, config=config
         )
 
 

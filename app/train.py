@@ -30,7 +30,7 @@ from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.model_export import export_npz
 from app.records import BadRecordError, encode_record
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings
 from app.termination import Termination, end_offsets
 from app.warm_start import load_warm_start
 from app.worker import WorkerProcess
@@ -324,7 +324,7 @@ def run_training(
     run = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     settings = JobSettings.for_run(
         run,
-        REPO_ROOT / ".kps" / run,
+        JobSettings().data_dir / run,
         model=DEFAULT_MODELS[dataset],
         model_params=DEFAULT_PARAMS.get(dataset, {}),
         metrics_window=20_000,

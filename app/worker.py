@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import faust
-
 from agents.jobs import JOBS
 from app.faust_app import create_app
+from app.input_schema import with_input_schema
 from app.settings import JobSettings
+from app.stopping import BoundedWorker
 from app.topics import ensure_topics
 from tables.local_state import LocalState
 
@@ -32,12 +32,15 @@ def run_worker(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
     spec = JOBS[job]
     ensure_topics(settings.broker, spec.topics(settings))
+    if job in ("worker", "server"):
+        settings = with_input_schema(settings)
     state = LocalState(settings.data_dir)
     state.claim()
     app = create_app(settings, spec.group(settings))
     spec.register(app, settings)
     try:
-        faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+        worker = BoundedWorker(app, loglevel=settings.log_level, stop_timeout=settings.stop_timeout)
+        worker.execute_from_commandline()
     except SystemExit as exit:
         if exit.code in (0, None):
             state.release()

@@ -16,7 +16,7 @@ import uuid
 
 from app.chaos import run_chaos
 from app.local_kafka import LocalKafka
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings, state_dir
 from app.topics import delete_topics
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     failed = False
     for target in args.targets.split(","):
         run = f"bench-chaos-{target}-{uuid.uuid4().hex[:8]}"
-        workdir = REPO_ROOT / ".kps" / "bench-chaos" / run
+        workdir = state_dir() / "bench-chaos" / run
         settings = JobSettings.for_run(
             run,
             workdir / "data",

@@ -36,7 +36,7 @@ from app.client import produce, read_all
 from app.local_kafka import LocalKafka
 from app.messages import Kind, PsMessage, decode_message
 from app.records import encode_record
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings, state_dir
 from app.train import stop_all
 from app.worker import WorkerProcess
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()
     LocalKafka().start()
-    workdir = REPO_ROOT / ".kps" / "bench-failover"
+    workdir = state_dir() / "bench-failover"
     for scenario in args.scenarios.split(","):
         times = [
             one_run(scenario, workdir, args.session_timeout, args.warmup)

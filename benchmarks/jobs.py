@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 
 from app.local_kafka import LocalKafka
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings, state_dir
 
 
 def job_settings(name: str, **update: object) -> JobSettings:
     run = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     return JobSettings.for_run(
         run,
-        REPO_ROOT / ".kps" / run,
+        state_dir() / run,
         broker=LocalKafka().settings.bootstrap,
         partitions=2,
         shards=4,

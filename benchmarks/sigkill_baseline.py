@@ -24,7 +24,7 @@ from pathlib import Path
 from agents.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
 from app.client import produce, read_latest, wait_caught_up
 from app.local_kafka import LocalKafka
-from app.settings import REPO_ROOT, JobSettings
+from app.settings import JobSettings, state_dir
 from app.topics import delete_topics
 from app.worker import WorkerProcess
 
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--jobs", default="counter-naive,counter")
     args = parser.parse_args()
     LocalKafka().start()
-    workdir = REPO_ROOT / ".kps" / "bench-sigkill"
+    workdir = state_dir() / "bench-sigkill"
     totals: dict[str, Counter[str]] = {}
     for job in args.jobs.split(","):
         totals[job] = Counter()

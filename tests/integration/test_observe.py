@@ -1,0 +1,105 @@
+"""kps status, kps plot and kps exporter watch a real job through Kafka alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.client import produce
+from app.datasets import load
+from app.observe import JobWatcher, learning_curve
+from app.settings import JobSettings
+from app.termination import end_offsets, wait_until_learned
+from app.train import DEFAULT_PARAMS, training_records
+from app.worker import WorkerProcess, settings_env
+from tests.cli import REPO, free_port, run_kps
+
+pytestmark = pytest.mark.broker
+
+RECORDS = 3000
+
+
+def test_a_running_job_is_seen_by_status_plot_and_exporter(
+    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 2,
+            "shards": 2,
+            "metrics_window": 500,
+            "metrics_interval": 1.0,
+            "model_params": DEFAULT_PARAMS["flights"],
+        }
+    )
+    processes = [worker_factory(job, settings) for job in ("server", "worker")]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.wait_recovered()
+    records = training_records(load("flights", limit=RECORDS), settings.partitions)
+    produce(settings.broker, settings.input_topic, [*records, (None, b"not json", 0)])
+    wait_until_learned(settings, end_offsets(settings.broker, settings.input_topic, 2), 300)
+
+    watcher = JobWatcher(settings)
+    try:
+        deadline = time.monotonic() + 30
+        snapshot = watcher.poll()
+        while not snapshot.dead_letters and time.monotonic() < deadline:
+            snapshot = watcher.poll()
+    finally:
+        watcher.close()
+    assert set(snapshot.workers) == {0, 1}
+    assert RECORDS - 2 * 500 <= snapshot.records <= RECORDS
+    assert snapshot.dead_letters == {"not_object": 1}
+    assert [state.lag for state in snapshot.groups["worker"]] == [0, 0]
+    assert all(state.owner != "-" for state in snapshot.groups["server"])
+    curve = learning_curve(snapshot.history)
+    assert curve[-1][0] == snapshot.records and 0 < curve[-1][1] < 1
+
+    env = settings_env(settings)
+    status = run_kps("status", "--once", **env)
+    assert status.returncode == 0, status.stderr
+    assert settings.app_id in status.stdout and "not_object 1" in status.stdout
+    assert f"{snapshot.records:,}" in status.stdout
+
+    png = tmp_path / "curve.png"
+    plotted = run_kps("plot", "--out", str(png), **env)
+    assert plotted.returncode == 0, plotted.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    port = free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "exporter", "--port", str(port), "--interval", "1"],
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("KPS_")}, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        while "kps_records_learned{" not in text and time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+    assert f'kps_dead_letters{{job="{settings.app_id}",reason="not_object"}} 1.0' in text
+    assert f'kps_consumer_lag{{job="{settings.app_id}",partition="0",role="worker"}} 0.0' in text
+    learned = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kps_records_learned{")
+    ]
+    assert sum(learned) == snapshot.records
