@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure, require_broker
 from app.config import CONFIG_VARIABLE
@@ -121,7 +123,7 @@ def _produce(args: argparse.Namespace) -> int:
     from app.input_schema import write_numeric
     from app.sources import read_file
     from app.topics import TopicSpec, ensure_topics
-    from app.train import training_records
+    from app.train import batched_training_records, training_records
 
     settings = JobSettings()
     topic = args.topic or settings.input_topic
@@ -144,13 +146,32 @@ def _produce(args: argparse.Namespace) -> int:
     ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
     if source is not None:
         write_numeric(settings.broker, topic, source.numeric)
-    sent = produce(settings.broker, topic, training_records(records, partitions, 10_000))
-    print(f"produced {sent:,} records to {topic} ({partitions} partitions)")
+    counted = _Counted(records)
+    if args.one_per_message:
+        sent = produce(settings.broker, topic, training_records(counted, partitions, 10_000))
+        shape = "one per message"
+    else:
+        sent = produce(settings.broker, topic, batched_training_records(counted, partitions))
+        shape = f"{sent:,} kps-batch messages"
+    print(f"produced {counted.count:,} records to {topic} ({partitions} partitions, {shape})")
     if source is not None:
         print(f"numeric features: {', '.join(source.numeric) or 'none'}")
         if source.skipped:
             print(f"skipped {len(source.skipped):,} bad rows, the first: {source.skipped[0]}")
     return 0
+
+
+class _Counted:
+    """Iterates ``items``, counting them."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.items:
+            self.count += 1
+            yield item
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -309,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad", action="store_true", help="files: leave out bad rows and count them"
     )
     produce.add_argument("--topic", default=None, help="default: KPS_INPUT_TOPIC")
+    produce.add_argument(
+        "--one-per-message",
+        action="store_true",
+        help="one JSON record per Kafka message instead of kps-batch messages of 1000",
+    )
     produce.add_argument(
         "--partitions", type=int, default=None, help="of a new topic; default: KPS_PARTITIONS"
     )

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from agents.api import TrainingRecord
 from agents.jobs import load_logic
+from app.batches import split_message
 from app.cli_errors import EXIT_INPUT, EXIT_USAGE
 from app.client import read_all
 from app.input_schema import read_numeric, with_input_schema
@@ -19,6 +21,15 @@ from app.settings import JobSettings
 from tests.cli import run_kps
 
 pytestmark = pytest.mark.broker
+
+
+def records_in(settings: JobSettings) -> list[TrainingRecord]:
+    """Every record on the input topic: kps produce writes kps-batch messages."""
+    return [
+        parse_record(item.value, m.partition(), item.offset)
+        for m in read_all(settings.broker, settings.input_topic)
+        for item in split_message(m.value(), m.offset())
+    ]
 
 
 def produce(settings: JobSettings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -53,10 +64,7 @@ def test_a_pandas_csv_goes_to_a_new_topic_with_the_jobs_partitions(
     assert "produced 300 records" in result.stdout
     assert "numeric features: distance" in result.stdout
     assert partitions(job_settings) == 3
-    records = [
-        parse_record(m.value(), m.partition(), m.offset())
-        for m in read_all(job_settings.broker, job_settings.input_topic)
-    ]
+    records = records_in(job_settings)
     assert len(records) == 300
     assert {frozenset(r.features) for r in records} == {frozenset({"carrier", "distance"})}
     first = next(r for r in records if r.partition == 0 and r.offset == 0)
@@ -85,7 +93,7 @@ def test_partitions_flag_wins_and_a_mismatched_topic_fails_before_sending(
     assert again.stderr.strip() == (
         f"kps produce: topic {job_settings.input_topic!r} has 5 partitions, the job needs 2"
     )
-    assert len(list(read_all(job_settings.broker, job_settings.input_topic))) == 10
+    assert len(records_in(job_settings)) == 10
 
 
 def test_a_bad_row_stops_before_anything_is_sent_or_is_skipped(
