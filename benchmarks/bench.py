@@ -37,6 +37,7 @@ from app.client import Record, produce
 from app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
 from app.local_kafka import LocalKafka
 from app.settings import JobSettings
+from app.termination import end_offsets, wait_until_learned
 from app.topics import delete_topics, ensure_topics
 from app.train import (
     DEFAULT_MODELS,
@@ -191,16 +192,46 @@ def paced(records: Iterable[T], per_s: float) -> Iterator[T]:
         yield record
 
 
+#: Share of the records a freshness run sends, unpaced, and waits to see learned before the
+#: paced records whose freshness it measures: the job's groups have formed by then.
+WARMUP = 0.02
+
+
+def warmed_up(
+    settings: JobSettings,
+    config: Config,
+    records: Sequence[RecordFields],
+    per_s: float,
+    measured_from: dict[int, int],
+) -> Iterator[Record]:
+    """The warm-up records, then (once they are learned) the rest at ``per_s``; fills
+    ``measured_from`` with the training offset where the paced records begin."""
+    split = max(1, int(len(records) * WARMUP))
+    yield from config.encoding(records[:split], settings.partitions)
+    # A generator runs in the feeder's thread: this waits there, not in the job's follower.
+    wait_until_learned(
+        settings, end_offsets(settings.broker, settings.input_topic, settings.partitions)
+    )
+    measured_from.update(end_offsets(settings.broker, settings.input_topic, settings.partitions))
+    yield from config.encoding(paced(records[split:], per_s), settings.partitions)
+
+
 def freshness_run(
     config: Config, records: Sequence[RecordFields], per_s: float, base: Mapping[str, object]
 ) -> tuple[JobSettings, Summary, dict[str, Any]]:
     """Run the job while a producer sends ``records`` at ``per_s``; freshness per record from
-    the CreateTimes on the training topic and the ``__marks__`` records on model-updates."""
+    the CreateTimes on the training topic and the ``__marks__`` records on model-updates,
+    after a warm-up (:data:`WARMUP`) that is not measured."""
     settings = _settings("flights-fresh", config, base)
     say(f"freshness: kafka-ps {config.name} while producing at {per_s:,.0f} records/s")
-    feed = config.encoding(paced(records, per_s), settings.partitions)
+    measured_from: dict[int, int] = {}
+    feed = warmed_up(settings, config, records, per_s, measured_from)
     summary = run_job(settings, None, "classification", config.workers, config.servers, feed=feed)
-    produced = read_produce_times(settings.broker, settings.input_topic)
+    produced = [
+        (partition, offset, ms)
+        for partition, offset, ms in read_produce_times(settings.broker, settings.input_topic)
+        if offset >= measured_from.get(partition, 0)
+    ]
     marks = read_marks(settings.broker, settings.topic("model-updates"))
     # A shard that never published marks covers nothing: its records are not fresh yet.
     every_shard = {shard: marks.get(shard, []) for shard in range(settings.shards)}
