@@ -200,10 +200,10 @@ def replay_shard(messages: list[Placed], workers: Iterable[int]) -> list[ShardSt
 class AnsweredPull:
     worker: int
     clock: int
-    #: The reply's weights and the slowest clock the shard reported with them.
+    #: The slowest clock the shard reported in its reply.
     reported: int
-    #: Slowest clocks at every point of the shard's history from the pull on whose weights
-    #: are the reply's: the moments the reply can have been made at.
+    #: The true slowest clock at each moment of the shard's rebuilt history, from the pull
+    #: on, whose weights are the reply's: the moments the reply can have been made at.
     possible: list[int]
     #: The slowest clock when the shard read the pull.
     on_arrival: int
