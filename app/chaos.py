@@ -188,7 +188,8 @@ def run_chaos(
     consistency: str = "asp",
 ) -> ChaosResult:
     """Kill ``kills`` random ``target`` processes, one every ``interval`` seconds (±50%),
-    while ``records`` records over ``keys`` keys are produced; count what was learned."""
+    while ``records`` records over ``keys`` keys are produced, the last once all are
+    produced; count what was learned."""
     settings = chaos_settings(settings, consistency)
     rng = random.Random(seed)
     stream = [
@@ -210,6 +211,9 @@ def run_chaos(
         feeder.start()
         for kill in range(kills):
             time.sleep(interval * rng.uniform(0.5, 1.5))
+            if kill == kills - 1:
+                # The last kill lands as production ends: no later write repairs what it loses.
+                feeder.join()
             victim = rng.choice(processes[target])
             victims.append(f"{victim.log_path.stem}@{time.monotonic() - started:.1f}s")
             log.info("kill %d: SIGKILL %s (pid %d)", kill + 1, victim.log_path.stem, victim.pid)
