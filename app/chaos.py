@@ -3,10 +3,13 @@
 Every training record names one of ``keys`` keys and the counting model
 (:mod:`agents.models.count`) pushes +1 to that key's counter. Records are produced at a
 steady pace while a driver SIGKILLs a random worker or server process every few seconds
-and starts it again at once (same data directory, same static-membership id). Once the
-job has learned every record (:mod:`app.termination`), every counter in the shards'
-changelog must equal the number of records produced for its key: nothing lost, nothing
-counted twice (DESIGN.md, invariant 2).
+and starts it again at once (same data directory, same static-membership id), under the
+consistency model asked for (ASP, BSP or SSP). The run is drained before anything is
+counted: the job has learned every record (:mod:`app.termination`), the workers are
+stopped, and the server group has committed the shard topic up to its end, so every
+pushed message has been consumed and applied. Then every counter, both in the shards'
+changelog and on the model-updates topic, must equal the number of records produced for
+its key: nothing lost, nothing counted twice (DESIGN.md, invariants 2 and 6).
 """
 
 from __future__ import annotations
@@ -16,15 +19,15 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from agents.models.count import COUNT
 from agents.server import PARAMS_TABLE
-from app.client import produce
-from app.model_export import read_table
+from app.client import group_lag, produce
+from app.model_export import read_model, read_table
 from app.records import encode_record
 from app.settings import JobSettings
 from app.termination import wait_until_learned
@@ -36,27 +39,64 @@ log = logging.getLogger(__name__)
 
 Target = Literal["workers", "servers"]
 
+#: Keys starting with this are bookkeeping (clocks, marks), never parameters.
+RESERVED_PREFIX = b"__"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How one view of the counters compares with what was produced."""
+
+    lost: int
+    doubled: int
+    #: Every key whose count is wrong: (produced, counted or None if absent).
+    wrong: dict[str, tuple[int, int | None]]
+
+    @property
+    def exact(self) -> bool:
+        return not self.wrong
+
+    def summary(self, limit: int = 30) -> dict[str, object]:
+        return {
+            "lost": self.lost,
+            "doubled": self.doubled,
+            "wrong_keys": len(self.wrong),
+            "first_wrong": dict(list(self.wrong.items())[:limit]),
+        }
+
 
 @dataclass(frozen=True)
 class ChaosResult:
     kills: int
     records: int
     seconds: float
-    #: Records produced per key, and the counts the shards ended with.
+    #: Records produced per key.
     produced: dict[str, int]
+    #: The counts the shards' changelog ended with, and those on the model-updates topic.
     counted: dict[str, int]
+    published: dict[str, int]
+    #: Each SIGKILL: which process, and when (seconds after the processes started).
+    victims: tuple[str, ...] = ()
 
-    @property
-    def lost(self) -> int:
-        return sum(max(0, n - self.counted.get(k, 0)) for k, n in self.produced.items())
+    def tally(self, counts: Mapping[str, int]) -> Tally:
+        produced = self.produced
+        keys = sorted(produced.keys() | counts.keys())
+        return Tally(
+            lost=sum(max(0, n - counts.get(k, 0)) for k, n in produced.items()),
+            doubled=sum(max(0, n - produced.get(k, 0)) for k, n in counts.items()),
+            wrong={
+                k: (produced.get(k, 0), counts.get(k))
+                for k in keys
+                if counts.get(k) != produced.get(k)
+            },
+        )
 
-    @property
-    def doubled(self) -> int:
-        extra = {k: n - self.produced.get(k, 0) for k, n in self.counted.items()}
-        return sum(max(0, n) for n in extra.values())
+    def tallies(self) -> dict[str, Tally]:
+        """Both views: the table (its changelog) and the model-updates topic."""
+        return {"changelog": self.tally(self.counted), "model-updates": self.tally(self.published)}
 
 
-def chaos_settings(settings: JobSettings) -> JobSettings:
+def chaos_settings(settings: JobSettings, consistency: str = "asp") -> JobSettings:
     """The counting model (its records carry no label), and pull retries quick enough to
     ride out a dead shard."""
     return settings.model_copy(
@@ -64,7 +104,7 @@ def chaos_settings(settings: JobSettings) -> JobSettings:
             "model": "agents.models.count:KeyCounter",
             "model_params": {},
             "predict_unlabelled": True,
-            "consistency": "asp",
+            "consistency": consistency,
             "pull_timeout": 2.0,
         }
     )
@@ -79,36 +119,44 @@ def _paced(records: list[tuple[str, int]], seconds: float) -> Iterator[tuple[Non
         yield None, encode_record(features={"key": key}), partition
 
 
-def counts_in_changelog(settings: JobSettings) -> dict[str, int]:
-    table = read_table(settings.broker, settings.topic(f"server-{PARAMS_TABLE}-changelog"))
+def _counts(params: Mapping[bytes, float]) -> dict[str, int]:
+    """The counters among parameter values (keys of other parameters skipped)."""
     counts = {}
-    for key, slots in table.items():
+    for key, value in params.items():
         name, index = parse_key(key)
         if name == COUNT:
-            counts[index] = round(float(slots[0][0]))
+            counts[index] = round(value)
     return counts
 
 
-def run_chaos(
-    settings: JobSettings,
-    target: Target,
-    kills: int,
-    logs: Path,
-    records: int = 20_000,
-    keys: int = 1_000,
-    workers: int = 3,
-    servers: int = 3,
-    interval: float = 3.0,
-    seed: int = 0,
-) -> ChaosResult:
-    """Kill ``kills`` random ``target`` processes, one every ``interval`` seconds (±50%),
-    while ``records`` records over ``keys`` keys are produced; count what was learned."""
-    settings = chaos_settings(settings)
-    rng = random.Random(seed)
-    stream = [
-        (f"k{rng.randrange(keys)}", rng.randrange(settings.partitions)) for _ in range(records)
-    ]
-    processes = {
+def counts_in_changelog(settings: JobSettings) -> dict[str, int]:
+    """Every counter as the shards' table holds it, read from its compacted changelog."""
+    table = read_table(settings.broker, settings.topic(f"server-{PARAMS_TABLE}-changelog"))
+    return _counts({key: float(slots[0][0]) for key, slots in table.items()})
+
+
+def counts_on_model_updates(settings: JobSettings) -> dict[str, int]:
+    """Every counter as any Kafka client reads it off the model-updates topic."""
+    model = read_model(settings.broker, settings.topic("model-updates"))
+    return _counts({key: float(value[0]) for key, value in model.items()})
+
+
+def wait_shards_drained(settings: JobSettings, timeout: float = 120.0) -> None:
+    """Block until the server group has committed every message of the shard topic: each
+    push (and pull) sent has been consumed and applied. Stop the workers first, or their
+    heartbeats (BSP, SSP) keep the topic growing."""
+    deadline = time.monotonic() + timeout
+    while lag := group_lag(settings.broker, settings.group("server"), settings.topic("shard")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the servers left {lag} shard-topic messages uncommitted")
+        time.sleep(0.2)
+
+
+def _processes(
+    settings: JobSettings, logs: Path, workers: int, servers: int
+) -> dict[Target, list[WorkerProcess]]:
+    """The job's processes by role, each with its own data directory and membership id."""
+    return {
         role: [
             WorkerProcess(
                 job,
@@ -124,7 +172,32 @@ def run_chaos(
         ]
         for role, job, count in (("workers", "worker", workers), ("servers", "server", servers))
     }
+
+
+def run_chaos(
+    settings: JobSettings,
+    target: Target,
+    kills: int,
+    logs: Path,
+    records: int = 20_000,
+    keys: int = 1_000,
+    workers: int = 3,
+    servers: int = 3,
+    interval: float = 3.0,
+    seed: int = 0,
+    consistency: str = "asp",
+) -> ChaosResult:
+    """Kill ``kills`` random ``target`` processes, one every ``interval`` seconds (±50%),
+    while ``records`` records over ``keys`` keys are produced, the last once all are
+    produced; count what was learned."""
+    settings = chaos_settings(settings, consistency)
+    rng = random.Random(seed)
+    stream = [
+        (f"k{rng.randrange(keys)}", rng.randrange(settings.partitions)) for _ in range(records)
+    ]
+    processes = _processes(settings, logs, workers, servers)
     everyone = processes["workers"] + processes["servers"]
+    victims: list[str] = []
     started = time.monotonic()
     try:
         for process in everyone:
@@ -138,13 +211,18 @@ def run_chaos(
         feeder.start()
         for kill in range(kills):
             time.sleep(interval * rng.uniform(0.5, 1.5))
+            if kill == kills - 1:
+                # The last kill lands as production ends: no later write repairs what it loses.
+                feeder.join()
             victim = rng.choice(processes[target])
+            victims.append(f"{victim.log_path.stem}@{time.monotonic() - started:.1f}s")
             log.info("kill %d: SIGKILL %s (pid %d)", kill + 1, victim.log_path.stem, victim.pid)
             victim.kill()
             victim.start()
         feeder.join()
-        ends = Counter(partition for _, partition in stream)
-        wait_until_learned(settings, dict(ends))
+        wait_until_learned(settings, dict(Counter(partition for _, partition in stream)))
+        stop_all(processes["workers"])
+        wait_shards_drained(settings)
         seconds = time.monotonic() - started
     finally:
         stop_all(everyone)
@@ -154,4 +232,6 @@ def run_chaos(
         seconds=seconds,
         produced=dict(Counter(key for key, _ in stream)),
         counted=counts_in_changelog(settings),
+        published=counts_on_model_updates(settings),
+        victims=tuple(victims),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,16 +23,30 @@ LR = 0.002
 TRUE_WEIGHTS = np.array([0.5, -1.0, 2.0, 0.25])
 
 
+class Placed(NamedTuple):
+    """A message of a kafka-ps topic and where it sits."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    message: PsMessage
+
+
+def read_placed(bootstrap: str, topic: str, partitions: int) -> list[Placed]:
+    """Every message of ``topic``, partition by partition, each in offset order."""
+    return [
+        Placed(m.partition(), m.offset(), m.timestamp()[1], decode_message(m.value()))
+        for m in read_all(bootstrap, topic, range(partitions))
+    ]
+
+
 def read_topic(bootstrap: str, topic: str, partitions: int) -> list[PsMessage]:
-    return [message for _, message in read_timed(bootstrap, topic, partitions)]
+    return [placed.message for placed in read_placed(bootstrap, topic, partitions)]
 
 
 def read_timed(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, PsMessage]]:
     """Every message of ``topic`` with its timestamp (ms), partition by partition."""
-    return [
-        (m.timestamp()[1], decode_message(m.value()))
-        for m in read_all(bootstrap, topic, range(partitions))
-    ]
+    return [(p.timestamp_ms, p.message) for p in read_placed(bootstrap, topic, partitions)]
 
 
 def last_push_timestamp(settings: JobSettings) -> int:
@@ -152,15 +168,75 @@ def test_bsp_completes_when_one_partition_gets_no_data(
     np.testing.assert_allclose(final, weights, atol=1e-6)
 
 
-def staleness_trace(settings: JobSettings) -> list[tuple[int, int]]:
-    """(worker clock, shard's slowest clock) for every answered pull, from the topics."""
+class ShardState(NamedTuple):
+    """A shard partition right after it processed the message at ``offset``."""
+
+    offset: int
+    #: Its slowest worker's clock, and the weights it held.
+    minimum: int
+    weights: np.ndarray
+
+
+def replay_shard(messages: list[Placed], workers: Iterable[int]) -> list[ShardState]:
+    """Rebuild one shard's history from its partition of the shard topic alone, in offset
+    order: a push at clock ``c`` raises its worker's clock to ``c + 1`` and, unless a
+    high-water mark drops it as a replay, subtracts ``LR *`` its gradient."""
+    clocks = dict.fromkeys(workers, 0)
+    keyed = [p.message for p in messages if p.message.kind is Kind.PUSH and p.message.keys]
+    applied = {id(push) for push in accepted(keyed)}
+    weights = np.zeros(4)
+    history = []
+    for placed in messages:
+        message = placed.message
+        if message.kind is Kind.PUSH:
+            clocks[message.worker] = max(clocks[message.worker], message.clock + 1)
+            if id(message) in applied:
+                weights = weights - LR * message.values[0]
+        history.append(ShardState(placed.offset, min(clocks.values()), weights))
+    return history
+
+
+@dataclass(frozen=True)
+class AnsweredPull:
+    worker: int
+    clock: int
+    #: The slowest clock the shard reported in its reply.
+    reported: int
+    #: The true slowest clock at each moment of the shard's rebuilt history, from the pull
+    #: on, whose weights are the reply's: the moments the reply can have been made at.
+    possible: list[int]
+    #: The slowest clock when the shard read the pull.
+    on_arrival: int
+
+
+def answered_pulls(settings: JobSettings) -> list[AnsweredPull]:
+    """Every answered pull for parameters, matched to the moments of the shard's rebuilt
+    history (from the shard topic) at which its reply (from the replies topic) fits."""
+    by_partition: dict[int, list[Placed]] = defaultdict(list)
+    for placed in read_placed(settings.broker, settings.topic("shard"), settings.shards):
+        by_partition[placed.partition].append(placed)
+    histories = {p: replay_shard(ms, range(settings.partitions)) for p, ms in by_partition.items()}
     pulls = {
-        m.request_id: m.clock
-        for m in read_topic(settings.broker, settings.topic("shard"), settings.shards)
-        if m.kind is Kind.PULL
+        p.message.request_id: p
+        for ms in by_partition.values()
+        for p in ms
+        if p.message.kind is Kind.PULL and p.message.keys
     }
-    replies = read_topic(settings.broker, settings.topic("replies"), settings.partitions)
-    return [(pulls[reply.request_id], reply.clock) for reply in replies]
+    answered = []
+    for reply in read_topic(settings.broker, settings.topic("replies"), settings.partitions):
+        if (pull := pulls.get(reply.request_id)) is None:
+            continue
+        later = [s for s in histories[pull.partition] if s.offset >= pull.offset]
+        answered.append(
+            AnsweredPull(
+                worker=pull.message.worker,
+                clock=pull.message.clock,
+                reported=reply.clock,
+                possible=[s.minimum for s in later if np.array_equal(s.weights, reply.values[0])],
+                on_arrival=later[0].minimum,
+            )
+        )
+    return answered
 
 
 def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
@@ -169,9 +245,18 @@ def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
     base = dense_sgd_job(job_settings, batch_size=8)
     ssp = base.model_copy(update={"consistency": "ssp:2"})
     run_job(ssp, worker_factory, {0: 400, 1: 150})
-    trace = staleness_trace(ssp)
-    assert len(trace) > 50
-    assert all(minimum >= clock - 2 for clock, minimum in trace), trace
+    pulls = answered_pulls(ssp)
+    assert len(pulls) > 50
+    # Each reply fits the shard's history somewhere after its pull, with the slowest clock
+    # it reports; at such a moment the slowest worker was within 2 clocks of the puller.
+    unfit = [pull for pull in pulls if pull.reported not in pull.possible]
+    stale = [pull for pull in pulls if pull.reported < pull.clock - 2]
+    assert (unfit, stale) == ([], []), (unfit[:5], stale[:5])
+    # And the bound did bite: some pull arrived too far ahead and was held, or was
+    # answered with the slowest worker exactly 2 clocks behind.
+    held = [pull for pull in pulls if pull.on_arrival < pull.clock - 2]
+    at_bound = [pull for pull in pulls if pull.reported == pull.clock - 2]
+    assert held or at_bound, pulls
 
     asp = base.model_copy(
         update={

@@ -14,12 +14,22 @@ from app.datasets import FLIGHT_CROSSES, flights, movielens
 from app.settings import JobSettings
 from app.train import run_job
 from app.worker import settings_env
-from tests.reference import river_logistic, sequential_mf
+from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}
 
 
-def test_flights_logistic_regression_is_within_2_percent_of_river(
+#: How far kafka-ps's progressive logloss may sit from sequential FTRL's (0.4638 on these
+#: records), either way. In process (agents.local), two logical workers alternating
+#: 32-record batches, each learning record by record on its local copy, measured 0.4639
+#: (+0.01%); with 256-record batches +0.3%. Through the broker (this test, 2 worker
+#: processes) it measured 0.4670 (+0.7%), the rest being pulls in flight and workers out
+#: of step; 2% leaves about three times that. FTRL with one summed update per 256-record
+#: batch falls 5.5% behind (DESIGN.md), and fails.
+FTRL_TOLERANCE = 0.02
+
+
+def test_flights_logistic_regression_matches_sequential_ftrl_and_river(
     job_settings: JobSettings, tmp_path: Path
 ) -> None:
     records = list(flights(limit=60_000))
@@ -34,8 +44,11 @@ def test_flights_logistic_regression_is_within_2_percent_of_river(
         }
     )
     summary = run_job(settings, records, "classification", workers=2, servers=1, logs=tmp_path)
-    river = river_logistic(records, crosses=FLIGHT_CROSSES).logloss
     assert summary.records == len(records)
+    # The same model's hyper-parameters (the defaults), one record at a time in order.
+    ftrl = ftrl_logloss(records, crosses=FLIGHT_CROSSES).logloss
+    river = river_logistic(records, crosses=FLIGHT_CROSSES).logloss
+    assert abs(summary.loss - ftrl) / ftrl <= FTRL_TOLERANCE, (summary.loss, ftrl)
     assert summary.loss <= river * 1.02, (summary.loss, river)
 
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.client import produce, wait_caught_up
+from app.client import produce
 from app.messages import Kind, PsMessage, decode_message
 from app.model_export import read_table
 from app.records import encode_record
 from app.settings import JobSettings
+from app.termination import wait_until_learned
 from app.worker import WorkerProcess
 
 LR = 0.01
@@ -55,8 +56,7 @@ def test_one_worker_one_shard_equals_sequential_sgd(
             for row, label in zip(x, y, strict=True)
         ),
     )
-    wait_caught_up(settings.broker, settings.group("worker"), settings.input_topic, timeout=180)
-    wait_caught_up(settings.broker, settings.group("server"), settings.topic("shard"), timeout=60)
+    wait_until_learned(settings, {0: len(x)}, timeout=180)
     assert worker.terminate() == 0, worker.log_tail()
     assert server.terminate() == 0, server.log_tail()
 
