@@ -172,15 +172,19 @@ class KafkaPsClient:
         threshold = self.settings.push_threshold
         if threshold <= 0:
             return
-        significant = {}
-        for key, delta in self.deltas.items():
-            held = self.held_back.pop(key, None)
-            total = delta if held is None else delta + held
-            if np.abs(total).max() > threshold:
-                significant[key] = total
+        held = self.held_back
+        keys = list(self.deltas)
+        totals = [self.deltas[k] + held.pop(k) if k in held else self.deltas[k] for k in keys]
+        if totals and len({total.shape for total in totals}) == 1:
+            largest = np.abs(np.stack(totals).reshape(len(totals), -1)).max(axis=1).tolist()
+        else:
+            largest = [float(np.abs(total).max()) for total in totals]
+        self.deltas = {}
+        for key, total, size in zip(keys, totals, largest, strict=True):
+            if size > threshold:
+                self.deltas[key] = total
             else:
-                self.held_back[key] = total
-        self.deltas = significant
+                held[key] = total
 
 
 def _reason(error: Exception) -> str:
