@@ -38,7 +38,7 @@ def test_flights_logistic_regression_matches_sequential_ftrl_and_river(
         update={
             "partitions": 2,
             "shards": 4,
-            "batch_size": 32,
+            "batch_size": 256,
             "model": "logreg_ftrl",
             "model_params": {"crosses": crosses},
         }
