@@ -25,7 +25,8 @@ MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0,
 #: (+0.01%); with 256-record batches +0.3%. Through the broker (this test, 2 worker
 #: processes) it measured 0.4670 (+0.7%), the rest being pulls in flight and workers out
 #: of step; 2% leaves about three times that. FTRL with one summed update per 256-record
-#: batch falls 5.5% behind (DESIGN.md), and fails.
+#: batch falls 5.5% behind (DESIGN.md), and fails. The test runs 256-record batches, to keep
+#: its time in bounds on a busy machine.
 FTRL_TOLERANCE = 0.02
 
 
