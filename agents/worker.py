@@ -373,13 +373,17 @@ def register_worker(
         busy.add(worker)
         try:
             await clock_of(worker)
-            units = [u for u in await read_units(worker, events) if u.offset > learned[worker]]
+            units = []
+            for unit in await read_units(worker, events):
+                # Training offsets only grow; one seen already is a restarted packer's
+                # repeat, in this batch or an earlier one, and must not be learned twice.
+                if unit.offset > learned[worker]:
+                    units.append(unit)
+                    learned[worker] = unit.offset
             offsets = [unit.offset for unit in units]
             for segment in replay_segments(offsets, marks[worker]):
                 for batch in mini_batches(units[segment], settings.batch_size):
                     await learn_batch(worker, batch)
-            if units:
-                learned[worker] = max(learned[worker], units[-1].offset)
         finally:
             busy.discard(worker)
 
