@@ -381,8 +381,12 @@ def register_worker(
                     units.append(unit)
                     learned[worker] = unit.offset
             offsets = [unit.offset for unit in units]
+            # Under BSP and SSP a take is one mini-batch, as many records as it holds: each
+            # mini-batch is a clock, and a rebalance waits for the take's last one, which
+            # waits on every other worker's clock.
+            size = max(sum(len(u.records) for u in units), 1) if bounded else settings.batch_size
             for segment in replay_segments(offsets, marks[worker]):
-                for batch in mini_batches(units[segment], settings.batch_size):
+                for batch in mini_batches(units[segment], size):
                     await learn_batch(worker, batch)
         finally:
             busy.discard(worker)
