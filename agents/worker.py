@@ -381,12 +381,8 @@ def register_worker(
                     units.append(unit)
                     learned[worker] = unit.offset
             offsets = [unit.offset for unit in units]
-            # Under BSP and SSP a take is one mini-batch, as many records as it holds: each
-            # mini-batch is a clock, and a rebalance waits for the take's last one, which
-            # waits on every other worker's clock.
-            size = max(sum(len(u.records) for u in units), 1) if bounded else settings.batch_size
             for segment in replay_segments(offsets, marks[worker]):
-                for batch in mini_batches(units[segment], size):
+                for batch in mini_batches(units[segment], settings.batch_size):
                     await learn_batch(worker, batch)
         finally:
             busy.discard(worker)
@@ -434,7 +430,11 @@ def register_worker(
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=0.1):
+        # Under BSP and SSP one event a take: each mini-batch is a clock, and a rebalance waits
+        # for a take to be done, so a take of several clocks would wait on every other
+        # logical worker several times, among them a just-killed process's, which cannot
+        # come back before the rebalance ends (docs/architecture.md).
+        async for events in stream.take_events(1 if bounded else settings.batch_size, within=0.1):
             by_worker: dict[int, list[faust.EventT]] = {}
             for event in events:
                 by_worker.setdefault(event.message.partition, []).append(event)
