@@ -104,15 +104,11 @@ class Packer:
         if not by_partition:
             return
         topic = self.settings.topic("packed")
-        size = self.settings.batch_size
         for partition, batch in by_partition.items():
-            # At most a mini-batch a message: under BSP and SSP a worker takes one at a time.
-            for start in range(0, len(batch), size):
-                part = batch[start : start + size]
-                value = encode_packed(
-                    [m.offset() for m in part], [m.key() for m in part], [m.value() for m in part]
-                )
-                producer.produce(topic, value, None, partition)
+            value = encode_packed(
+                [m.offset() for m in batch], [m.key() for m in batch], [m.value() for m in batch]
+            )
+            producer.produce(topic, value, None, partition)
         if producer.flush(30):
             raise KafkaException("packed messages unacknowledged after 30 s")
         consumer.commit(

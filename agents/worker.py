@@ -430,11 +430,7 @@ def register_worker(
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:
-        # Under BSP and SSP one event a take: each mini-batch is a clock, and a rebalance waits
-        # for a take to be done, so a take of several clocks would wait on every other
-        # logical worker several times, among them a just-killed process's, which cannot
-        # come back before the rebalance ends (docs/architecture.md).
-        async for events in stream.take_events(1 if bounded else settings.batch_size, within=0.1):
+        async for events in stream.take_events(settings.batch_size, within=0.1):
             by_worker: dict[int, list[faust.EventT]] = {}
             for event in events:
                 by_worker.setdefault(event.message.partition, []).append(event)
