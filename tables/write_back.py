@@ -60,7 +60,7 @@ class WriteBack(MutableMapping[bytes, bytes]):
                     # partitions, and Faust's RocksDB store deletes in the partition it last
                     # read or wrote the key in; a read inside this partition's event pins it
                     # here (and raises KeyError when this partition never had the key).
-                    self.table[key]  # noqa: B018
+                    self.table[key]
                     del self.table[key]
             else:
                 self.table[key] = value  # type: ignore[assignment]
