@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from app.batches import encode_packed
 from app.client import MAX_MESSAGE_BYTES
 from app.settings import JobSettings
+from tables.clocks import Consistency
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,21 @@ log = logging.getLogger(__name__)
 FETCH = 2000
 
 
+def packs_input(settings: JobSettings) -> bool:
+    """Whether the job's workers pack its input: with ``KPS_PACK_INPUT``, under ASP only.
+
+    Under BSP and SSP each mini-batch is a clock, and a rebalance waits until a worker's
+    taken events are done: a take of packed messages holds several clocks, each waiting on
+    every other worker, among them a just-killed process's, which cannot come back before
+    the rebalance ends. One-record events keep a take to one clock.
+    """
+    return settings.pack_input and not Consistency.parse(settings.consistency).bounded
+
+
 def training_topic(settings: JobSettings) -> str:
     """The topic the worker agents read: the packed topic, or the input topic itself when
-    producers already write ``kps-batch`` messages and packing is off."""
-    return settings.topic("packed") if settings.pack_input else settings.input_topic
+    the job does not pack (producers write ``kps-batch`` messages, or BSP and SSP)."""
+    return settings.topic("packed") if packs_input(settings) else settings.input_topic
 
 
 class Packer:

@@ -30,7 +30,7 @@ from agents.api import (
 )
 from agents.dead_letters import DeadLetters, Origin, report_counts
 from agents.metrics import ProgressiveMetrics
-from agents.packer import Packer, training_topic
+from agents.packer import Packer, packs_input, training_topic
 from agents.replies import ReplyRouter
 from app.batches import split_message
 from app.messages import Kind, PsMessage, encode_message
@@ -280,7 +280,7 @@ def register_worker(
             return False
         return True
 
-    packer = Packer(settings) if settings.pack_input else None
+    packer = Packer(settings) if packs_input(settings) else None
 
     @app.task
     async def start_router() -> None:
