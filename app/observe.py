@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartit
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
+from agents.packer import training_topic
 from app.settings import JobSettings
 
 
@@ -115,7 +116,8 @@ class JobWatcher:
         """The owners and lag of the worker and server groups' partitions."""
         s = self.settings
         for role, topic, count in (
-            ("worker", s.input_topic, s.partitions),
+            # Workers read the packed topic when the job packs its input (agents/packer.py).
+            ("worker", training_topic(s), s.partitions),
             ("server", s.topic("shard"), s.shards),
         ):
             self.snapshot.groups[role] = self._group(s.group(role), topic, count, timeout)
