@@ -94,8 +94,10 @@ def pull(settings: JobSettings, keys: Sequence[bytes], timeout: float = 30.0) ->
 def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
     job_settings: JobSettings, tmp_path: Path
 ) -> None:
-    # Servers publish only when they stop, so the export must wait for their last flush.
-    settings = small_job(job_settings, publish_interval=3600.0)
+    # Servers flush only when they stop, so the export must wait for their last publish.
+    # Exporting after the stop takes longer than the default stop bound on a busy machine;
+    # the 10 s bound itself is tested in test_stopping.py.
+    settings = small_job(job_settings, publish_interval=3600.0, stop_timeout=60.0)
     ensure_topics(settings.broker, ps_topics(settings))
     produce(
         settings.broker,
@@ -112,9 +114,9 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
             stderr=subprocess.STDOUT,
         )
     try:
-        changelog = settings.topic("server-params-changelog")
+        predictions = settings.topic("predictions")
         deadline = time.monotonic() + 120
-        while sum(end_offsets(settings.broker, changelog, settings.shards).values()) == 0:
+        while sum(end_offsets(settings.broker, predictions, settings.partitions).values()) == 0:
             assert driver.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "nothing learned in 120 s"
             time.sleep(0.5)
@@ -128,9 +130,10 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
     assert "stopped before the end of the input" in output, output
     exported = read_npz(out)
     assert len(exported) > 100
-    # Every parameter the servers stored, with the value they stored: their last changes
-    # reached model-updates before the export read it.
-    assert_same_model(exported, table_values(settings))
+    # Every parameter the servers held, with the value they held: at SIGTERM a server
+    # publishes what its memory holds to model-updates before the export reads it. (Its
+    # table holds what its flushes wrote; the rest reaches it on the replay at the next
+    # start, docs/architecture.md.)
     assert_same_model(exported, read_model(settings.broker, settings.topic("model-updates")))
     assert_same_model(exported, kps_model(settings, tmp_path / "kps-model.npz"))
 
