@@ -87,11 +87,10 @@ def test_freshness_run_counts_every_record(bench: tuple[str, dict[str, Any]]) ->
     fastest = max(report["flights"]["kafka_ps"], key=lambda run: run["samples_per_s"])
     assert fresh["name"] == fastest["name"]
     assert fresh["rate_per_s"] == pytest.approx(fastest["samples_per_s"] / 2)
-    assert fresh["records"] == fresh["records_counted"] == LIMIT
-    if fresh["covered"]:  # once servers publish __marks__ records
-        assert 0 <= fresh["p50_ms"] <= fresh["p99_ms"]
-    else:
-        assert fresh["p50_ms"] is None and fresh["p99_ms"] is None
+    assert fresh["records_counted"] == fresh["records_produced"] == LIMIT
+    # Freshness is per training message after the warm-up: a kps-batch holds many records.
+    assert 1 <= fresh["covered"] <= fresh["records"] <= LIMIT
+    assert 0 <= fresh["p50_ms"] <= fresh["p99_ms"]
 
 
 def test_mf_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
