@@ -63,7 +63,11 @@ def encode_message(message: PsMessage, half: bool = False) -> bytes:
     keys = list(message.keys)
     version = VERSION
     if half and len(message.values):
-        largest = max(float(np.abs(np.asarray(v)).max(initial=0.0)) for v in message.values)
+        values = message.values
+        if isinstance(values, np.ndarray):
+            largest = float(np.abs(values).max(initial=0.0))
+        else:
+            largest = max(float(np.abs(np.asarray(v)).max(initial=0.0)) for v in values)
         version = HALF if largest <= HALF_MAX else VERSION
     wire = VALUE_TYPES[version]
     key_ends = np.cumsum([len(key) for key in keys], dtype=np.uint32) if keys else []

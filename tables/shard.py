@@ -93,8 +93,9 @@ class Shard:
             prefix = spec.name.encode() + b":"
             cut = len(prefix)
             # Indexes hold no ":", so a key of this parameter has its last ":" at the prefix.
-            if all(key.startswith(prefix) and key.rfind(b":") == cut - 1 for key in keys) and all(
-                len(key) > cut for key in keys
+            if all(
+                len(key) > cut and key.rfind(b":") == cut - 1 and key.startswith(prefix)
+                for key in keys
             ):
                 return {spec.name: (spec, list(range(len(keys))))}
         groups: dict[str, tuple[ParamSpec, list[int]]] = {}
