@@ -9,14 +9,21 @@ A shard partition works on memory (:class:`ShardState`): pushes change in-memory
 (:mod:`tables.pages`), and clocks, high-water marks and held BSP pushes wait in a
 write-back view of the table. Once per flush interval the shard **flushes** inside the
 stream iteration of that partition, as Faust requires of table writes: the changed pages
-go to the RocksDB table (and so to its compacted changelog), then the bookkeeping, then
-the changed parameters and the shard's high-water marks to the model-updates topic, and
-only then are the flushed events acknowledged (``stream.noack()``), so Faust commits no
-offset whose effects are not in the changelog. A crash therefore replays exactly the
-pushes that were not yet durable, and the page stamps and marks skip the rest. A shard
-that sees no events gets a ``TICK`` message from its own process so that it still
-flushes. Loading a partition publishes all of its parameters to model-updates again, so
-that topic converges to the table after any crash.
+go to the RocksDB table (and so to its compacted changelog), then the bookkeeping (with
+the shard's read position, the offset of the first event not yet in the table), then the
+changed parameters and the shard's high-water marks to the model-updates topic, and only
+then are the flushed events acknowledged (``stream.noack()``), so Faust commits no offset
+whose effects are not in the changelog. A crash therefore replays exactly the pushes that
+were not yet durable, and the page stamps and marks skip the rest. A shard that sees no
+events gets a ``TICK`` message from its own process so that it still flushes. Loading a
+partition publishes all of its parameters to model-updates again, so that topic converges
+to the table after any crash.
+
+The table, not the committed offset, says where a shard resumes. Faust's commit tolerates
+holes in the acknowledged offsets (and skips its head check right after a rebalance), so a
+partition can come back past events whose effects never reached the table. Each shard
+state therefore checks that events arrive in offset order from its read position, seeks
+the partition back when one is missing, and ignores events from before a rebalance.
 """
 
 from __future__ import annotations
@@ -37,12 +44,16 @@ from agents.publisher import ModelPublisher
 from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from app.settings import JobSettings
 from tables.clocks import Consistency, PendingPulls, VectorClock
-from tables.replay import DeferredPushes, HighWaterMarks
+from tables.replay import DeferredPushes, HighWaterMarks, ReadPosition
 from tables.rocksdb import rocksdb_options
 from tables.shard import RejectedPush, Shard
 from tables.write_back import WriteBack
 
 PARAMS_TABLE = "params"
+#: Seconds to wait for a sought offset before seeking again, and how often to try before
+#: taking the log's next offset (a hole in the log itself, say after retention).
+SEEK_PATIENCE = 5.0
+SEEK_TRIES = 3
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +69,17 @@ class ShardState:
     unacked: list[faust.EventT] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
     tick_sent: bool = False
+    #: When the partition was last sent back to ``expected``, and how many times.
+    sought: float | None = None
+    seeks: int = 0
 
     def __post_init__(self) -> None:
         self.clocks = VectorClock(self.book)
         self.marks = HighWaterMarks(self.book)
         self.deferred = DeferredPushes(self.book)
+        self.position = ReadPosition(self.book)
+        #: Events below ``durable`` are in the table; ``expected`` is the next one to read.
+        self.durable = self.expected = self.position.get()
 
 
 def register_server(app: faust.App, settings: JobSettings, registry: ParamRegistry) -> None:
@@ -181,10 +198,48 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         except RejectedPush as error:
             await dead_letters.send(encode_message(push), None, error.reason, str(error), event)
 
+    async def in_sequence(state: ShardState, event: faust.EventT, stream: faust.StreamT) -> bool:
+        """Is ``event`` the next one the state needs? Events already in the table are
+        acknowledged and skipped; a missing one sends the partition back to it."""
+        message = event.message
+        offset, expected = message.offset, state.expected
+        if expected is None or offset == expected:
+            state.expected, state.sought, state.seeks = offset + 1, None, 0
+            return True
+        if offset < expected:
+            if state.durable is not None and offset < state.durable:
+                await stream.ack(event)  # its effects are in the table
+            return False  # else in memory, acknowledged by the next flush
+        now = time.monotonic()
+        if state.sought is not None and now - state.sought < SEEK_PATIENCE:
+            return False  # read before the seek took effect
+        if state.seeks >= SEEK_TRIES:
+            log.error(
+                "shard %s: offsets %s..%s are not in the shard topic; going on from %s",
+                message.partition,
+                expected,
+                offset - 1,
+                offset,
+            )
+            state.expected, state.sought, state.seeks = offset + 1, None, 0
+            return True
+        log.warning(
+            "shard %s: offsets %s..%s arrived committed but not applied; reading them again",
+            message.partition,
+            expected,
+            offset - 1,
+        )
+        state.sought, state.seeks = now, state.seeks + 1
+        await app.consumer.seek_wait({message.tp: expected})
+        return False
+
     async def flush(state: ShardState, stream: faust.StreamT) -> None:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
         state.shard.flush(table)
+        if state.expected is not None:
+            state.position.set(state.expected)
         state.book.flush()
+        state.durable = state.expected
         publisher.publish(state.shard, marks(state))
         for event in state.unacked:
             await stream.ack(event)
@@ -199,7 +254,11 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     async def serve(stream: faust.StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
+            if event.message.generation_id != app.consumer_generation_id:
+                continue  # read before a rebalance: its partition may have moved since
             state = state_of(event.message.partition)
+            if not await in_sequence(state, event, manual):
+                continue
             state.unacked.append(event)
             message = None
             try:
@@ -215,7 +274,8 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
                     event.value, event.key, "unknown_parameter", str(error), event
                 )
             due = time.monotonic() - state.last_flush >= settings.publish_interval
-            if due or (message is not None and message.kind is Kind.TICK):
+            current = states.get(event.message.partition) is state  # not revoked meanwhile
+            if current and (due or (message is not None and message.kind is Kind.TICK)):
                 await flush(state, manual)
 
     @app.timer(settings.publish_interval / 2)
@@ -236,6 +296,12 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         for tp in revoked:
             if tp.topic == shard_topic_name:
                 states.pop(tp.partition, None)
+
+    @app.on_partitions_assigned.connect
+    async def reload(app: faust.App, assigned: set[TP], **_: object) -> None:
+        """An event still in flight at the revocation may have made a state again from a
+        table being closed: an assigned partition is always loaded afresh."""
+        await forget(app, assigned)
 
     @app.on_before_shutdown.connect
     async def publish_last(app: faust.App, **_: object) -> None:

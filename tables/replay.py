@@ -18,11 +18,17 @@ Under BSP a shard holds a push until every worker has reached its clock. Its sha
 offset may be committed meanwhile, so a held push lives in the table
 (:class:`DeferredPushes`), changelogged like the parameters, and survives a crash.
 
+A shard also keeps its **read position** (:class:`ReadPosition`): the shard-topic offset of
+the first message whose effects are not in its table. The committed consumer offset should
+never pass it, but Faust's commit tolerates holes in the acknowledged offsets, so a shard
+loaded into a process reads its position first and goes back to it when Kafka delivers a
+later message (see ``agents/server.py``).
+
 Table layout (reserved keys, see :mod:`tables.clocks`): ``__hwm__:<w>`` int64 LE;
 ``__deferred__:<offset>`` the push message bytes; ``__deferred__`` the index, int64 LE
-pairs ``(clock, offset)``. Writes are ordered so that a changelog holding a mark also
-holds what the mark vouches for: a deferred push and its index entry before the mark,
-a push's parameter records before the mark.
+pairs ``(clock, offset)``; ``__position__`` int64 LE. Writes are ordered so that a
+changelog holding a mark also holds what the mark vouches for: a deferred push and its
+index entry before the mark, a push's parameter records before the mark.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 from tables.codec import CodecError
 
 HWM_PREFIX = b"__hwm__:"
+POSITION_KEY = b"__position__"
 DEFERRED_INDEX = b"__deferred__"
 DEFERRED_PREFIX = b"__deferred__:"
 _INT64 = struct.Struct("<q")
@@ -91,6 +98,27 @@ class HighWaterMarks:
 
     def rewrite(self, worker: int) -> None:
         rewrite(self.table, [hwm_key(worker)])
+
+
+class ReadPosition:
+    """The shard-topic offset of the first message whose effects are not in the table."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def get(self) -> int | None:
+        """The stored position; None for a shard that has never flushed one."""
+        try:
+            stored = self.table[POSITION_KEY]
+        except KeyError:
+            return None
+        if len(stored) != _INT64.size:
+            raise CodecError(f"a read position is {_INT64.size} bytes, got {len(stored)}")
+        return _INT64.unpack(stored)[0]
+
+    def set(self, offset: int) -> None:
+        if offset != self.get():
+            self.table[POSITION_KEY] = _INT64.pack(offset)
 
 
 class DeferredPushes:

@@ -9,8 +9,10 @@ from tables.clocks import is_reserved
 from tables.codec import CodecError
 from tables.replay import (
     DEFERRED_INDEX,
+    POSITION_KEY,
     DeferredPushes,
     HighWaterMarks,
+    ReadPosition,
     deferred_key,
     hwm_key,
     replay_segments,
@@ -68,6 +70,20 @@ def test_marks_are_durable_and_reserved() -> None:
         HighWaterMarks(table).get(2)
     with pytest.raises(ValueError):
         hwm_key(-1)
+
+
+def test_read_position_is_durable_int64_le_and_written_only_when_it_moves() -> None:
+    table = CountingTable()
+    position = ReadPosition(table)
+    assert position.get() is None
+    position.set(41)
+    position.set(41)
+    assert table.writes == [POSITION_KEY]
+    assert table[POSITION_KEY] == (41).to_bytes(8, "little", signed=True)
+    assert ReadPosition(dict(table)).get() == 41 and is_reserved(POSITION_KEY)
+    table[POSITION_KEY] = b"\x01"
+    with pytest.raises(CodecError):
+        position.get()
 
 
 def test_rewrite_writes_present_keys_again_unchanged() -> None:
