@@ -120,6 +120,7 @@ def test_a_wrong_password_fails_at_start_and_writes_nothing(
     before = contents(secure_kafka, admin, trained)
     for app_id in (trained, f"kps-secure-{uuid.uuid4().hex[:8]}"):
         env = job_env(secure_kafka, app_id, tmp_path / "data", "kafka-ps", "not-the-password")
+        env["KPS_CONNECT_TIMEOUT"] = "60"
         for command in (
             ["produce", "--dataset", "flights", "--limit", "100"],
             ["train", "--until-end"],
@@ -127,8 +128,8 @@ def test_a_wrong_password_fails_at_start_and_writes_nothing(
             started = time.monotonic()
             result = run_kps(*command, **env)
             assert_refused(result, "refuses user 'kafka-ps' (SCRAM-SHA-512): SASL authentication")
-            # It fails at once, not when the connect timeout (10 s) runs out.
-            assert time.monotonic() - started < 9
+            # At once, not when the connect timeout runs out.
+            assert time.monotonic() - started < 30
         if app_id != trained:
             assert contents(secure_kafka, admin, app_id) == {}
     assert contents(secure_kafka, admin, trained) == before
