@@ -18,12 +18,12 @@ from app.settings import JobSettings
 
 
 def _kafka(args: argparse.Namespace) -> int:
+    secure = None
     if args.secure:
         from app.secure_kafka import SecureLocalKafka
 
-        broker: LocalKafka = SecureLocalKafka()
-    else:
-        broker = LocalKafka()
+        secure = SecureLocalKafka()
+    broker = secure or LocalKafka()
     if args.action == "start":
         status = broker.start()
     elif args.action == "stop":
@@ -36,6 +36,8 @@ def _kafka(args: argparse.Namespace) -> int:
     else:
         status = broker.status()
     print(status.detail)
+    if secure is not None and status.running:
+        print(secure.client_hint())
     return 0 if status.running else EXIT_NOT_RUNNING
 
 

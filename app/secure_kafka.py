@@ -77,6 +77,16 @@ class SecureLocalKafka(LocalKafka):
         password = self.settings.user_password.get_secret_value()
         return self.user_security(self.settings.user, password)
 
+    def client_hint(self) -> str:
+        """How a job connects, for ``kps kafka start --secure`` to print (no password)."""
+        prefixes = " or ".join(repr(prefix) for prefix in self.settings.acl_prefixes)
+        return (
+            f"jobs: KPS_BROKER={self.bootstrap} KPS_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+            f"KPS_SASL_MECHANISM={MECHANISM} KPS_SASL_USERNAME={self.settings.user} "
+            "KPS_SASL_PASSWORD=<KPS_KAFKA_USER_PASSWORD>, "
+            f"with app ids and input topics that start with {prefixes}"
+        )
+
     def _listener_properties(self) -> list[str]:
         host = self.settings.host
         jaas = (

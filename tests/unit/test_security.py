@@ -137,6 +137,9 @@ def test_the_secure_broker_has_its_own_ports_state_and_an_authorizer(tmp_path: P
     )
     assert f"log.dirs={tmp_path / 'secure' / 'data'}" in properties
     assert broker.job_security().principal == "User:kafka-ps"
+    hint = broker.client_hint()
+    assert "KPS_BROKER=127.0.0.1:9094" in hint and "KPS_SASL_USERNAME=kafka-ps" in hint
+    assert settings.user_password.get_secret_value() not in hint
 
 
 def test_the_settings_file_has_a_security_table_and_the_environment_wins(
