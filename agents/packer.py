@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from app.batches import encode_packed
 from app.client import MAX_MESSAGE_BYTES
+from app.security import confluent_config
 from app.settings import JobSettings
 from tables.clocks import Consistency
 
@@ -78,7 +79,7 @@ class Packer:
         settings = self.settings
         consumer = Consumer(
             {
-                "bootstrap.servers": settings.broker,
+                **confluent_config(settings.broker),
                 "group.id": settings.group("packer"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -90,7 +91,7 @@ class Packer:
         )
         producer = Producer(
             {
-                "bootstrap.servers": settings.broker,
+                **confluent_config(settings.broker),
                 "linger.ms": 1,
                 "acks": "all",
                 "enable.idempotence": True,

@@ -19,6 +19,7 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from app.client import MAX_MESSAGE_BYTES
+from app.security import confluent_config
 from app.settings import JobSettings
 from tables.pages import encode_values
 from tables.shard import Shard
@@ -51,7 +52,7 @@ class ModelPublisher:
     def start(self) -> None:
         self.producer = Producer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **confluent_config(self.bootstrap),
                 "linger.ms": 5,
                 "acks": "all",
                 "enable.idempotence": True,

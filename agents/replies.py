@@ -19,6 +19,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.messages import MessageError, PsMessage, decode_message
+from app.security import aiokafka_config
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ReplyRouter:
     async def start(self) -> None:
         """Start reading; aiokafka needs the running event loop to build its consumer."""
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **aiokafka_config(self.bootstrap),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

@@ -10,14 +10,20 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure, require_broker
+from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure
 from app.config import CONFIG_VARIABLE
 from app.local_kafka import LocalKafka
+from app.preflight import Access, require_access, require_broker
 from app.settings import JobSettings
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    broker = LocalKafka()
+    secure = None
+    if args.secure:
+        from app.secure_kafka import SecureLocalKafka
+
+        secure = SecureLocalKafka()
+    broker = secure or LocalKafka()
     if args.action == "start":
         status = broker.start()
     elif args.action == "stop":
@@ -30,6 +36,8 @@ def _kafka(args: argparse.Namespace) -> int:
     else:
         status = broker.status()
     print(status.detail)
+    if secure is not None and status.running:
+        print(secure.client_hint())
     return 0 if status.running else EXIT_NOT_RUNNING
 
 
@@ -120,7 +128,7 @@ def _train(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from app.client import produce
     from app.datasets import load
-    from app.input_schema import write_numeric
+    from app.input_schema import schema_topic, write_numeric
     from app.sources import read_file
     from app.topics import TopicSpec, ensure_topics
     from app.train import batched_training_records, training_records
@@ -143,6 +151,8 @@ def _produce(args: argparse.Namespace) -> int:
     else:
         records = load(args.dataset, limit=args.limit)
     require_broker(settings.broker, settings.connect_timeout)
+    written = (topic, schema_topic(topic)) if source is not None else (topic,)
+    require_access(settings.broker, Access(write=written), settings.connect_timeout)
     ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
     if source is not None:
         write_numeric(settings.broker, topic, source.numeric)
@@ -258,11 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         default=None,
         metavar="PATH",
-        help="a TOML settings file ([job] and [kafka] tables); default: KPS_CONFIG",
+        help="a TOML settings file ([job], [kafka], [security]); default: KPS_CONFIG",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "wipe"])
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="the broker with SASL_PLAINTEXT SCRAM-SHA-512 and ACLs (KPS_KAFKA_SECURE_PORT)",
+    )
     kafka.set_defaults(handler=_kafka)
 
     worker = commands.add_parser("worker", help="run a worker process (configured by KPS_* env)")

@@ -11,7 +11,8 @@ code    meaning
 3       ``kps kafka status``: the local broker is not running
 4       bad input data: a missing or unreadable file, an unknown format, a missing label
         column, a bad row (``file:line`` and the reason)
-5       the broker does not answer, or refuses a request
+5       the broker does not answer, or refuses a request: wrong credentials, or no ACL
+        for a topic or group the command needs
 130     interrupted (Ctrl-C)
 ======  ==================================================================================
 """
@@ -19,7 +20,6 @@ code    meaning
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 EXIT_KAFKA_TOOL = 1
@@ -46,19 +46,6 @@ class BrokerError(CliError):
     """The broker does not answer or refuses."""
 
     code = EXIT_BROKER
-
-
-def require_broker(bootstrap: str, timeout: float) -> None:
-    """Raise :class:`BrokerError` unless an admin metadata request to ``bootstrap`` succeeds
-    within ``timeout`` seconds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException:
-        raise BrokerError(
-            f"the broker at {bootstrap} does not answer within {timeout:g}s "
-            "(set KPS_BROKER, or start one with kps kafka start)"
-        ) from None
 
 
 def first_line(text: str) -> str:

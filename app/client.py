@@ -16,6 +16,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from app.security import confluent_config
+
 #: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
 #: than the largest valid training record (1 MiB), so an oversized record still reaches a
 #: worker, which sends it, bytes intact, to the dead-letter topic.
@@ -29,7 +31,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: in
     """Produce every record, wait for all acknowledgements and return how many were acked."""
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **confluent_config(bootstrap),
             "linger.ms": linger_ms,
             "acks": "all",
             "enable.idempotence": True,
@@ -64,7 +66,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: in
 def _reader(bootstrap: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **confluent_config(bootstrap),
             "group.id": f"kps-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
@@ -115,7 +117,7 @@ def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes
 def group_lag(bootstrap: str, group: str, topic: str) -> int:
     """Records in ``topic`` that consumer group ``group`` has not committed yet."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        {**confluent_config(bootstrap), "group.id": group, "enable.auto.commit": False}
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -2,8 +2,9 @@
 
 Settings come, highest first, from the values a program passes, ``KPS_*`` environment
 variables, the file, and the defaults. The file holds a ``[job]`` table with
-:class:`app.settings.JobSettings` fields and a ``[kafka]`` table with
-:class:`app.settings.LocalKafkaSettings` fields, by their field names::
+:class:`app.settings.JobSettings` fields, a ``[kafka]`` table with
+:class:`app.settings.LocalKafkaSettings` fields and a ``[security]`` table with
+:class:`app.security.KafkaSecurity` fields, by their field names::
 
     [job]
     broker = "kafka-1:9092,kafka-2:9092"
@@ -13,6 +14,11 @@ variables, the file, and the defaults. The file holds a ``[job]`` table with
 
     [kafka]
     port = 19092
+
+    [security]
+    security_protocol = "SASL_SSL"
+    sasl_username = "kafka-ps"
+    sasl_password_file = "/run/secrets/kafka-password"
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import faust
 
 from app.client import MAX_MESSAGE_BYTES
 from app.faust_patches import apply_faust_patches
+from app.security import faust_credentials
 from app.settings import JobSettings
 
 
@@ -20,6 +21,7 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
     return faust.App(
         group,
         broker=f"kafka://{settings.broker}",
+        broker_credentials=faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         autodiscover=False,

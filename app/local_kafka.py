@@ -26,6 +26,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from app.client import MAX_MESSAGE_BYTES
+from app.security import KafkaSecurity, confluent_config
 from app.settings import LocalKafkaSettings
 
 #: The broker's files, shipped as package data of ``app``.
@@ -57,7 +58,7 @@ class LocalKafka:
 
     def __init__(self, settings: LocalKafkaSettings | None = None) -> None:
         self.settings = settings or LocalKafkaSettings()
-        home = self.settings.home
+        home = self.home
         self.pid_file = home / "broker.pid"
         self.log_file = home / "broker.log"
         self.properties_file = home / "server.properties"
@@ -65,6 +66,26 @@ class LocalKafka:
         self.log_dir = home / "data"
         self.log4j_config = home / "log4j2.properties"
         self.libs = self.settings.cache / f"kafka-{self.settings.version}" / "libs"
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.controller_port
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    def admin_security(self) -> KafkaSecurity:
+        """How this tooling's own admin client connects (whatever ``KPS_SECURITY_*`` say)."""
+        return KafkaSecurity(security_protocol="PLAINTEXT")
 
     # -- jars ---------------------------------------------------------------------
 
@@ -115,8 +136,9 @@ class LocalKafka:
             return None
         return pid if _is_our_broker(pid) else None
 
-    def _answers(self, timeout: float = 3.0) -> bool:
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap, "log_level": 0})
+    def _answers(self, timeout: float = 3.0, security: KafkaSecurity | None = None) -> bool:
+        config = confluent_config(self.bootstrap, security or self.admin_security())
+        admin = AdminClient({**config, "log_level": 0})
         try:
             admin.list_topics(timeout=timeout)
         except Exception:
@@ -125,7 +147,7 @@ class LocalKafka:
 
     def status(self) -> BrokerStatus:
         pid = self._pid()
-        bootstrap = self.settings.bootstrap
+        bootstrap = self.bootstrap
         if pid is None:
             return BrokerStatus(False, None, bootstrap, "not running")
         if self._answers():
@@ -145,11 +167,11 @@ class LocalKafka:
         java = shutil.which("java")
         if java is None:
             raise LocalKafkaError("Java is not on PATH; Apache Kafka 4 needs Java 17 or newer")
-        for port in (self.settings.port, self.settings.controller_port):
+        for port in (self.port, self.controller_port):
             if _port_taken(self.settings.host, port):
                 raise LocalKafkaError(
                     f"port {port} on {self.settings.host} is taken by another process; "
-                    "set KPS_KAFKA_PORT / KPS_KAFKA_CONTROLLER_PORT to free ports"
+                    f"set {self.port_variables} to free ports"
                 )
         libs = self.fetch()
         _package_file("log4j2.properties", self.log4j_config)
@@ -182,6 +204,7 @@ class LocalKafka:
                     f"(its log: {self.log_file}):\n{self._log_tail()}"
                 )
             if self._answers(timeout=1.0):
+                self._provision()
                 return self.status()
             time.sleep(0.25)
         self._terminate(process.pid)
@@ -218,9 +241,29 @@ class LocalKafka:
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
 
+    #: The settings that choose this broker's ports, for messages.
+    port_variables = "KPS_KAFKA_PORT / KPS_KAFKA_CONTROLLER_PORT"
+
+    def _provision(self) -> None:
+        """Set the running broker up for its users (the plain broker needs nothing)."""
+
+    def _format_options(self) -> list[str]:
+        """What ``StorageTool format`` takes besides the cluster id and the properties."""
+        return []
+
+    def _listener_properties(self) -> list[str]:
+        host = self.settings.host
+        return [
+            f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{self.port}",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+
     def _format(self, java: str, libs: Path) -> None:
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text(self._server_properties())
+        self.properties_file.chmod(0o600)
         meta = self.log_dir / "meta.properties"
         cluster_id = (
             self.cluster_id_file.read_text().strip() if self.cluster_id_file.exists() else ""
@@ -242,6 +285,7 @@ class LocalKafka:
                 cluster_id,
                 "-c",
                 str(self.properties_file),
+                *self._format_options(),
             ],
             capture_output=True,
             text=True,
@@ -261,12 +305,9 @@ class LocalKafka:
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"controller.quorum.voters=1@{s.host}:{s.controller_port}",
-                f"listeners=PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{s.host}:{s.port}",
+                f"controller.quorum.voters=1@{s.host}:{self.controller_port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                *self._listener_properties(),
                 f"log.dirs={self.log_dir}",
                 "num.partitions=1",
                 "default.replication.factor=1",

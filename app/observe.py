@@ -21,6 +21,7 @@ from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
 from agents.packer import training_topic
+from app.security import confluent_config
 from app.settings import JobSettings
 
 
@@ -71,10 +72,10 @@ class JobWatcher:
         self.snapshot = JobSnapshot()
         self._processes: dict[str, dict[str, int]] = {}
         self._position = 0
-        self._admin = AdminClient({"bootstrap.servers": settings.broker})
+        self._admin = AdminClient(confluent_config(settings.broker))
         self._metrics = Consumer(
             {
-                "bootstrap.servers": settings.broker,
+                **confluent_config(settings.broker),
                 "group.id": f"kps-watch-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
             }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from app.config import FileSettings
@@ -46,10 +46,28 @@ class LocalKafkaSettings(FileSettings):
     cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kafka-ps")
     heap: str = "512m"
     start_timeout: float = 90.0
+    #: ``kps kafka start --secure``: a second broker beside the plain one, with a
+    #: SASL_PLAINTEXT SCRAM-SHA-512 listener, ACLs and state of its own.
+    secure_port: int = 9094
+    secure_controller_port: int = 9095
+    secure_home: Path = Field(default_factory=lambda: state_dir() / "kafka-secure")
+    #: The secure broker's super user (also its own inter-broker identity); set before
+    #: its first start (the credential is stored when its storage is formatted).
+    admin_password: SecretStr = SecretStr("kps-admin-secret")
+    #: The principal kafka-ps jobs use on the secure broker, and its password.
+    user: str = "kafka-ps"
+    user_password: SecretStr = SecretStr("kafka-ps-secret")
+    #: ``user`` may do anything on topics and consumer groups whose names start with one of
+    #: these, and nothing else: app ids and input topics must start with one of them.
+    acl_prefixes: list[str] = Field(default_factory=lambda: ["kps-", "kafka-ps"])
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        return f"{self.host}:{self.secure_port}"
 
 
 class JobSettings(FileSettings):

@@ -21,12 +21,13 @@ from collections import defaultdict
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from app.messages import Kind, decode_message
+from app.security import confluent_config
 from app.settings import JobSettings
 from tables.clocks import Consistency
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"kps-{uuid.uuid4().hex}"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": f"kps-{uuid.uuid4().hex}"})
     try:
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
@@ -45,7 +46,7 @@ class PushWatcher:
         self.covered: dict[int, int] = defaultdict(lambda: -1)
         self.latest: dict[tuple[int, int], int] = {}
         self.consumer = Consumer(
-            {"bootstrap.servers": settings.broker, "group.id": f"kps-watch-{uuid.uuid4().hex}"}
+            {**confluent_config(settings.broker), "group.id": f"kps-watch-{uuid.uuid4().hex}"}
         )
         topic = settings.topic("shard")
         self.consumer.assign(
@@ -68,9 +69,7 @@ class PushWatcher:
 
 def _committed(settings: JobSettings) -> dict[int, int]:
     topic = settings.topic("shard")
-    consumer = Consumer(
-        {"bootstrap.servers": settings.broker, "group.id": settings.group("server")}
-    )
+    consumer = Consumer({**confluent_config(settings.broker), "group.id": settings.group("server")})
     try:
         committed = consumer.committed(
             [TopicPartition(topic, p) for p in range(settings.shards)], 10

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from app.security import confluent_config
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -37,7 +39,7 @@ class TopicMismatchError(RuntimeError):
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
     """Create the topics that are missing; verify the partition counts of those that exist."""
     specs = list(specs)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(confluent_config(bootstrap))
     existing = admin.list_topics(timeout=timeout).topics
     missing = [spec for spec in specs if spec.name not in existing]
     if missing:
@@ -75,7 +77,7 @@ def _await_metadata(admin: AdminClient, specs: list[TopicSpec], timeout: float) 
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(confluent_config(bootstrap))
     names = list(names)
     if not names:
         return

@@ -29,11 +29,13 @@ from app.batches import encode_batch
 from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.model_export import export_npz
+from app.preflight import require_access
 from app.records import BadRecordError, encode_record
+from app.security import confluent_config
 from app.settings import JobSettings
 from app.termination import Termination, end_offsets
 from app.warm_start import load_warm_start
-from app.worker import WorkerProcess
+from app.worker import WorkerProcess, job_access
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
@@ -112,7 +114,7 @@ def prediction_rows(
 def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, float | None]:
     """Progressive loss over every prediction the job published."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.broker, "group.id": f"kps-summary-{uuid.uuid4().hex}"}
+        {**confluent_config(settings.broker), "group.id": f"kps-summary-{uuid.uuid4().hex}"}
     )
     topic = settings.topic("predictions")
     ends = {}
@@ -159,6 +161,10 @@ def _print_metrics(consumer: Consumer) -> None:
             print(f"  metrics: {shown}", flush=True)
 
 
+#: The processes of a job, in the order they stop.
+JOB_ROLES = ("worker", "server")
+
+
 def job_processes(
     settings: JobSettings, workers: int, servers: int, logs: Path
 ) -> list[WorkerProcess]:
@@ -172,7 +178,7 @@ def job_processes(
             settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
             logs / f"{job}-{i}.log",
         )
-        for job, count in (("worker", workers), ("server", servers))
+        for job, count in zip(JOB_ROLES, (workers, servers), strict=True)
         for i in range(count)
     ]
 
@@ -198,6 +204,9 @@ def run_job(
     the model to ``settings.export_on_exit`` if set; a job that failed writes nothing, so
     it never replaces a good file with a broken model.
     """
+    # Before any process starts or topic is created: a principal without the ACLs the job
+    # needs is told so in one line, and nothing is written.
+    require_access(settings.broker, job_access(settings, JOB_ROLES), settings.connect_timeout)
     processes = job_processes(settings, workers, servers, logs or settings.data_dir)
     ended = False
     try:
@@ -288,7 +297,7 @@ def _follow(
     """Print the job's metrics until everything produced is learned and applied."""
     metrics = Consumer(
         {
-            "bootstrap.servers": settings.broker,
+            **confluent_config(settings.broker),
             "group.id": f"{settings.app_id}-cli",
             "auto.offset.reset": "earliest",
         }

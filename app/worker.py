@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 from agents.jobs import JOBS
 from app.faust_app import create_app
 from app.input_schema import with_input_schema
+from app.preflight import Access
 from app.settings import JobSettings
 from app.stopping import BoundedWorker
 from app.topics import ensure_topics
@@ -46,6 +48,13 @@ def run_worker(job: str, settings: JobSettings) -> None:
             state.release()
         raise
     state.release()
+
+
+def job_access(settings: JobSettings, jobs: Iterable[str]) -> Access:
+    """The topics and consumer groups the processes of ``jobs`` use."""
+    topics = tuple(dict.fromkeys(spec.name for job in jobs for spec in JOBS[job].topics(settings)))
+    groups = tuple(dict.fromkeys(JOBS[job].group(settings) for job in jobs))
+    return Access(read=topics, write=topics, groups=groups)
 
 
 def settings_env(settings: JobSettings) -> dict[str, str]:

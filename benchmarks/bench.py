@@ -33,10 +33,11 @@ from typing import Any, TypeVar
 
 from agents.api import Task
 from agents.jobs import ps_topics
-from app.cli_errors import BrokerError, require_broker
+from app.cli_errors import BrokerError
 from app.client import Record, produce
 from app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
 from app.local_kafka import LocalKafka
+from app.preflight import require_broker
 from app.settings import JobSettings
 from app.termination import end_offsets, wait_until_learned
 from app.topics import delete_topics, ensure_topics

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.security import KafkaSecurity
 from app.settings import JobSettings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
@@ -50,7 +51,8 @@ def test_the_compose_check_does_fail_a_bad_file(tmp_path: Path) -> None:
 def test_compose_passes_every_setting_but_the_per_process_instance_id() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
     environment = compose["x-kps-environment"]
-    expected = {f"KPS_{name.upper()}" for name in JobSettings.model_fields} - {"KPS_INSTANCE_ID"}
+    fields = [*JobSettings.model_fields, *KafkaSecurity.model_fields]
+    expected = {f"KPS_{name.upper()}" for name in fields} - {"KPS_INSTANCE_ID"}
     assert set(environment) == expected
     for role in ("server", "worker", "producer", "model"):
         assert compose["services"][role]["environment"] == environment
