@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure
+from app.cli_settings import add_setting_flags, given_settings
 from app.config import CONFIG_VARIABLE
 from app.local_kafka import LocalKafka
 from app.preflight import Access, require_access, require_broker
@@ -41,16 +41,20 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0 if status.running else EXIT_NOT_RUNNING
 
 
-def _model_params(text: str | None) -> dict[str, object] | None:
-    if text is None:
-        return None
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"--model-params is not JSON: {error}") from None
-    if not isinstance(params, dict):
-        raise UsageError(f"--model-params must be a JSON object, got {text!r}")
-    return params
+#: The settings ``kps train`` and ``kps demo`` take as flags.
+TRAIN_FLAGS = (
+    "model",
+    "model_params",
+    "batch_size",
+    "partitions",
+    "shards",
+    "consistency",
+    "publish_interval",
+    "export_on_exit",
+    "warm_start",
+)
+#: The settings ``kps produce`` takes as flags.
+PRODUCE_FLAGS = ("input_topic", "partitions")
 
 
 def _check_model(model: str, params: dict[str, object]) -> None:
@@ -72,31 +76,12 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from app.stopping import bound_sigterm
-    from app.train import DEFAULT_MODELS, DEFAULT_PARAMS, Stopped, run_training, stop_on_sigterm
+    from app.train import Stopped, run_training, stop_on_sigterm, training_settings
 
-    overrides: dict[str, object] = {
-        name: value
-        for name, value in (
-            ("batch_size", args.batch_size),
-            ("partitions", args.partitions),
-            ("shards", args.shards),
-            ("export_on_exit", args.export_on_exit),
-            ("warm_start", args.warm_start),
-        )
-        if value is not None
-    }
-    if args.model:
-        overrides["model"] = args.model
-    params = _model_params(args.model_params)
-    if params is not None:
-        overrides["model_params"] = params
-    settings = JobSettings()
-    if args.model or params is not None:
-        if args.until_end:
-            model, base = settings.model, settings.model_params
-        else:
-            model, base = DEFAULT_MODELS[args.dataset], DEFAULT_PARAMS.get(args.dataset, {})
-        _check_model(args.model or model, base if params is None else params)
+    configured = JobSettings(**given_settings(args))
+    settings = configured if args.until_end else training_settings(args.dataset, configured)
+    if {"model", "model_params"} & configured.model_fields_set:
+        _check_model(settings.model, settings.model_params)
     require_broker(settings.broker, settings.connect_timeout)
     stop_on_sigterm()
     bound_sigterm(settings.stop_timeout + 1.0)
@@ -105,13 +90,10 @@ def _train(args: argparse.Namespace) -> int:
             from agents.jobs import load_logic
             from app.train import run_job
 
-            settings = settings.model_copy(update=overrides)
             task = load_logic(settings.model, settings.model_params).task
             summary = run_job(settings, None, task, args.workers, args.servers)
         else:
-            summary = run_training(
-                args.dataset, args.workers, args.servers, args.limit, **overrides
-            )
+            summary = run_training(args.dataset, settings, args.workers, args.servers, args.limit)
     except (Stopped, KeyboardInterrupt):
         print("stopped before the end of the input", flush=True)
         return 0
@@ -133,9 +115,8 @@ def _produce(args: argparse.Namespace) -> int:
     from app.topics import TopicSpec, ensure_topics
     from app.train import batched_training_records, training_records
 
-    settings = JobSettings()
-    topic = args.topic or settings.input_topic
-    partitions = args.partitions or settings.partitions
+    settings = JobSettings(**given_settings(args))
+    topic, partitions = settings.input_topic, settings.partitions
     source = None
     if args.file:
         numeric = None if args.numeric is None else [n for n in args.numeric.split(",") if n]
@@ -290,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train on a data set end to end"),
         ("demo", "the main job: flights on two worker processes"),
     ]:
-        train = commands.add_parser(name, help=help_text)
+        train = commands.add_parser(
+            name,
+            help=help_text,
+            epilog="Flags that set a KPS_* setting win over the environment, which wins over "
+            "the settings file. A data set brings its own model and, for that model, its "
+            "hyper-parameters (flights: logreg_ftrl with crosses; ml-100k, ml-1m: mf) unless "
+            "--model or --model-params (or their KPS_* settings) are set.",
+        )
         train.add_argument("--dataset", default="flights", choices=sorted(DATASETS))
         train.add_argument(
             "--until-end",
@@ -300,25 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--workers", type=int, default=2, help="worker processes")
         train.add_argument("--servers", type=int, default=1, help="server (shard) processes")
         train.add_argument("--limit", type=int, default=None)
-        train.add_argument("--model", default=None, help="model name or package.module:factory")
-        train.add_argument("--model-params", default=None, help="JSON hyper-parameters")
-        train.add_argument(
-            "--batch-size", type=int, default=None, help="records per mini-batch (default 1024)"
-        )
-        train.add_argument("--partitions", type=int, default=None, help="training partitions (2)")
-        train.add_argument("--shards", type=int, default=None, help="parameter shards (4)")
-        train.add_argument(
-            "--export-on-exit",
-            default=None,
-            metavar="PATH",
-            help="write the model to this .npz when the job ends or is stopped (SIGTERM)",
-        )
-        train.add_argument(
-            "--warm-start",
-            default=None,
-            metavar="SOURCE",
-            help="start parameters from a .npz file or topic:<model-updates topic>",
-        )
+        add_setting_flags(train, TRAIN_FLAGS)
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser(
@@ -344,16 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--skip-bad", action="store_true", help="files: leave out bad rows and count them"
     )
-    produce.add_argument("--topic", default=None, help="default: KPS_INPUT_TOPIC")
     produce.add_argument(
         "--one-per-message",
         action="store_true",
         help="one JSON record per Kafka message instead of kps-batch messages of 1000",
     )
-    produce.add_argument(
-        "--partitions", type=int, default=None, help="of a new topic; default: KPS_PARTITIONS"
-    )
     produce.add_argument("--limit", type=int, default=None)
+    add_setting_flags(produce, PRODUCE_FLAGS, aliases={"input_topic": "--topic"})
     produce.set_defaults(handler=_produce)
 
     status = commands.add_parser("status", help="the live job (KPS_APP_ID), refreshing")

@@ -80,8 +80,15 @@ class JobSettings(FileSettings):
     broker: str = "127.0.0.1:9092"
     app_id: str = "kafka-ps"
     data_dir: Path = Field(default_factory=lambda: state_dir() / "data")
-    input_topic: str = "kps-training"
-    partitions: int = 4
+    input_topic: str = Field(
+        default="kps-training", description="the training topic, which producers write"
+    )
+    partitions: int = Field(
+        default=2,
+        ge=1,
+        description="training partitions: logical workers, and partitions of the input, "
+        "replies and predictions topics",
+    )
     #: Static group membership (KIP-345): a process restarted with the same id takes its
     #: partitions back at once, without a rebalance. Unique per process; None: dynamic.
     instance_id: str | None = None
@@ -100,20 +107,32 @@ class JobSettings(FileSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
     fetch_max_wait_ms: int = 10
-    #: Server shards: partitions of the shard topic and of the parameter table.
-    shards: int = 4
-    model: str = "logreg_ftrl"
-    #: The model's hyper-parameters, as JSON in KPS_MODEL_PARAMS.
-    model_params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = 1024
+    shards: int = Field(
+        default=4,
+        ge=1,
+        description="server shards: partitions of the shard topic and of the parameter table",
+    )
+    model: str = Field(
+        default="logreg_ftrl",
+        description="a built-in model (logreg_ftrl, linear, passive_aggressive, mf, mlp) "
+        "or package.module:factory",
+    )
+    model_params: dict[str, Any] = Field(
+        default_factory=dict, description="the model's hyper-parameters, a JSON object"
+    )
+    batch_size: int = Field(default=1024, ge=1, description="records per mini-batch")
     #: K: pull requests one logical worker may have unanswered at once (one per shard
     #: it reads per mini-batch); shards hold at most K pulls per worker.
     max_pulls_in_flight: int = Field(default=8, ge=1)
     #: Seconds a worker waits for a pull reply before it asks again.
     pull_timeout: float = 10.0
-    #: Seconds between a shard's flushes: its changed pages to the table (and changelog),
-    #: its changed parameters to model-updates; pushes are acknowledged after the flush.
-    publish_interval: float = Field(default=0.25, gt=0)
+    publish_interval: float = Field(
+        default=0.25,
+        gt=0,
+        description="seconds between a shard's flushes of its changed pages to the table "
+        "and of its changed parameters to model-updates; pushes are acknowledged after "
+        "the flush",
+    )
     #: Pack one-record input messages many to a message before the workers read them
     #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.
     pack_input: bool = True
@@ -126,18 +145,25 @@ class JobSettings(FileSettings):
     push_dtype: Literal["float64", "float16"] = "float64"
     #: Keys per page of a shard's parameters: the unit of table writes (tables/pages.py).
     page_size: int = Field(default=1024, ge=1)
-    #: Consistency model: "asp", "bsp" or "ssp:<s>" (see tables/clocks.py).
-    consistency: str = "asp"
+    consistency: str = Field(
+        default="asp",
+        description="asp, bsp or ssp:<s>: asynchronous, bulk-synchronous, or workers at most "
+        "s clocks apart (tables/clocks.py)",
+    )
     #: Seconds without a mini-batch after which an idle logical worker's clock advances.
     idle_interval: float = 0.2
     #: Records per progressive-metrics window.
     metrics_window: int = 10_000
-    #: Where parameters start from instead of their initialisers: a ``.npz`` file (as
-    #: ``kps model`` writes) or ``topic:<model-updates topic>``; empty for none.
-    warm_start: str = ""
-    #: A ``.npz`` file that ``kps train`` writes the final model to when the job ends or
-    #: is stopped (SIGTERM, Ctrl-C); empty for none.
-    export_on_exit: str = ""
+    warm_start: str = Field(
+        default="",
+        description="start parameters from a .npz file (as kps model writes) or "
+        "topic:<model-updates topic> instead of their initialisers",
+    )
+    export_on_exit: str = Field(
+        default="",
+        description="a .npz file kps train writes the model to when the job ends or is "
+        "stopped (SIGTERM, Ctrl-C)",
+    )
     #: Seconds between a process's reports of its dead-letter counts (sent only on change).
     metrics_interval: float = 5.0
     #: Predict records without a label instead of sending them to dead letters.

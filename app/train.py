@@ -321,29 +321,41 @@ def _follow(
             termination.close()
 
 
+def training_settings(dataset: str, configured: JobSettings) -> JobSettings:
+    """``kps train``'s job for ``dataset``: a fresh app id, input topic and data directory,
+    and ``configured`` settings otherwise.
+
+    The data set's model stands in for the model's default when no model is configured,
+    and its hyper-parameters go with its own model when none are configured."""
+    run = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    given = configured.model_fields_set
+    model = configured.model if "model" in given else DEFAULT_MODELS[dataset]
+    params = configured.model_params
+    if "model_params" not in given and model == DEFAULT_MODELS[dataset]:
+        params = DEFAULT_PARAMS.get(dataset, {})
+    update = {
+        "app_id": run,
+        "input_topic": f"{run}-input",
+        "data_dir": configured.data_dir / run,
+        "model": model,
+        "model_params": params,
+    }
+    return configured.model_copy(update=update)
+
+
 def run_training(
     dataset: str,
+    settings: JobSettings,
     workers: int = 2,
     servers: int = 1,
     limit: int | None = None,
-    **overrides: object,
 ) -> Summary:
-    """``kps train``: a named data set through a fresh job on the configured broker."""
-    spec = DATASETS[dataset]
-    run = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    settings = JobSettings.for_run(
-        run,
-        JobSettings().data_dir / run,
-        model=DEFAULT_MODELS[dataset],
-        model_params=DEFAULT_PARAMS.get(dataset, {}),
-        metrics_window=20_000,
-        partitions=2,
-        shards=4,
-        batch_size=1024,
-    ).model_copy(update=overrides)
+    """``kps train``: a named data set through the job ``settings`` (:func:`training_settings`)
+    on the configured broker."""
     print(
-        f"job {run}: {workers} worker and {servers} server processes, "
+        f"job {settings.app_id}: {workers} worker and {servers} server processes, "
         f"{settings.partitions} training partitions, {settings.shards} shards, "
         f"model {settings.model}"
     )
-    return run_job(settings, load(dataset, limit=limit), spec.task, workers, servers)
+    task = DATASETS[dataset].task
+    return run_job(settings, load(dataset, limit=limit), task, workers, servers)

@@ -37,8 +37,8 @@ def kps(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--model-params", "{bad"], "--model-params is not JSON"),
-        (["train", "--model-params", "[1]"], "must be a JSON object"),
+        (["train", "--model-params", "{bad"], "--model-params: '{bad' is not JSON"),
+        (["train", "--model-params", "[1]"], "Input should be a valid dictionary"),
         (["train", "--model", "nope"], "unknown model 'nope'"),
         (["train", "--model-params", '{"bogus": 1}'], "bad hyper-parameters"),
         (["train", "--model", "no_such_module:factory"], "No module named"),

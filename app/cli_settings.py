@@ -1,0 +1,109 @@
+"""Command-line flags generated from a settings model, so that a flag's help, default and
+effect are the setting's own and cannot drift from it.
+
+Field ``batch_size`` of :class:`app.settings.JobSettings` becomes ``--batch-size``, typed and
+checked by the model's own validation, with the field's description, its default and its
+environment variable as help. A flag that is given wins over the environment, which wins
+over the settings file, which wins over the model's default (:mod:`app.config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, get_origin
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+from app.settings import JobSettings
+
+#: Where a subcommand's namespace lists the settings its flags set.
+SETTINGS_FLAGS = "setting_flags"
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of setting ``name``: ``batch_size`` is ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(settings_cls: type[BaseSettings], name: str) -> str:
+    """The environment variable of setting ``name``: ``KPS_BATCH_SIZE``."""
+    return f"{settings_cls.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def shown_default(field: FieldInfo) -> str:
+    """A field's default as a user would write it on the command line."""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value) if value != "" else "none"
+
+
+def add_setting_flags(
+    parser: argparse.ArgumentParser,
+    names: Iterable[str],
+    aliases: Mapping[str, str] | None = None,
+    settings_cls: type[BaseSettings] = JobSettings,
+) -> None:
+    """Add a flag to ``parser`` for each setting in ``names`` of ``settings_cls``.
+
+    Parameters
+    ----------
+    parser
+        The (sub)command's parser.
+    names
+        Field names of ``settings_cls``.
+    aliases
+        Another flag for a setting, by field name (``{"input_topic": "--topic"}``).
+    settings_cls
+        The settings model the flags come from.
+    """
+    names = tuple(names)
+    for name in names:
+        field = settings_cls.model_fields[name]
+        if not field.description:
+            raise ValueError(f"{settings_cls.__name__}.{name} has no description for its --help")
+        extra = (aliases or {}).get(name)
+        parser.add_argument(
+            flag_name(name),
+            *([extra] if extra else []),
+            dest=name,
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            type=_converter(settings_cls, name, field),
+            help=(
+                f"{field.description} (default: {shown_default(field)}; "
+                f"env {env_name(settings_cls, name)})"
+            ).replace("%", "%%"),
+        )
+    parser.set_defaults(**{SETTINGS_FLAGS: names})
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives: only the generated flags that were used."""
+    return {name: getattr(args, name) for name in getattr(args, SETTINGS_FLAGS, ()) if name in args}
+
+
+def _converter(settings_cls: type[BaseSettings], name: str, field: FieldInfo) -> Any:
+    """An argparse ``type`` that checks a flag's text as the model checks the setting."""
+    is_json = get_origin(field.annotation) in (dict, list)
+
+    def convert(text: str) -> Any:
+        try:
+            value = json.loads(text) if is_json else text
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"{text!r} is not JSON: {error}") from None
+        # Checked alone: neither the environment nor the file's other settings take part.
+        checked = settings_cls.model_construct()
+        try:
+            settings_cls.__pydantic_validator__.validate_assignment(checked, name, value)
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: {reason}") from None
+        return getattr(checked, name)
+
+    convert.__name__ = name
+    return convert
