@@ -6,7 +6,7 @@ code    meaning
 0       success
 1       ``kps kafka``: the local broker could not be fetched, started or stopped
 2       a bad command line or setting: an unknown option, ``--model-params`` that is not
-        JSON, an unknown model or hyper-parameter, a bad ``KPS_*`` or settings-file value,
+        JSON, an unknown model or hyper-parameter, a bad flag, ``KPS_*`` or settings-file value,
         a missing settings file, a topic whose partition count differs from the job's
 3       ``kps kafka status``: the local broker is not running
 4       bad input data: a missing or unreadable file, an unknown format, a missing label

@@ -1,9 +1,9 @@
 """An optional TOML settings file: ``kps --config PATH`` or ``KPS_CONFIG=PATH``.
 
-Settings come, highest first, from the values a program passes, ``KPS_*`` environment
-variables, the file, and the defaults. The file holds a ``[job]`` table with
-:class:`app.settings.JobSettings` fields, a ``[kafka]`` table with
-:class:`app.settings.LocalKafkaSettings` fields and a ``[security]`` table with
+Settings come, highest first, from the values a program passes (the command line's setting
+flags, :mod:`app.cli_settings`), ``KPS_*`` environment variables, the file, and the defaults.
+The file holds a ``[job]`` table with :class:`app.settings.JobSettings` fields, a ``[kafka]``
+table with :class:`app.settings.LocalKafkaSettings` fields and a ``[security]`` table with
 :class:`app.security.KafkaSecurity` fields, by their field names::
 
     [job]
