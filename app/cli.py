@@ -274,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         train = commands.add_parser(
             name,
             help=help_text,
-            epilog="Flags that set a KPS_* setting win over the environment, which wins over "
-            "the settings file. A data set brings its own model and, for that model, its "
-            "hyper-parameters (flights: logreg_ftrl with crosses; ml-100k, ml-1m: mf) unless "
-            "--model or --model-params (or their KPS_* settings) are set.",
+            epilog="A flag that sets a KPS_* setting wins over the environment, which wins "
+            "over the settings file, which wins over the default. Without --until-end, the "
+            "data set's own model is used when no model is configured, with the data set's "
+            "hyper-parameters for it unless model parameters are configured.",
         )
         train.add_argument("--dataset", default="flights", choices=sorted(DATASETS))
         train.add_argument(
