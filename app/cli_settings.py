@@ -1,10 +1,10 @@
-"""Command-line flags generated from a settings model, so that a flag's help, default and
-effect are the setting's own and cannot drift from it.
+"""Command-line flags generated from :class:`app.settings.JobSettings`, so that a flag's help,
+default and effect are the setting's own and cannot drift from it.
 
-Field ``batch_size`` of :class:`app.settings.JobSettings` becomes ``--batch-size``, typed and
-checked by the model's own validation, with the field's description, its default and its
-environment variable as help. A flag that is given wins over the environment, which wins
-over the settings file, which wins over the model's default (:mod:`app.config`).
+Field ``batch_size`` becomes ``--batch-size``, typed and checked by the model's own
+validation, with the field's description, its default and its environment variable as help.
+A flag that is given wins over the environment, which wins over the settings file, which wins
+over the model's default (:mod:`app.config`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any, get_origin
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
 
 from app.settings import JobSettings
 
@@ -29,9 +28,9 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def env_name(settings_cls: type[BaseSettings], name: str) -> str:
+def env_name(name: str) -> str:
     """The environment variable of setting ``name``: ``KPS_BATCH_SIZE``."""
-    return f"{settings_cls.model_config.get('env_prefix', '')}{name}".upper()
+    return f"{JobSettings.model_config.get('env_prefix', '')}{name}".upper()
 
 
 def shown_default(field: FieldInfo) -> str:
@@ -46,26 +45,23 @@ def add_setting_flags(
     parser: argparse.ArgumentParser,
     names: Iterable[str],
     aliases: Mapping[str, str] | None = None,
-    settings_cls: type[BaseSettings] = JobSettings,
 ) -> None:
-    """Add a flag to ``parser`` for each setting in ``names`` of ``settings_cls``.
+    """Add a flag to ``parser`` for each of the job settings ``names``.
 
     Parameters
     ----------
     parser
         The (sub)command's parser.
     names
-        Field names of ``settings_cls``.
+        Field names of :class:`app.settings.JobSettings`.
     aliases
         Another flag for a setting, by field name (``{"input_topic": "--topic"}``).
-    settings_cls
-        The settings model the flags come from.
     """
     names = tuple(names)
     for name in names:
-        field = settings_cls.model_fields[name]
+        field = JobSettings.model_fields[name]
         if not field.description:
-            raise ValueError(f"{settings_cls.__name__}.{name} has no description for its --help")
+            raise ValueError(f"JobSettings.{name} has no description for its --help")
         extra = (aliases or {}).get(name)
         parser.add_argument(
             flag_name(name),
@@ -73,10 +69,9 @@ def add_setting_flags(
             dest=name,
             default=argparse.SUPPRESS,
             metavar=name.upper(),
-            type=_converter(settings_cls, name, field),
+            type=_converter(name, field),
             help=(
-                f"{field.description} (default: {shown_default(field)}; "
-                f"env {env_name(settings_cls, name)})"
+                f"{field.description} (default: {shown_default(field)}; env {env_name(name)})"
             ).replace("%", "%%"),
         )
     parser.set_defaults(**{SETTINGS_FLAGS: names})
@@ -87,7 +82,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in getattr(args, SETTINGS_FLAGS, ()) if name in args}
 
 
-def _converter(settings_cls: type[BaseSettings], name: str, field: FieldInfo) -> Any:
+def _converter(name: str, field: FieldInfo) -> Any:
     """An argparse ``type`` that checks a flag's text as the model checks the setting."""
     is_json = get_origin(field.annotation) in (dict, list)
 
@@ -97,13 +92,12 @@ def _converter(settings_cls: type[BaseSettings], name: str, field: FieldInfo) ->
         except json.JSONDecodeError as error:
             raise argparse.ArgumentTypeError(f"{text!r} is not JSON: {error}") from None
         # Checked alone: neither the environment nor the file's other settings take part.
-        checked = settings_cls.model_construct()
+        checked = JobSettings.model_construct()
         try:
-            settings_cls.__pydantic_validator__.validate_assignment(checked, name, value)
+            JobSettings.__pydantic_validator__.validate_assignment(checked, name, value)
         except ValidationError as error:
             reason = error.errors()[0]["msg"]
             raise argparse.ArgumentTypeError(f"{text!r} is not valid: {reason}") from None
         return getattr(checked, name)
 
-    convert.__name__ = name
     return convert
