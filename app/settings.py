@@ -114,8 +114,7 @@ class JobSettings(FileSettings):
     )
     model: str = Field(
         default="logreg_ftrl",
-        description="a built-in model (logreg_ftrl, linear, passive_aggressive, mf, mlp) "
-        "or package.module:factory",
+        description="a built-in model's name (agents/models) or package.module:factory",
     )
     model_params: dict[str, Any] = Field(
         default_factory=dict, description="the model's hyper-parameters, a JSON object"
