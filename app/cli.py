@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ def _produce(args: argparse.Namespace) -> int:
     from app.client import produce
     from app.datasets import load
     from app.input_schema import schema_topic, write_numeric
+    from app.progress import tracked
     from app.sources import read_file
     from app.topics import TopicSpec, ensure_topics
     from app.train import batched_training_records, training_records
@@ -137,9 +138,10 @@ def _produce(args: argparse.Namespace) -> int:
     ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
     if source is not None:
         write_numeric(settings.broker, topic, source.numeric)
-    counted = _Counted(records)
+    total = len(records) if isinstance(records, Sized) else None
+    counted = _Counted(tracked(records, "producing records", total))
     if args.one_per_message:
-        sent = produce(settings.broker, topic, training_records(counted, partitions, 10_000))
+        sent = produce(settings.broker, topic, training_records(counted, partitions))
         shape = "one per message"
     else:
         sent = produce(settings.broker, topic, batched_training_records(counted, partitions))

@@ -16,6 +16,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from app.progress import tracked
 from app.security import confluent_config
 
 #: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
@@ -102,10 +103,14 @@ def read_all(
         consumer.close()
 
 
-def read_latest(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[bytes, bytes]:
-    """The latest value of every key in ``topic`` up to its current end; tombstones delete."""
+def read_latest(
+    bootstrap: str, topic: str, timeout: float = 60.0, progress: str | None = None
+) -> dict[bytes, bytes]:
+    """The latest value of every key in ``topic`` up to its current end; tombstones delete.
+    With ``progress``, the records read are counted on a bar of that name."""
     latest: dict[bytes, bytes] = {}
-    for message in read_all(bootstrap, topic, timeout=timeout):
+    messages = read_all(bootstrap, topic, timeout=timeout)
+    for message in tracked(messages, progress) if progress else messages:
         key, value = message.key(), message.value()
         if value is None:
             latest.pop(key, None)

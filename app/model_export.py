@@ -14,12 +14,12 @@ from tables.codec import decode_record
 from tables.pages import params_in_table
 
 
-def read_model(bootstrap: str, topic: str) -> dict[bytes, np.ndarray]:
+def read_model(bootstrap: str, topic: str, progress: str | None = None) -> dict[bytes, np.ndarray]:
     """The latest value of every parameter published to ``topic`` (a model-updates
-    topic; its ``__marks__`` records are left out)."""
+    topic; its ``__marks__`` records are left out); ``progress`` names a progress bar."""
     return {
         key: np.array(decode_record(value).value)
-        for key, value in read_latest(bootstrap, topic).items()
+        for key, value in read_latest(bootstrap, topic, progress=progress).items()
         if value is not None and not is_reserved(key)
     }
 
@@ -49,6 +49,6 @@ def export_npz(
 ) -> int:
     """Write the model published to ``topic`` over ``base`` (a warm start's values: the
     topic carries only the parameters its job changed); return the number of parameters."""
-    model = {**(base or {}), **read_model(bootstrap, topic)}
+    model = {**(base or {}), **read_model(bootstrap, topic, f"reading {topic}")}
     write_npz(model, path)
     return len(model)

@@ -113,6 +113,12 @@ class Termination:
             return False
         return True
 
+    def progress(self) -> tuple[int, int]:
+        """Input messages learned so far, and how many there are to learn."""
+        covered = self.watcher.covered
+        learned = sum(min(covered[p] + 1, end) for p, end in self.ends.items())
+        return learned, sum(self.ends.values())
+
     def close(self) -> None:
         self.watcher.close()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from app.client import Record, produce
 from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from app.model_export import export_npz
 from app.preflight import require_access
+from app.progress import ProgressBar
 from app.records import BadRecordError, encode_record
 from app.security import confluent_config
 from app.settings import JobSettings
@@ -45,11 +45,8 @@ DEFAULT_PARAMS: dict[str, dict[str, object]] = {
 }
 
 
-def training_records(
-    records: Iterable[Mapping[str, Any]], partitions: int, progress_every: int = 0
-) -> Iterator[Record]:
+def training_records(records: Iterable[Mapping[str, Any]], partitions: int) -> Iterator[Record]:
     """Time-ordered records dealt round-robin, so every partition stays in time order."""
-    count = 0
     for count, fields in enumerate(records, 1):
         key = fields.get("key")
         try:
@@ -57,10 +54,6 @@ def training_records(
         except (BadRecordError, TypeError) as error:
             raise ValueError(f"record {count}: {error}") from None
         yield (key.encode() if key else None), value, (count - 1) % partitions
-        if progress_every and count % progress_every == 0:
-            print(f"\r  produced {count:>10,} records", end="", file=sys.stderr, flush=True)
-    if progress_every:
-        print(f"\r  produced {count:>10,} records", file=sys.stderr, flush=True)
 
 
 #: Records per ``kps-batch`` message that :func:`batched_training_records` writes.
@@ -211,7 +204,7 @@ def run_job(
     ended = False
     try:
         if feed is None and records is not None:
-            feed = training_records(records, settings.partitions, 50_000)
+            feed = training_records(records, settings.partitions)
         seconds = _learn(settings, feed, processes)
         ended = True
     except (Stopped, KeyboardInterrupt):
@@ -305,14 +298,17 @@ def _follow(
     metrics.subscribe([settings.topic("metrics")])
     termination = Termination(settings, ends) if ends is not None else None
     try:
-        while termination is None or not termination.step():
-            _print_metrics(metrics)
-            for process in processes:
-                if not process.running:
-                    raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
-            if termination is None and feeder is not None and not feeder.is_alive():
-                ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
-                termination = Termination(settings, ends)
+        with ProgressBar("learning (input messages)") as bar:
+            while termination is None or not termination.step():
+                if termination is not None:
+                    bar.update(*termination.progress())
+                _print_metrics(metrics)
+                for process in processes:
+                    if not process.running:
+                        raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
+                if termination is None and feeder is not None and not feeder.is_alive():
+                    ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+                    termination = Termination(settings, ends)
     finally:
         metrics.close()
         if feeder is not None:

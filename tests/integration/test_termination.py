@@ -10,6 +10,7 @@ from agents.jobs import ps_topics
 from app.client import produce
 from app.datasets import flights
 from app.settings import JobSettings
+from app.termination import Termination, end_offsets
 from app.topics import ensure_topics
 from app.train import training_records
 
@@ -48,3 +49,11 @@ def test_train_until_end_learns_the_topic_and_exits(job_settings: JobSettings) -
     summary = done.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"done: {RECORDS:,} records"), summary
     assert "progressive logloss" in summary
+    # The job's pushes cover the whole topic: the progress bar's figures end at the total.
+    termination = Termination(settings, end_offsets(settings.broker, settings.input_topic, 2))
+    try:
+        while not termination.step():
+            pass
+        assert termination.progress() == (RECORDS, RECORDS)
+    finally:
+        termination.close()
