@@ -264,7 +264,12 @@ def consumer_lag(consumer: ConsumerT, topic: str) -> dict[TP, int]:
     the end of the log as the consumer last heard it (no request to the broker)."""
     lag = {}
     for tp in consumer.assignment():
-        end = consumer.highwater(tp) if tp.topic == topic else None
+        if tp.topic != topic:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except (AssertionError, AttributeError):  # revoked since: aiokafka asserts, or has
+            continue  # no assignment in the middle of a rebalance
         read = consumer._read_offset.get(tp)  # Faust keeps no public read position
         if end is not None and read is not None:
             lag[tp] = max(end - read - 1, 0)

@@ -124,12 +124,18 @@ def test_a_server_stops_reporting_the_size_and_clocks_of_a_shard_that_moved() ->
 
 
 def fake_consumer(
-    assigned: dict[TP, tuple[int | None, int | None]],
+    assigned: dict[TP, tuple[int | None, int | None]], revoked: frozenset[TP] = frozenset()
 ) -> SimpleNamespace:
-    """A Faust consumer with ``assigned`` partitions: (highwater, last offset read)."""
+    """A Faust consumer with ``assigned`` partitions: (highwater, last offset read); those
+    ``revoked`` are gone by the time their highwater is asked for."""
+
+    def highwater(tp: TP) -> int | None:
+        assert tp not in revoked, "Partition is not assigned"  # as aiokafka does
+        return assigned[tp][0]
+
     return SimpleNamespace(
         assignment=lambda: set(assigned),
-        highwater=lambda tp: assigned[tp][0],
+        highwater=highwater,
         _read_offset={tp: read for tp, (_, read) in assigned.items() if read is not None},
     )
 
@@ -145,6 +151,11 @@ def test_lag_counts_from_the_last_record_read_to_the_end_of_the_stream_topic() -
         }
     )
     assert consumer_lag(consumer, "in") == {TP("in", 0): 10, TP("in", 1): 0}
+
+
+def test_lag_skips_a_partition_revoked_while_it_is_read() -> None:
+    consumer = fake_consumer({TP("in", 0): (9, 3), TP("in", 1): (9, 3)}, frozenset({TP("in", 1)}))
+    assert consumer_lag(consumer, "in") == {TP("in", 0): 5}
 
 
 def test_lag_of_a_partition_no_longer_assigned_is_dropped() -> None:
