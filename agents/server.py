@@ -181,6 +181,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             else:
                 state.held.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
+            telemetry.push_read(state.shard.shard, event.message.timestamp)
             state.clocks.advance(message.worker, message.clock + 1)
             await accept(state, message, event)
             if consistency.staleness == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
@@ -206,6 +207,13 @@ class ServerTelemetry(ProcessTelemetry):
             Counter, "keys_applied", "Keys changed by pushes (replayed pages not counted)", shard
         )
         pulls = self.metric(Counter, "pulls_answered", "Pull requests answered", shard)
+        push = self.metric(
+            Histogram,
+            "push_seconds",
+            "From a worker producing a push to this shard reading it (its Kafka timestamp)",
+            shard,
+            buckets=LATENCY_BUCKETS,
+        )
         flush = self.metric(
             Histogram,
             "flush_seconds",
@@ -226,11 +234,18 @@ class ServerTelemetry(ProcessTelemetry):
         self._pushes = functools.cache(lambda p: pushes.labels(job, str(p)))
         self._keys_applied = functools.cache(lambda p: keys_applied.labels(job, str(p)))
         self._pulls = functools.cache(lambda p: pulls.labels(job, str(p)))
+        self._push = functools.cache(lambda p: push.labels(job, str(p)))
         self._flush = functools.cache(lambda p: flush.labels(job, str(p)))
         self._written = functools.cache(lambda p: written.labels(job, str(p)))
 
     def answered(self, shard: int) -> None:
         self._pulls(shard).inc()
+
+    def push_read(self, shard: int, produced: float | None) -> None:
+        """A push produced at ``produced`` (seconds since the epoch, if the message has a
+        timestamp) was read now."""
+        if produced is not None:
+            self._push(shard).observe(max(time.time() - produced, 0.0))
 
     def applied(self, shard: int, result: PushResult) -> None:
         self._pushes(shard).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -89,6 +90,8 @@ def test_a_server_counts_pushes_and_pulls_and_reports_each_flush() -> None:
     telemetry.applied(3, PushResult(applied=5, skipped=1))
     telemetry.applied(3, PushResult(applied=2, skipped=0))
     telemetry.answered(3)
+    telemetry.push_read(3, time.time() - 0.5)
+    telemetry.push_read(3, None)  # a message without a timestamp
     shard = shard_with_keys(5)
     table: dict[bytes, bytes] = {}
     written = shard.flush(table)
@@ -98,6 +101,8 @@ def test_a_server_counts_pushes_and_pulls_and_reports_each_flush() -> None:
     assert value(telemetry, "kps_server_pushes_applied_total", shard="3") == 2
     assert value(telemetry, "kps_server_keys_applied_total", shard="3") == 7
     assert value(telemetry, "kps_server_pulls_answered_total", shard="3") == 1
+    assert value(telemetry, "kps_server_push_seconds_count", shard="3") == 1
+    assert 0.5 <= value(telemetry, "kps_server_push_seconds_sum", shard="3") < 5
     assert value(telemetry, "kps_server_flush_seconds_count", shard="3") == 2
     assert value(telemetry, "kps_server_flush_seconds_sum", shard="3") == pytest.approx(0.03)
     table_bytes = sum(len(page) for page in table.values())
