@@ -22,6 +22,8 @@ class ProgressiveMetrics:
     correct: int = 0
     window_records: int = 0
     window_loss: float = 0.0
+    #: Samples/s of the last window that ended (NaN before the first).
+    samples_per_s: float = math.nan
     started: float = field(default_factory=time.monotonic)
     window_started: float = field(default_factory=time.monotonic)
 
@@ -53,12 +55,13 @@ class ProgressiveMetrics:
         now = time.monotonic()
         name = "logloss" if self.task == "classification" else "rmse"
         window_mean = self.window_loss / max(self.window_records, 1)
+        self.samples_per_s = self.window_records / max(now - self.window_started, 1e-9)
         report: dict[str, Any] = {
             "worker": worker,
             "records": self.records,
             name: self.loss,
             f"window_{name}": window_mean if name == "logloss" else math.sqrt(window_mean),
-            "samples_per_s": self.window_records / max(now - self.window_started, 1e-9),
+            "samples_per_s": self.samples_per_s,
         }
         if self.task == "classification":
             report["accuracy"] = self.correct / max(self.records, 1)

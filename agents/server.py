@@ -41,6 +41,7 @@ from faust.types import TP
 from agents.api import ParamRegistry, UnknownParameterError
 from agents.dead_letters import DeadLetters, report_counts
 from agents.publisher import ModelPublisher
+from agents.telemetry import ServerTelemetry, serve_metrics
 from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from app.settings import JobSettings
 from tables.clocks import Consistency, PendingPulls, VectorClock
@@ -102,6 +103,8 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     publisher = ModelPublisher(settings)
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "server", dead_letters)
+    telemetry = ServerTelemetry(settings.app_id, dead_letters.counts, settings.partitions)
+    serve_metrics(app, settings, telemetry, shard_topic_name)
 
     consistency = Consistency.parse(settings.consistency)
     workers = range(settings.partitions)
@@ -140,6 +143,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             last_offset=state.marks.get(pull.worker),
         )
         await app.producer.send(reply_topic, None, encode_message(reply), pull.worker, None, None)
+        telemetry.answered(state.shard.shard)
 
     async def accept(state: ShardState, push: PsMessage, event: faust.EventT) -> None:
         """Apply a push exactly once: drop old work (see tables/replay.py); under BSP hold
@@ -177,6 +181,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             else:
                 state.held.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
+            telemetry.push_read(state.shard.shard, event.message.timestamp)
             state.clocks.advance(message.worker, message.clock + 1)
             await accept(state, message, event)
             if consistency.staleness == 0:
@@ -194,9 +199,11 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         if not len(push.keys):
             return
         try:
-            state.shard.push(push.keys, push.values, offset)
+            result = state.shard.push(push.keys, push.values, offset)
         except RejectedPush as error:
             await dead_letters.send(encode_message(push), None, error.reason, str(error), event)
+        else:
+            telemetry.applied(state.shard.shard, result)
 
     async def in_sequence(state: ShardState, event: faust.EventT, stream: faust.StreamT) -> bool:
         """Is ``event`` the next one the state needs? Events already in the table are
@@ -235,17 +242,20 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
 
     async def flush(state: ShardState, stream: faust.StreamT) -> None:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
-        state.shard.flush(table)
+        started = time.monotonic()
+        written = state.shard.flush(table)
         if state.expected is not None:
             state.position.set(state.expected)
         state.book.flush()
         state.durable = state.expected
         publisher.publish(state.shard, marks(state))
+        clocks = [state.clocks.get(w) for w in workers]  # read inside the event, as marks
         for event in state.unacked:
             await stream.ack(event)
         state.unacked.clear()
         state.last_flush = time.monotonic()
         state.tick_sent = False
+        telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
 
     def marks(state: ShardState) -> np.ndarray:
         return np.array([state.marks.get(w) for w in workers], dtype="<i8")
@@ -296,6 +306,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         for tp in revoked:
             if tp.topic == shard_topic_name:
                 states.pop(tp.partition, None)
+                telemetry.forget(tp.partition)
 
     @app.on_partitions_assigned.connect
     async def reload(app: faust.App, assigned: set[TP], **_: object) -> None:

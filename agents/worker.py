@@ -32,6 +32,7 @@ from agents.dead_letters import DeadLetters, Origin, report_counts
 from agents.metrics import ProgressiveMetrics
 from agents.packer import Packer, packs_input, training_topic
 from agents.replies import ReplyRouter
+from agents.telemetry import WorkerTelemetry, serve_metrics
 from app.batches import split_message
 from app.messages import Kind, PsMessage, encode_message
 from app.records import BadRecordError, parse_record
@@ -57,6 +58,7 @@ class KafkaPsClient:
         clock: int,
         in_flight: asyncio.Semaphore,
         held_back: dict[bytes, np.ndarray],
+        telemetry: WorkerTelemetry,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -71,6 +73,7 @@ class KafkaPsClient:
         self.predictions: list[Prediction] = []
         #: Deltas the significance filter held back, per key, for this logical worker.
         self.held_back = held_back
+        self.telemetry = telemetry
 
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         # Checked before asking: a shard never answers a pull of an unknown parameter.
@@ -98,16 +101,20 @@ class KafkaPsClient:
             request = PsMessage(
                 Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id
             )
+            sent = time.monotonic()
             await self.app.producer.send(
                 self.shard_topic, None, encode_message(request), shard, None, None
             )
             try:
-                return await asyncio.wait_for(future, self.settings.pull_timeout)
+                reply = await asyncio.wait_for(future, self.settings.pull_timeout)
             except TimeoutError:
                 self.router.forget(request_id)
                 log.warning(
                     "worker %s: pull from shard %s timed out, asking again", self.worker, shard
                 )
+                continue
+            self.telemetry.pulled(shard, time.monotonic() - sent)
+            return reply
 
     async def shard_state(self) -> list[tuple[int, int]]:
         """This worker's clock and high-water mark as every shard has them (a pull without
@@ -260,13 +267,15 @@ def register_worker(
 
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "worker", dead_letters)
+    telemetry = WorkerTelemetry(settings.app_id, dead_letters.counts, metrics)
+    serve_metrics(app, settings, telemetry, training.get_topic_name())
     in_flight: dict[int, asyncio.Semaphore] = {}
     held_back: dict[int, dict[bytes, np.ndarray]] = {}
 
     def client_for(worker: int, clock: int) -> KafkaPsClient:
         gate = in_flight.setdefault(worker, asyncio.Semaphore(settings.max_pulls_in_flight))
         held = held_back.setdefault(worker, {})
-        return KafkaPsClient(app, settings, registry, router, worker, clock, gate, held)
+        return KafkaPsClient(app, settings, registry, router, worker, clock, gate, held, telemetry)
 
     async def _logic_accepts(
         record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
@@ -407,7 +416,9 @@ def register_worker(
                     unit.raw = [raw for _, raw in kept]
                 records = [record for unit in units for record in unit.records]
                 await logic.on_batch(records, client)
+        sent = time.monotonic()
         await client.flush(units[0].offset, units[-1].offset, bounded)
+        telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
         clocks[worker] = clock + 1
         last_batch[worker] = time.monotonic()
         if client.predictions:

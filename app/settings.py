@@ -167,6 +167,12 @@ class JobSettings(FileSettings):
     metrics_interval: float = 5.0
     #: Predict records without a label instead of sending them to dead letters.
     predict_unlabelled: bool = False
+    #: The port this process serves Prometheus metrics on at ``/metrics`` (agents/telemetry.py);
+    #: 0: none. ``kps train`` gives its processes this port, the next one, and so on.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: The address the metrics port listens on: 0.0.0.0 in a container that is scraped
+    #: from outside.
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("consistency")
     @classmethod

@@ -161,18 +161,29 @@ JOB_ROLES = ("worker", "server")
 def job_processes(
     settings: JobSettings, workers: int, servers: int, logs: Path
 ) -> list[WorkerProcess]:
-    """The job's worker and server processes, each with its own data directory and log.
+    """The job's worker and server processes, each with its own data directory and log, and
+    with ``metrics_port`` set, its own metrics port: that port, the next one, and so on.
 
     Workers come first, so that stopping in this order lets the servers apply and publish
     every push the workers sent."""
+    roles = [
+        (job, i)
+        for job, count in zip(JOB_ROLES, (workers, servers), strict=True)
+        for i in range(count)
+    ]
+    base = settings.metrics_port
     return [
         WorkerProcess(
             job,
-            settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
+            settings.model_copy(
+                update={
+                    "data_dir": settings.data_dir / f"{job}-{i}",
+                    "metrics_port": base + n if base else 0,
+                }
+            ),
             logs / f"{job}-{i}.log",
         )
-        for job, count in zip(JOB_ROLES, (workers, servers), strict=True)
-        for i in range(count)
+        for n, (job, i) in enumerate(roles)
     ]
 
 

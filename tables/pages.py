@@ -229,12 +229,14 @@ def load_slab(table: Mapping[bytes, bytes], shard: int, spec: ParamSpec, page_si
         page += 1
 
 
-def flush_slab(table: MutableMapping[bytes, bytes], shard: int, slab: Slab) -> int:
-    """Write the slab's dirty pages to ``table``; return how many."""
+def flush_slab(table: MutableMapping[bytes, bytes], shard: int, slab: Slab) -> tuple[int, int]:
+    """Write the slab's dirty pages to ``table``; return how many, and their bytes."""
     dirty, slab.dirty = slab.dirty, set()
+    size = 0
     for page, value in slab.pages(dirty):
         table[page_key(shard, slab.spec.name, page)] = value
-    return len(dirty)
+        size += len(value)
+    return len(dirty), size
 
 
 def encode_values(values: np.ndarray, stamps: np.ndarray, rule_id: int = 0) -> list[bytes]:

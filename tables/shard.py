@@ -48,6 +48,14 @@ class PushResult:
     skipped: int
 
 
+@dataclass(frozen=True)
+class FlushResult:
+    """The pages a flush wrote to the table, and their bytes."""
+
+    pages: int
+    bytes: int
+
+
 class Shard:
     """One shard partition's parameters.
 
@@ -82,9 +90,10 @@ class Shard:
             for spec in self.registry.specs.values()
         }
 
-    def flush(self, table: MutableMapping[bytes, bytes]) -> int:
-        """Write the pages changed since the last flush; return how many."""
-        return sum(flush_slab(table, self.shard, slab) for slab in self.slabs.values())
+    def flush(self, table: MutableMapping[bytes, bytes]) -> FlushResult:
+        """Write the pages changed since the last flush."""
+        written = [flush_slab(table, self.shard, slab) for slab in self.slabs.values()]
+        return FlushResult(sum(pages for pages, _ in written), sum(size for _, size in written))
 
     def _group(self, keys: Sequence[bytes]) -> dict[str, tuple[ParamSpec, list[int]]]:
         specs = self.registry.specs

@@ -12,40 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from app.client import produce
-from app.datasets import load
 from app.observe import JobWatcher, learning_curve
 from app.settings import JobSettings
-from app.termination import end_offsets, wait_until_learned
-from app.train import DEFAULT_PARAMS, training_records
 from app.worker import WorkerProcess, settings_env
 from tests.cli import REPO, free_port, run_kps
+from tests.integration.flights_job import RECORDS, learn_flights, watched
 
 pytestmark = pytest.mark.broker
-
-RECORDS = 3000
 
 
 def test_a_running_job_is_seen_by_status_plot_and_exporter(
     job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    settings = job_settings.model_copy(
-        update={
-            "partitions": 2,
-            "shards": 2,
-            "metrics_window": 500,
-            "metrics_interval": 1.0,
-            "model_params": DEFAULT_PARAMS["flights"],
-        }
-    )
-    processes = [worker_factory(job, settings) for job in ("server", "worker")]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.wait_recovered()
-    records = training_records(load("flights", limit=RECORDS), settings.partitions)
-    produce(settings.broker, settings.input_topic, [*records, (None, b"not json", 0)])
-    wait_until_learned(settings, end_offsets(settings.broker, settings.input_topic, 2), 300)
+    settings = watched(job_settings)
+    learn_flights(worker_factory, {"server": settings, "worker": settings})
 
     watcher = JobWatcher(settings)
     try:

@@ -10,7 +10,7 @@ from tables.codec import decode_record, encode_value
 from tables.init import Constant, ParamInitFunction
 from tables.pages import encode_values, page_key, params_in_table
 from tables.params import ParamRegistry, ParamSpec
-from tables.shard import RejectedPush, Shard
+from tables.shard import FlushResult, RejectedPush, Shard
 from tables.update_rules import ParamUpdate, make_rule
 
 
@@ -84,10 +84,11 @@ def test_each_page_keeps_its_own_stamp_through_a_partly_written_flush() -> None:
 def test_flush_writes_only_the_pages_changed_since_the_last_one() -> None:
     shard, table = Shard(registry(), page_size=2), {}
     shard.push([b"w:%d" % i for i in range(5)], [np.ones(1)] * 5, offset=0)
-    assert shard.flush(table) == 3
-    assert shard.flush(table) == 0
+    first = shard.flush(table)
+    assert first == FlushResult(3, sum(len(value) for value in table.values()))
+    assert shard.flush(table) == FlushResult(0, 0)
     shard.push([b"w:4"], [np.ones(1)], offset=1)
-    assert shard.flush(table) == 1
+    assert shard.flush(table).pages == 1
     assert len(table) == 3
 
 

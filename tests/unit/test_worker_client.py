@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agents.api import ParamRegistry, ParamSpec, UnknownParameterError
+from agents.telemetry import WorkerTelemetry
 from agents.worker import KafkaPsClient
 from app.settings import JobSettings
 from tables.shard import RejectedPush
@@ -28,6 +29,7 @@ def client(**settings: object) -> KafkaPsClient:
         0,
         asyncio.Semaphore(),
         {},
+        WorkerTelemetry("t", {}, {}),
     )
 
 
