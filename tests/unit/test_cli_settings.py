@@ -176,8 +176,16 @@ def test_a_data_set_brings_its_model_and_its_models_parameters() -> None:
     assert run.data_dir == JobSettings().data_dir / run.app_id
 
 
-#: compose.yml's values that are the deployment's own, not the model's defaults.
-COMPOSE_OWN = {"KPS_BROKER", "KPS_APP_ID", "KPS_INPUT_TOPIC", "KPS_DATA_DIR", "KPS_MODEL_PARAMS"}
+#: compose.yml's values that are the deployment's own, not the model's defaults (a
+#: container's metrics port listens on every interface, to be scraped from outside).
+COMPOSE_OWN = {
+    "KPS_BROKER",
+    "KPS_APP_ID",
+    "KPS_INPUT_TOPIC",
+    "KPS_DATA_DIR",
+    "KPS_MODEL_PARAMS",
+    "KPS_METRICS_HOST",
+}
 
 
 def test_compose_defaults_are_the_models() -> None:

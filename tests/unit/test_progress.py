@@ -16,9 +16,7 @@ def _console(terminal: bool) -> tuple[Console, io.StringIO]:
 
 def test_tracked_yields_every_item_and_draws_the_count_on_a_terminal() -> None:
     console, out = _console(terminal=True)
-    assert list(tracked(range(7), "producing records", total=7, console=console)) == list(
-        range(7)
-    )
+    assert list(tracked(range(7), "producing records", total=7, console=console)) == list(range(7))
     drawn = out.getvalue()
     assert "producing records" in drawn and "7/7" in drawn
 
