@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamRegistry,

@@ -32,9 +32,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from tables.init import ParamInitFunction
-from tables.params import ParamRegistry, ParamSpec, UnknownParameterError
-from tables.update_rules import ParamUpdate
+from kafka_ps.tables.init import ParamInitFunction
+from kafka_ps.tables.params import ParamRegistry, ParamSpec, UnknownParameterError
+from kafka_ps.tables.update_rules import ParamUpdate
 
 __all__ = [
     "BatchParameterServerClient",

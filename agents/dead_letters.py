@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import faust
 
-from app.settings import JobSettings
+from kafka_ps.agents.settings import JobSettings
 
 log = logging.getLogger(__name__)
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import faust
 
-from agents.adapter import as_batch_logic
-from agents.api import BatchWorkerLogic, ParamRegistry
-from agents.counter import counter_topics, register_counter
-from agents.server import PARAMS_TABLE, register_server
-from agents.worker import register_worker
-from app.settings import JobSettings
-from app.topics import TopicSpec
-from app.warm_start import load_warm_start
-from tables.warm_start import warm_registry
+from kafka_ps.agents.adapter import as_batch_logic
+from kafka_ps.agents.api import BatchWorkerLogic, ParamRegistry
+from kafka_ps.agents.server import PARAMS_TABLE, register_server
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import TopicSpec
+from kafka_ps.agents.warm_start import load_warm_start
+from kafka_ps.agents.worker import register_worker
+from kafka_ps.tables.errors import UsageError
+from kafka_ps.tables.warm_start import warm_registry
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
     if ":" in name:
         module, _, attribute = name.partition(":")
         return as_batch_logic(getattr(importlib.import_module(module), attribute)(**params))
-    from agents.models import make_model
+    from kafka_ps.agents.models import make_model
 
     return make_model(name, **params)
 
@@ -78,7 +77,21 @@ JOBS: dict[str, Job] = {
     # on a pull would stop its own process's shards from answering (docs/architecture.md).
     "server": Job(_register_servers, ps_topics, role="server"),
     "worker": Job(_register_workers, ps_topics, role="worker"),
-    "counter": Job(register_counter, counter_topics),
-    # Without the offset check: at-least-once as Faust gives it, for the baseline benchmark.
-    "counter-naive": Job(partial(register_counter, idempotent=False), counter_topics),
 }
+
+
+def job_named(name: str) -> Job:
+    """A built-in job (``server``, ``worker``), or another as ``package.module:attribute``.
+
+    The test harness's jobs (``benchmarks.counter:COUNTER``) are found this way, so this
+    registry never imports them.
+    """
+    if name in JOBS:
+        return JOBS[name]
+    module, _, attribute = name.partition(":")
+    if not attribute:
+        raise UsageError(f"unknown job {name!r}: expected {' or '.join(JOBS)}, or module:attribute")
+    job = getattr(importlib.import_module(module), attribute)
+    if not isinstance(job, Job):
+        raise UsageError(f"{name} is a {type(job).__name__}, not a Job")
+    return job

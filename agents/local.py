@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.adapter import as_batch_logic
-from agents.api import (
+from kafka_ps.agents.adapter import as_batch_logic
+from kafka_ps.agents.api import (
     BatchWorkerLogic,
     ParamRegistry,
     ParamSpec,
@@ -40,8 +40,8 @@ from agents.api import (
     TrainingRecord,
     WorkerLogic,
 )
-from tables.keys import shard_of
-from tables.update_rules import BadDeltaError, Slots
+from kafka_ps.tables.keys import shard_of
+from kafka_ps.tables.update_rules import BadDeltaError, Slots
 
 
 @dataclass

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.api import Prediction, Task
+from kafka_ps.agents.api import Prediction, Task
 
 EPS = 1e-15
 

@@ -5,7 +5,7 @@ messages (what any producer writes) would cap a worker near fifteen thousand rec
 second before it learns anything. With ``KPS_PACK_INPUT`` (the default) every worker
 process also runs a packer: a confluent-kafka consumer in the job's ``<app>-packer`` group
 that reads the input topic in large fetches and writes ``kps-packed`` messages
-(:mod:`app.batches`) to partition ``w`` of ``<app>-packed`` for input partition ``w``, as
+(:mod:`agents.batches`) to partition ``w`` of ``<app>-packed`` for input partition ``w``, as
 Kafka Streams does with its repartition topics. The worker agents consume that topic.
 
 Exactly once still holds: a packed message keeps each source message's offset, and that
@@ -24,11 +24,11 @@ from collections import defaultdict
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from app.batches import encode_packed
-from app.client import MAX_MESSAGE_BYTES
-from app.security import confluent_config
-from app.settings import JobSettings
-from tables.clocks import Consistency
+from kafka_ps.agents.batches import encode_packed
+from kafka_ps.agents.client import MAX_MESSAGE_BYTES
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.clocks import Consistency
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import logging
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
-from app.client import MAX_MESSAGE_BYTES
-from app.security import confluent_config
-from app.settings import JobSettings
-from tables.pages import encode_values
-from tables.shard import Shard
+from kafka_ps.agents.client import MAX_MESSAGE_BYTES
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.pages import encode_values
+from kafka_ps.tables.shard import Shard
 
 MARKS_PREFIX = b"__marks__:"
 

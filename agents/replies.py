@@ -18,8 +18,8 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.messages import MessageError, PsMessage, decode_message
-from app.security import aiokafka_config
+from kafka_ps.agents.security import aiokafka_config
+from kafka_ps.tables.messages import MessageError, PsMessage, decode_message
 
 log = logging.getLogger(__name__)
 

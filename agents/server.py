@@ -38,17 +38,17 @@ import faust
 import numpy as np
 from faust.types import TP
 
-from agents.api import ParamRegistry, UnknownParameterError
-from agents.dead_letters import DeadLetters, report_counts
-from agents.publisher import ModelPublisher
-from agents.telemetry import ServerTelemetry, serve_metrics
-from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
-from app.settings import JobSettings
-from tables.clocks import Consistency, PendingPulls, VectorClock
-from tables.replay import DeferredPushes, HighWaterMarks, ReadPosition
-from tables.rocksdb import rocksdb_options
-from tables.shard import RejectedPush, Shard
-from tables.write_back import WriteBack
+from kafka_ps.agents.api import ParamRegistry, UnknownParameterError
+from kafka_ps.agents.dead_letters import DeadLetters, report_counts
+from kafka_ps.agents.publisher import ModelPublisher
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.telemetry import ServerTelemetry, serve_metrics
+from kafka_ps.tables.clocks import Consistency, PendingPulls, VectorClock
+from kafka_ps.tables.messages import Kind, MessageError, PsMessage, decode_message, encode_message
+from kafka_ps.tables.replay import DeferredPushes, HighWaterMarks, ReadPosition
+from kafka_ps.tables.rocksdb import rocksdb_options
+from kafka_ps.tables.shard import RejectedPush, Shard
+from kafka_ps.tables.write_back import WriteBack
 
 PARAMS_TABLE = "params"
 #: Seconds to wait for a sought offset before seeking again, and how often to try before

@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 
-from agents.metrics import ProgressiveMetrics
-from app.cli_errors import UsageError
-from app.settings import JobSettings
-from tables.shard import FlushResult, PushResult, Shard
+from kafka_ps.agents.metrics import ProgressiveMetrics
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.errors import UsageError
+from kafka_ps.tables.shard import FlushResult, PushResult, Shard
 
 #: Seconds: from a round trip on one machine to a pull timeout.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

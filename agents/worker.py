@@ -21,26 +21,26 @@ import faust
 import numpy as np
 from faust.types import TP
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchWorkerLogic,
     ParamRegistry,
     Prediction,
     TrainingRecord,
     UnknownParameterError,
 )
-from agents.dead_letters import DeadLetters, Origin, report_counts
-from agents.metrics import ProgressiveMetrics
-from agents.packer import Packer, packs_input, training_topic
-from agents.replies import ReplyRouter
-from agents.telemetry import WorkerTelemetry, serve_metrics
-from app.batches import split_message
-from app.messages import Kind, PsMessage, encode_message
-from app.records import BadRecordError, parse_record
-from app.settings import JobSettings
-from tables.clocks import Consistency
-from tables.keys import group_by_shard
-from tables.replay import replay_segments
-from tables.shard import RejectedPush, check_delta_size
+from kafka_ps.agents.batches import split_message
+from kafka_ps.agents.dead_letters import DeadLetters, Origin, report_counts
+from kafka_ps.agents.metrics import ProgressiveMetrics
+from kafka_ps.agents.packer import Packer, packs_input, training_topic
+from kafka_ps.agents.records import BadRecordError, parse_record
+from kafka_ps.agents.replies import ReplyRouter
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.telemetry import WorkerTelemetry, serve_metrics
+from kafka_ps.tables.clocks import Consistency
+from kafka_ps.tables.keys import group_by_shard
+from kafka_ps.tables.messages import Kind, PsMessage, encode_message
+from kafka_ps.tables.replay import replay_segments
+from kafka_ps.tables.shard import RejectedPush, check_delta_size
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,18 @@ from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
-from app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure
-from app.cli_settings import add_setting_flags, given_settings
-from app.config import CONFIG_VARIABLE
-from app.local_kafka import LocalKafka
-from app.preflight import Access, require_access, require_broker
-from app.settings import JobSettings
+from kafka_ps.agents.config import CONFIG_VARIABLE
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure
+from kafka_ps.app.cli_settings import add_setting_flags, given_settings
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.preflight import Access, require_access, require_broker
 
 
 def _kafka(args: argparse.Namespace) -> int:
     secure = None
     if args.secure:
-        from app.secure_kafka import SecureLocalKafka
+        from kafka_ps.app.secure_kafka import SecureLocalKafka
 
         secure = SecureLocalKafka()
     broker = secure or LocalKafka()
@@ -59,7 +59,7 @@ PRODUCE_FLAGS = ("input_topic", "partitions")
 
 def _check_model(model: str, params: dict[str, object]) -> None:
     """Build the model once here, so that a bad name or parameter fails before any process."""
-    from agents.jobs import load_logic
+    from kafka_ps.agents.jobs import load_logic
 
     try:
         load_logic(model, params)
@@ -68,15 +68,15 @@ def _check_model(model: str, params: dict[str, object]) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from app.worker import run_worker
+    from kafka_ps.app.worker import run_worker
 
     run_worker(args.job, JobSettings())
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from app.stopping import bound_sigterm
-    from app.train import Stopped, run_training, stop_on_sigterm, training_settings
+    from kafka_ps.app.stopping import bound_sigterm
+    from kafka_ps.app.train import Stopped, run_training, stop_on_sigterm, training_settings
 
     configured = JobSettings(**given_settings(args))
     settings = configured if args.until_end else training_settings(args.dataset, configured)
@@ -87,8 +87,8 @@ def _train(args: argparse.Namespace) -> int:
     bound_sigterm(settings.stop_timeout + 1.0)
     try:
         if args.until_end:
-            from agents.jobs import load_logic
-            from app.train import run_job
+            from kafka_ps.agents.jobs import load_logic
+            from kafka_ps.app.train import run_job
 
             task = load_logic(settings.model, settings.model_params).task
             summary = run_job(settings, None, task, args.workers, args.servers)
@@ -108,13 +108,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from app.client import produce
-    from app.datasets import load
-    from app.input_schema import schema_topic, write_numeric
-    from app.progress import tracked
-    from app.sources import read_file
-    from app.topics import TopicSpec, ensure_topics
-    from app.train import batched_training_records, training_records
+    from kafka_ps.agents.client import produce
+    from kafka_ps.agents.progress import tracked
+    from kafka_ps.agents.topics import TopicSpec, ensure_topics
+    from kafka_ps.app.datasets import load
+    from kafka_ps.app.input_schema import schema_topic, write_numeric
+    from kafka_ps.app.sources import read_file
+    from kafka_ps.app.train import batched_training_records, training_records
 
     settings = JobSettings(**given_settings(args))
     topic, partitions = settings.input_topic, settings.partitions
@@ -176,7 +176,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from app.status import show_status
+    from kafka_ps.app.status import show_status
 
     settings = JobSettings()
     require_broker(settings.broker, settings.connect_timeout)
@@ -185,7 +185,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from app.plot import plot_learning_curve
+    from kafka_ps.app.plot import plot_learning_curve
 
     settings = JobSettings()
     require_broker(settings.broker, settings.connect_timeout)
@@ -198,7 +198,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _exporter(args: argparse.Namespace) -> int:
-    from app.exporter import serve
+    from kafka_ps.app.exporter import serve
 
     settings = JobSettings()
     require_broker(settings.broker, settings.connect_timeout)
@@ -208,8 +208,8 @@ def _exporter(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from app.model_export import export_npz
-    from app.warm_start import load_warm_start
+    from kafka_ps.agents.model_export import export_npz
+    from kafka_ps.agents.warm_start import load_warm_start
 
     settings = JobSettings()
     require_broker(settings.broker, settings.connect_timeout)
@@ -224,7 +224,7 @@ def _model(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from app.settings import REPO_ROOT
+    from kafka_ps.agents.settings import REPO_ROOT
 
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))  # benchmarks/ ships in the checkout, not the package
@@ -244,7 +244,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.datasets import DATASETS
+    from kafka_ps.app.datasets import DATASETS
 
     parser = _Parser(prog="kps", description=__doc__)
     parser.add_argument(
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a worker process (configured by KPS_* env)")
     worker.add_argument(
-        "--job", default="worker", help="what the process hosts: worker, server, counter"
+        "--job", default="worker", help="what the process hosts: worker, server, or module:attribute"
     )
     worker.set_defaults(handler=_worker)
 

@@ -22,30 +22,16 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
+from kafka_ps.tables.errors import BrokerError, KafkaPsError, UsageError
+
+__all__ = ["BrokerError", "KafkaPsError", "UsageError", "failure", "first_line"]
+
 EXIT_KAFKA_TOOL = 1
-EXIT_USAGE = 2
+EXIT_USAGE = UsageError.code
 EXIT_NOT_RUNNING = 3
 EXIT_INPUT = 4
-EXIT_BROKER = 5
+EXIT_BROKER = BrokerError.code
 EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A failure the command line reports as one line with exit code ``code``."""
-
-    code = EXIT_USAGE
-
-
-class UsageError(CliError):
-    """A bad option or setting."""
-
-    code = EXIT_USAGE
-
-
-class BrokerError(CliError):
-    """The broker does not answer or refuses."""
-
-    code = EXIT_BROKER
 
 
 def first_line(text: str) -> str:
@@ -54,12 +40,12 @@ def first_line(text: str) -> str:
 
 def failure(error: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for ``error``, or None if it is a bug."""
-    from app.config import ConfigFileError
-    from app.local_kafka import LocalKafkaError
-    from app.sources import InputError
-    from app.topics import TopicMismatchError
+    from kafka_ps.agents.config import ConfigFileError
+    from kafka_ps.agents.topics import TopicMismatchError
+    from kafka_ps.app.local_kafka import LocalKafkaError
+    from kafka_ps.app.sources import InputError
 
-    if isinstance(error, CliError):
+    if isinstance(error, KafkaPsError):
         return first_line(str(error)), error.code
     if isinstance(error, InputError):
         return first_line(str(error)), EXIT_INPUT

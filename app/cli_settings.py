@@ -1,10 +1,10 @@
-"""Command-line flags generated from :class:`app.settings.JobSettings`, so that a flag's help,
+"""Command-line flags generated from :class:`agents.settings.JobSettings`, so that a flag's help,
 default and effect are the setting's own and cannot drift from it.
 
 Field ``batch_size`` becomes ``--batch-size``, typed and checked by the model's own
 validation, with the field's description, its default and its environment variable as help.
 A flag that is given wins over the environment, which wins over the settings file, which wins
-over the model's default (:mod:`app.config`).
+over the model's default (:mod:`agents.config`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, get_origin
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from app.settings import JobSettings
+from kafka_ps.agents.settings import JobSettings
 
 #: Where a subcommand's namespace lists the settings its flags set.
 SETTINGS_FLAGS = "setting_flags"
@@ -53,7 +53,7 @@ def add_setting_flags(
     parser
         The (sub)command's parser.
     names
-        Field names of :class:`app.settings.JobSettings`.
+        Field names of :class:`agents.settings.JobSettings`.
     aliases
         Another flag for a setting, by field name (``{"input_topic": "--topic"}``).
     """

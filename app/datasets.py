@@ -1,6 +1,6 @@
 """Named data sets, streamed in time order as training records.
 
-Each yields dicts of keyword arguments for :func:`app.records.encode_record` (``features``,
+Each yields dicts of keyword arguments for :func:`agents.records.encode_record` (``features``,
 ``label``, ``key``, ``ts``). The data comes only from PyPI packages that ship it; nothing
 is downloaded at run time:
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
-from agents.api import Task
+from kafka_ps.agents.api import Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,7 @@ DELAY_THRESHOLD = 15.0
 
 
 class RecordFields(TypedDict):
-    """Keyword arguments for :func:`app.records.encode_record`."""
+    """Keyword arguments for :func:`agents.records.encode_record`."""
 
     features: dict[str, str]
     label: float

@@ -10,8 +10,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from app.observe import JobSnapshot, JobWatcher
-from app.settings import JobSettings
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.observe import JobSnapshot, JobWatcher
 
 
 class JobMetrics:

@@ -14,9 +14,9 @@ import importlib
 import inspect
 import json
 
-from app.client import produce, read_latest
-from app.settings import JobSettings
-from app.topics import TopicSpec, ensure_topics
+from kafka_ps.agents.client import produce, read_latest
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import TopicSpec, ensure_topics
 
 _NUMERIC = b"numeric"
 
@@ -44,7 +44,7 @@ def _accepts_numeric(model: str) -> bool:
         module, _, attribute = model.partition(":")
         factory = getattr(importlib.import_module(module), attribute, None)
     else:
-        from agents.models import MODELS
+        from kafka_ps.agents.models import MODELS
 
         factory = MODELS.get(model)
     return factory is not None and "numeric" in inspect.signature(factory).parameters

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from app.client import MAX_MESSAGE_BYTES
-from app.security import KafkaSecurity, confluent_config
-from app.settings import LocalKafkaSettings
+from kafka_ps.agents.client import MAX_MESSAGE_BYTES
+from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.settings import LocalKafkaSettings
 
 #: The broker's files, shipped as package data of ``app``.
-_FILES = resources.files("app") / "kafka_files"
+_FILES = resources.files("kafka_ps.app") / "kafka_files"
 
 
 def _package_file(name: str, destination: Path) -> Path:

@@ -20,9 +20,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartit
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
-from agents.packer import training_topic
-from app.security import confluent_config
-from app.settings import JobSettings
+from kafka_ps.agents.packer import training_topic
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
 
 
 @dataclass

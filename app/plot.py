@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.observe import JobWatcher, learning_curve
-from app.settings import JobSettings
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.observe import JobWatcher, learning_curve
 
 
 def plot_learning_curve(settings: JobSettings, out: Path) -> int:

@@ -17,9 +17,9 @@ from typing import TypeVar
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
 
-from app.cli_errors import BrokerError
-from app.client import is_transient
-from app.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.client import is_transient
+from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.app.cli_errors import BrokerError
 
 #: Client-side errors that mean the broker refused this client, not that it is away.
 _REFUSALS = {KafkaError._AUTHENTICATION, KafkaError._SSL}

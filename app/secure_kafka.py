@@ -34,8 +34,8 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from app.local_kafka import LocalKafka, LocalKafkaError
-from app.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.app.local_kafka import LocalKafka, LocalKafkaError
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.records import FIELDS, BadRecordError, record_from_object
+from kafka_ps.agents.records import FIELDS, BadRecordError, record_from_object
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class FileRecords:
     Attributes
     ----------
     records : list of dict
-        Keyword arguments of :func:`app.records.encode_record`, in file order.
+        Keyword arguments of :func:`agents.records.encode_record`, in file order.
     numeric : list of str
         The feature columns whose values are numbers (detected or given).
     skipped : list of str

@@ -10,8 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from app.observe import JobSnapshot, JobWatcher
-from app.settings import JobSettings
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.observe import JobSnapshot, JobWatcher
 
 
 def render(settings: JobSettings, snapshot: JobSnapshot) -> Group:

@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from app.faust_patches import check_patch_targets
+from kafka_ps.agents.faust_patches import check_patch_targets
 
 #: Exit code of a process that its watchdog ended.
 FORCED_EXIT = 128 + signal.SIGTERM

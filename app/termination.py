@@ -20,10 +20,10 @@ from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.messages import Kind, decode_message
-from app.security import confluent_config
-from app.settings import JobSettings
-from tables.clocks import Consistency
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.clocks import Consistency
+from kafka_ps.tables.messages import Kind, decode_message
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:

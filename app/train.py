@@ -23,19 +23,19 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agents.api import Task
-from app.batches import encode_batch
-from app.client import Record, produce
-from app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
-from app.model_export import export_npz
-from app.preflight import require_access
-from app.progress import ProgressBar
-from app.records import BadRecordError, encode_record
-from app.security import confluent_config
-from app.settings import JobSettings
-from app.termination import Termination, end_offsets
-from app.warm_start import load_warm_start
-from app.worker import WorkerProcess, job_access
+from kafka_ps.agents.api import Task
+from kafka_ps.agents.batches import encode_batch
+from kafka_ps.agents.client import Record, produce
+from kafka_ps.agents.model_export import export_npz
+from kafka_ps.agents.progress import ProgressBar
+from kafka_ps.agents.records import BadRecordError, encode_record
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.warm_start import load_warm_start
+from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
+from kafka_ps.app.preflight import require_access
+from kafka_ps.app.termination import Termination, end_offsets
+from kafka_ps.app.worker import WorkerProcess, job_access
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
@@ -64,7 +64,7 @@ def batched_training_records(
     records: Iterable[Mapping[str, Any]], partitions: int, per_message: int = BATCH_RECORDS
 ) -> Iterator[Record]:
     """The records dealt round-robin as :func:`training_records` deals them, packed
-    ``per_message`` to a ``kps-batch`` message per partition (app/batches.py)."""
+    ``per_message`` to a ``kps-batch`` message per partition (agents/batches.py)."""
     pending: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     for count, fields in enumerate(records):
         try:

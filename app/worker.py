@@ -20,19 +20,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from agents.jobs import JOBS
-from app.faust_app import create_app
-from app.input_schema import with_input_schema
-from app.preflight import Access
-from app.settings import JobSettings
-from app.stopping import BoundedWorker
-from app.topics import ensure_topics
-from tables.local_state import LocalState
+from kafka_ps.agents.faust_app import create_app
+from kafka_ps.agents.jobs import job_named
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import ensure_topics
+from kafka_ps.app.input_schema import with_input_schema
+from kafka_ps.app.preflight import Access
+from kafka_ps.app.stopping import BoundedWorker
+from kafka_ps.tables.local_state import LocalState
 
 
 def run_worker(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
-    spec = JOBS[job]
+    spec = job_named(job)
     ensure_topics(settings.broker, spec.topics(settings))
     if job in ("worker", "server"):
         settings = with_input_schema(settings)
@@ -52,8 +52,10 @@ def run_worker(job: str, settings: JobSettings) -> None:
 
 def job_access(settings: JobSettings, jobs: Iterable[str]) -> Access:
     """The topics and consumer groups the processes of ``jobs`` use."""
-    topics = tuple(dict.fromkeys(spec.name for job in jobs for spec in JOBS[job].topics(settings)))
-    groups = tuple(dict.fromkeys(JOBS[job].group(settings) for job in jobs))
+    topics = tuple(
+        dict.fromkeys(spec.name for job in jobs for spec in job_named(job).topics(settings))
+    )
+    groups = tuple(dict.fromkeys(job_named(job).group(settings) for job in jobs))
     return Access(read=topics, write=topics, groups=groups)
 
 
@@ -97,7 +99,7 @@ class WorkerProcess:
         """Create the job's topics, so records can be produced at once, then spawn the worker."""
         if self.running:
             raise RuntimeError(f"worker already running (pid {self.pid})")
-        ensure_topics(self.settings.broker, JOBS[self.job].topics(self.settings))
+        ensure_topics(self.settings.broker, job_named(self.job).topics(self.settings))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -111,7 +113,7 @@ class WorkerProcess:
         }
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--job", self.job],
+                [sys.executable, "-m", "kafka_ps.app.cli", "worker", "--job", self.job],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

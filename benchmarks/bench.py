@@ -31,24 +31,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.api import Task
-from agents.jobs import ps_topics
-from app.cli_errors import BrokerError
-from app.client import Record, produce
-from app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
-from app.local_kafka import LocalKafka
-from app.preflight import require_broker
-from app.settings import JobSettings
-from app.termination import end_offsets, wait_until_learned
-from app.topics import delete_topics, ensure_topics
-from app.train import (
-    DEFAULT_MODELS,
-    DEFAULT_PARAMS,
-    Summary,
-    batched_training_records,
-    run_job,
-    training_records,
-)
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times, summarize
 from benchmarks.jobs import job_settings
 from benchmarks.measure import (
@@ -59,6 +41,24 @@ from benchmarks.measure import (
 )
 from benchmarks.report import render
 from benchmarks.training import MF, timed
+from kafka_ps.agents.api import Task
+from kafka_ps.agents.client import Record, produce
+from kafka_ps.agents.jobs import ps_topics
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import delete_topics, ensure_topics
+from kafka_ps.app.cli_errors import BrokerError
+from kafka_ps.app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.preflight import require_broker
+from kafka_ps.app.termination import end_offsets, wait_until_learned
+from kafka_ps.app.train import (
+    DEFAULT_MODELS,
+    DEFAULT_PARAMS,
+    Summary,
+    batched_training_records,
+    run_job,
+    training_records,
+)
 from tests.reference import river_logistic, rmse
 
 T = TypeVar("T")

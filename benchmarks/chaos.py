@@ -15,10 +15,10 @@ import argparse
 import json
 import uuid
 
-from app.chaos import run_chaos
-from app.local_kafka import LocalKafka
-from app.settings import JobSettings, state_dir
-from app.topics import delete_topics
+from benchmarks.chaos_driver import run_chaos
+from kafka_ps.agents.settings import JobSettings, state_dir
+from kafka_ps.agents.topics import delete_topics
+from kafka_ps.app.local_kafka import LocalKafka
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.datasets import FLIGHT_CROSSES, flights
-from app.local_kafka import LocalKafka
-from app.train import run_job
 from benchmarks.jobs import job_settings
+from kafka_ps.app.datasets import FLIGHT_CROSSES, flights
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.train import run_job
 
 
 def main() -> None:

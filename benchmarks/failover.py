@@ -31,14 +31,14 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from app.chaos import chaos_settings
-from app.client import produce, read_all
-from app.local_kafka import LocalKafka
-from app.messages import Kind, PsMessage, decode_message
-from app.records import encode_record
-from app.settings import JobSettings, state_dir
-from app.train import stop_all
-from app.worker import WorkerProcess
+from benchmarks.chaos_driver import chaos_settings
+from kafka_ps.agents.client import produce, read_all
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.settings import JobSettings, state_dir
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.train import stop_all
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
 SCENARIOS = ("no-standby", "standby", "restart")
 

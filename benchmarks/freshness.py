@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.client import read_all
+from kafka_ps.agents.client import read_all
 
 MARKS_PREFIX = b"__marks__:"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from app.local_kafka import LocalKafka
-from app.settings import JobSettings, state_dir
+from kafka_ps.agents.settings import JobSettings, state_dir
+from kafka_ps.app.local_kafka import LocalKafka
 
 
 def job_settings(name: str, **update: object) -> JobSettings:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from agents.server import PARAMS_TABLE
-from app.client import read_all
-from app.messages import Kind, MessageError, decode_message
-from app.settings import JobSettings
+from kafka_ps.agents.client import read_all
+from kafka_ps.agents.server import PARAMS_TABLE
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.messages import Kind, MessageError, decode_message
 
 #: Messages per ``Consumer.consume`` call in the raw consume measurement.
 CONSUME_BATCH = 10_000

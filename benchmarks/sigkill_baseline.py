@@ -21,12 +21,12 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from agents.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
-from app.client import produce, read_latest, wait_caught_up
-from app.local_kafka import LocalKafka
-from app.settings import JobSettings, state_dir
-from app.topics import delete_topics
-from app.worker import WorkerProcess
+from benchmarks.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
+from kafka_ps.agents.client import produce, read_latest, wait_caught_up
+from kafka_ps.agents.settings import JobSettings, state_dir
+from kafka_ps.agents.topics import delete_topics
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.worker import WorkerProcess
 
 
 def one_run(job: str, records: int, keys: int, seed: int, workdir: Path) -> dict[str, float]:
@@ -67,7 +67,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--keys", type=int, default=250)
-    parser.add_argument("--jobs", default="counter-naive,counter")
+    parser.add_argument(
+        "--jobs", default="benchmarks.counter:COUNTER_NAIVE,benchmarks.counter:COUNTER"
+    )
     args = parser.parse_args()
     LocalKafka().start()
     workdir = state_dir() / "bench-sigkill"

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.client import produce
-from app.datasets import FLIGHT_CROSSES, flights
-from app.local_kafka import LocalKafka
-from app.settings import JobSettings
-from app.termination import PushWatcher, end_offsets
-from app.train import job_processes, stop_all, training_records
 from benchmarks.jobs import job_settings
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.datasets import FLIGHT_CROSSES, flights
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.termination import PushWatcher, end_offsets
+from kafka_ps.app.train import job_processes, stop_all, training_records
 
 
 @dataclass

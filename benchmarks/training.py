@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from app.datasets import FLIGHT_CROSSES, flights, movielens
-from app.local_kafka import LocalKafka
-from app.train import run_job
 from benchmarks.jobs import job_settings
+from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, movielens
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.train import run_job
 from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 T = TypeVar("T")

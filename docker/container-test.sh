@@ -126,8 +126,8 @@ step "compose up" "${compose[@]}" up -d --no-deps --no-build --scale worker=2 se
 # -- 5. train the demo, export the model -----------------------------------------------
 step "producer container" "${compose[@]}" run --rm --no-deps producer
 step "learned" "$python" -c "
-from app.settings import JobSettings
-from app.termination import end_offsets, wait_until_learned
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.termination import end_offsets, wait_until_learned
 s = JobSettings()
 wait_until_learned(s, end_offsets(s.broker, s.input_topic, s.partitions), timeout=600)
 "

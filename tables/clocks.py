@@ -28,7 +28,7 @@ from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
-from tables.codec import CodecError
+from kafka_ps.tables.codec import CodecError
 
 #: Keys starting with this are shard bookkeeping, never parameters.
 RESERVED_PREFIX = b"__"

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from tables.keys import stable_hash
+from kafka_ps.tables.keys import stable_hash
 
 
 class ParamInit(ABC):

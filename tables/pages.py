@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from tables.codec import CodecError, ParamRecord, decode_record, encode_record
-from tables.params import ParamSpec
+from kafka_ps.tables.codec import CodecError, ParamRecord, decode_record, encode_record
+from kafka_ps.tables.params import ParamSpec
 
 PAGE_PREFIX = b"__page__:"
 MAGIC = b"KG"

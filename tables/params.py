@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tables.init import ParamInit, Zeros
-from tables.keys import parse_key
-from tables.update_rules import UpdateRule
+from kafka_ps.tables.init import ParamInit, Zeros
+from kafka_ps.tables.keys import parse_key
+from kafka_ps.tables.update_rules import UpdateRule
 
 
 @dataclass(frozen=True)

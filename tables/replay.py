@@ -39,7 +39,7 @@ from collections.abc import Iterable, MutableMapping, Sequence
 
 import numpy as np
 
-from tables.codec import CodecError
+from kafka_ps.tables.codec import CodecError
 
 HWM_PREFIX = b"__hwm__:"
 POSITION_KEY = b"__position__"

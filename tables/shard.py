@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tables.pages import DEFAULT_PAGE_SIZE, Slab, flush_slab, load_slab
-from tables.params import ParamRegistry, ParamSpec, UnknownParameterError
-from tables.update_rules import BadDeltaError
+from kafka_ps.tables.pages import DEFAULT_PAGE_SIZE, Slab, flush_slab, load_slab
+from kafka_ps.tables.params import ParamRegistry, ParamSpec, UnknownParameterError
+from kafka_ps.tables.update_rules import BadDeltaError
 
 
 class RejectedPush(ValueError):

@@ -24,8 +24,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import DTypeLike
 
-from tables.init import ParamInit
-from tables.params import ParamRegistry, UnknownParameterError
+from kafka_ps.tables.init import ParamInit
+from kafka_ps.tables.params import ParamRegistry, UnknownParameterError
 
 
 class WarmStartError(ValueError):

@@ -16,7 +16,7 @@ def run_kps(*args: str, timeout: float = 120, **env: str) -> subprocess.Complete
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KPS_")}
     environ.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "kafka_ps.app.cli", *args],
         cwd=REPO,
         env=environ,
         capture_output=True,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from app.local_kafka import LocalKafka
-from app.settings import JobSettings
-from app.topics import delete_topics
-from app.worker import WorkerProcess
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import delete_topics
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.worker import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,9 @@ def worker_factory(
     """Makes worker child processes; any still running at teardown are killed."""
     made: list[WorkerProcess] = []
 
-    def make(job: str = "counter", settings: JobSettings | None = None) -> WorkerProcess:
+    def make(
+        job: str = "benchmarks.counter:COUNTER", settings: JobSettings | None = None
+    ) -> WorkerProcess:
         worker = WorkerProcess(
             job, settings or job_settings, tmp_path / "logs" / f"worker-{len(made)}.log"
         )

@@ -22,10 +22,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from agents.api import TrainingRecord
-from tables.init import Normal
-from tables.keys import hash_cross, hash_feature
-from tables.update_rules import ftrl_step, ftrl_weights
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.tables.init import Normal
+from kafka_ps.tables.keys import hash_cross, hash_feature
+from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 
 Record = TrainingRecord | Mapping[str, Any]
 #: Logits are clipped to this magnitude before the sigmoid, as River does.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agents.api import BatchWorkerLogic
-from agents.models.linear import LinearRegression
-from agents.models.logreg_ftrl import FtrlLogisticRegression
-from agents.models.mf import MatrixFactorisation
-from agents.models.mlp import Mlp
-from agents.models.passive_aggressive import PassiveAggressive
+from kafka_ps.agents.api import BatchWorkerLogic
+from kafka_ps.agents.models.linear import LinearRegression
+from kafka_ps.agents.models.logreg_ftrl import FtrlLogisticRegression
+from kafka_ps.agents.models.mf import MatrixFactorisation
+from kafka_ps.agents.models.mlp import Mlp
+from kafka_ps.agents.models.passive_aggressive import PassiveAggressive
 
 ModelFactory = Callable[..., BatchWorkerLogic]
 

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamSpec,
     Prediction,
     TrainingRecord,
 )
-from tables.keys import param_key
-from tables.update_rules import Add
+from kafka_ps.tables.keys import param_key
+from kafka_ps.tables.update_rules import Add
 
 COUNT = "count"
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.api import ParamSpec
-from tables.init import ParamInit
-from tables.keys import DenseLayout
-from tables.update_rules import UpdateRule
+from kafka_ps.agents.api import ParamSpec
+from kafka_ps.tables.init import ParamInit
+from kafka_ps.tables.keys import DenseLayout
+from kafka_ps.tables.update_rules import UpdateRule
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamSpec,
     TrainingRecord,
 )
-from agents.models.sparse import SparseBatch, make_hasher
-from tables.update_rules import UpdateRule
+from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
+from kafka_ps.tables.update_rules import UpdateRule
 
 
 class HashedLinearModel(BatchWorkerLogic):

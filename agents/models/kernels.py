@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from agents.models.maths import MAX_MARGIN
+from kafka_ps.agents.models.maths import MAX_MARGIN
 
 
 @njit(cache=True, nogil=True)

@@ -19,11 +19,11 @@ from typing import Literal
 
 import numpy as np
 
-from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
-from agents.models.hashed import HashedLinearModel
-from agents.models.hyper import one_of, positive
-from agents.models.sparse import SparseBatch
-from tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
+from kafka_ps.agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from kafka_ps.agents.models.hashed import HashedLinearModel
+from kafka_ps.agents.models.hyper import one_of, positive
+from kafka_ps.agents.models.sparse import SparseBatch
+from kafka_ps.tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
 
 
 class LinearRegression(HashedLinearModel):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamSpec,
@@ -25,11 +25,11 @@ from agents.api import (
     Task,
     TrainingRecord,
 )
-from agents.models.hyper import finite, non_negative, positive, positive_int
-from agents.models.sparse import batch_labels
-from tables.init import Normal
-from tables.keys import param_key
-from tables.update_rules import Add
+from kafka_ps.agents.models.hyper import finite, non_negative, positive, positive_int
+from kafka_ps.agents.models.sparse import batch_labels
+from kafka_ps.tables.init import Normal
+from kafka_ps.tables.keys import param_key
+from kafka_ps.tables.update_rules import Add
 
 
 def _entity(record: TrainingRecord, feature: str) -> str:

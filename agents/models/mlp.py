@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamSpec,
@@ -24,13 +24,13 @@ from agents.api import (
     Task,
     TrainingRecord,
 )
-from agents.models.dense import BlockedTensor
-from agents.models.hyper import one_of, positive, positive_int
-from agents.models.maths import sigmoid
-from agents.models.sparse import batch_labels
-from tables.init import Uniform, Zeros
-from tables.keys import DenseLayout
-from tables.update_rules import Adam
+from kafka_ps.agents.models.dense import BlockedTensor
+from kafka_ps.agents.models.hyper import one_of, positive, positive_int
+from kafka_ps.agents.models.maths import sigmoid
+from kafka_ps.agents.models.sparse import batch_labels
+from kafka_ps.tables.init import Uniform, Zeros
+from kafka_ps.tables.keys import DenseLayout
+from kafka_ps.tables.update_rules import Adam
 
 Activation = Literal["tanh", "relu"]
 

@@ -17,12 +17,12 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
-from agents.models.hashed import HashedLinearModel
-from agents.models.hyper import positive
-from agents.models.maths import logistic
-from agents.models.sparse import SparseBatch
-from tables.update_rules import Add
+from kafka_ps.agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from kafka_ps.agents.models.hashed import HashedLinearModel
+from kafka_ps.agents.models.hyper import positive
+from kafka_ps.agents.models.maths import logistic
+from kafka_ps.agents.models.sparse import SparseBatch
+from kafka_ps.tables.update_rules import Add
 
 
 class PassiveAggressive(HashedLinearModel):

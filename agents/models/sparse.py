@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.api import TrainingRecord
-from agents.models.hyper import positive_int
-from tables.keys import hash_cross, hash_feature, param_key, stable_hash
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.models.hyper import positive_int
+from kafka_ps.tables.keys import hash_cross, hash_feature, param_key, stable_hash
 
 BIAS = "bias"
 #: Distinct features whose buckets a hasher remembers.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from app.client import produce
-from app.datasets import load
-from app.settings import JobSettings
-from app.termination import end_offsets, wait_until_learned
-from app.train import DEFAULT_PARAMS, training_records
-from app.worker import WorkerProcess
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.datasets import load
+from kafka_ps.app.termination import end_offsets, wait_until_learned
+from kafka_ps.app.train import DEFAULT_PARAMS, training_records
+from kafka_ps.app.worker import WorkerProcess
 
 RECORDS = 3000
 #: What the job is sent besides its records: one that is not JSON (a ``not_object`` dead letter).

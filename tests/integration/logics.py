@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.api import (
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParamSpec,
     Prediction,
     TrainingRecord,
 )
-from tables.update_rules import make_rule
+from kafka_ps.tables.update_rules import make_rule
 
 WEIGHTS = b"w:0"
 

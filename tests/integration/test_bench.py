@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from app.topics import TopicSpec, delete_topics, ensure_topics
 from benchmarks.bench import FLIGHTS_CONFIGS
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times
+from kafka_ps.agents.topics import TopicSpec, delete_topics, ensure_topics
 
 # Three flights jobs, a paced one and an MF job, each starting its processes: on a busy
 # 2-core machine the module's fixture alone can take over ten minutes.
@@ -47,7 +47,16 @@ def row(lines: list[str], name: str) -> list[str]:
 def bench(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "bench", "--limit", str(LIMIT), "--json", "b.json"],
+        [
+            sys.executable,
+            "-m",
+            "kafka_ps.app.cli",
+            "bench",
+            "--limit",
+            str(LIMIT),
+            "--json",
+            "b.json",
+        ],
         cwd=out,
         capture_output=True,
         text=True,

@@ -8,9 +8,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from app.client import produce
-from app.local_kafka import LocalKafka
-from app.topics import TopicMismatchError, TopicSpec, ensure_topics
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.topics import TopicMismatchError, TopicSpec, ensure_topics
+from kafka_ps.app.local_kafka import LocalKafka
 
 RECORDS = 10_000
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.chaos import Target, run_chaos
-from app.settings import JobSettings
+from benchmarks.chaos_driver import Target, run_chaos
+from kafka_ps.agents.settings import JobSettings
 
 #: Each consistency model against each kind of victim: six runs of 5 kills while 10,000
 #: records are produced over 12.5 s keep the suite within a few minutes of CI (the

@@ -10,14 +10,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from app.client import produce, read_all
-from app.messages import Kind, PsMessage, decode_message
-from app.model_export import read_table
-from app.records import encode_record
-from app.settings import JobSettings
-from app.termination import wait_until_learned
-from app.worker import WorkerProcess
-from tables.keys import shard_of
+from kafka_ps.agents.client import produce, read_all
+from kafka_ps.agents.model_export import read_table
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.termination import wait_until_learned
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.keys import shard_of
+from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
 LR = 0.002
 TRUE_WEIGHTS = np.array([0.5, -1.0, 2.0, 0.25])

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.client import produce
-from app.messages import Kind, PsMessage, encode_message
-from app.model_export import read_model
-from app.records import encode_record
-from app.settings import JobSettings
-from app.termination import wait_until_learned
-from app.worker import WorkerProcess
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.model_export import read_model
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.termination import wait_until_learned
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from tests.integration.logics import WEIGHTS, BuggySum
 
 DIM = BuggySum.dim

@@ -7,11 +7,11 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 
-from agents.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
-from app.client import produce, read_latest, wait_caught_up
-from app.settings import JobSettings
-from app.worker import WorkerProcess
-from tables.local_store import read_table
+from benchmarks.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
+from kafka_ps.agents.client import produce, read_latest, wait_caught_up
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.local_store import read_table
 
 KEYS = [f"counter-{i}".encode() for i in range(250)]
 

@@ -92,10 +92,13 @@ def test_a_wheel_installed_anywhere_starts_a_broker_trains_and_exports(tmp_path:
 
     site = next((venv / "lib").glob("python3*/site-packages"))
     installed = _run(
-        [venv / "bin/python", "-c", "import app; print(app.__file__)"], work, env
+        [venv / "bin/python", "-c", "import kafka_ps.app as app; print(app.__file__)"], work, env
     ).strip()
-    assert Path(installed).is_relative_to(site), installed
-    assert (site / "app" / "kafka_files" / "pom.xml").is_file()
+    assert Path(installed).is_relative_to(site / "kafka_ps"), installed
+    # One import name of its own: nothing that could collide with another project's ``app``.
+    assert not (site / "app").exists() and not (site / "agents").exists()
+    assert not (site / "tables").exists()
+    assert (site / "kafka_ps" / "app" / "kafka_files" / "pom.xml").is_file()
     assert not list(site.rglob(".kps")), "state written into site-packages"
     assert (work / ".kps" / "kafka" / "broker.log").is_file()
     assert (work / ".kps" / "data" / run.group(1)).is_dir()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from app.observe import JobWatcher, learning_curve
-from app.settings import JobSettings
-from app.worker import WorkerProcess, settings_env
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.observe import JobWatcher, learning_curve
+from kafka_ps.app.worker import WorkerProcess, settings_env
 from tests.cli import REPO, free_port, run_kps
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 
@@ -56,7 +56,16 @@ def test_a_running_job_is_seen_by_status_plot_and_exporter(
 
     port = free_port()
     exporter = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "exporter", "--port", str(port), "--interval", "1"],
+        [
+            sys.executable,
+            "-m",
+            "kafka_ps.app.cli",
+            "exporter",
+            "--port",
+            str(port),
+            "--interval",
+            "1",
+        ],
         cwd=REPO,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("KPS_")}, **env},
         stdout=subprocess.DEVNULL,

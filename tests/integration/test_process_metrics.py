@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.packer import training_topic
-from app.settings import JobSettings
-from app.worker import WorkerProcess
+from kafka_ps.agents.packer import training_topic
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.worker import WorkerProcess
 from tests.cli import free_port
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 

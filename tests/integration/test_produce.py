@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from agents.api import TrainingRecord
-from agents.jobs import load_logic
-from app.batches import split_message
-from app.cli_errors import EXIT_INPUT, EXIT_USAGE
-from app.client import read_all
-from app.input_schema import read_numeric, with_input_schema
-from app.records import parse_record
-from app.settings import JobSettings
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.batches import split_message
+from kafka_ps.agents.client import read_all
+from kafka_ps.agents.jobs import load_logic
+from kafka_ps.agents.records import parse_record
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.cli_errors import EXIT_INPUT, EXIT_USAGE
+from kafka_ps.app.input_schema import read_numeric, with_input_schema
 from tests.cli import run_kps
 
 pytestmark = pytest.mark.broker

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.datasets import FLIGHTS_DENSE_DIM, RecordFields, flights, flights_dense
-from app.settings import JobSettings
-from app.train import run_job
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.datasets import FLIGHTS_DENSE_DIM, RecordFields, flights, flights_dense
+from kafka_ps.app.train import run_job
 
 RECORDS = 20_000
 

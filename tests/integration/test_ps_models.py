@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.datasets import FLIGHT_CROSSES, flights, movielens
-from app.settings import JobSettings
-from app.train import run_job
-from app.worker import settings_env
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, movielens
+from kafka_ps.app.train import run_job
+from kafka_ps.app.worker import settings_env
 from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}
@@ -104,7 +104,7 @@ def test_matrix_factorisation_on_ml100k_and_the_model_updates_topic(
     out = tmp_path / "model.npz"
     env = {**settings_env(settings), "PATH": str(Path(sys.executable).parent)}
     subprocess.run(
-        [sys.executable, "-m", "app.cli", "model", "--out", str(out)], env=env, check=True
+        [sys.executable, "-m", "kafka_ps.app.cli", "model", "--out", str(out)], env=env, check=True
     )
     exported = np.load(out)
     assert set(exported.files) == set(plain)

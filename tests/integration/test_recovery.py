@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from agents.server import PARAMS_TABLE
-from app.chaos import chaos_settings, counts_in_changelog
-from app.client import produce
-from app.local_kafka import LocalKafka
-from app.records import encode_record
-from app.settings import JobSettings, LocalKafkaSettings
-from app.termination import wait_until_learned
-from app.worker import WorkerProcess
-from tables.local_state import RUNNING_MARK
-from tables.local_store import read_table
-from tables.pages import params_in_table
+from benchmarks.chaos_driver import chaos_settings, counts_in_changelog
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.server import PARAMS_TABLE
+from kafka_ps.agents.settings import JobSettings, LocalKafkaSettings
+from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.termination import wait_until_learned
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.local_state import RUNNING_MARK
+from kafka_ps.tables.local_store import read_table
+from kafka_ps.tables.pages import params_in_table
 
 
 def test_shard_table_rebuilt_from_changelog_bit_for_bit(

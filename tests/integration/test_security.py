@@ -23,9 +23,9 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from app.cli_errors import EXIT_BROKER
-from app.secure_kafka import SecureLocalKafka
-from app.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.app.cli_errors import EXIT_BROKER
+from kafka_ps.app.secure_kafka import SecureLocalKafka
 from tests.cli import run_kps
 
 pytestmark = pytest.mark.broker

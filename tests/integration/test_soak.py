@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.datasets import FLIGHT_CROSSES
-from app.settings import JobSettings
 from benchmarks.soak import soak
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.datasets import FLIGHT_CROSSES
 
 
 def test_a_minute_at_saturation_under_ssp(job_settings: JobSettings, tmp_path: Path) -> None:

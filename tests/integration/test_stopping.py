@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from app.local_kafka import LocalKafka, _alive
-from app.settings import LocalKafkaSettings
-from app.stopping import _children
+from kafka_ps.agents.settings import LocalKafkaSettings
+from kafka_ps.app.local_kafka import LocalKafka, _alive
+from kafka_ps.app.stopping import _children
 from tests.cli import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
         with (tmp_path / log).open("wb") as out:
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", *args],
+                    [sys.executable, "-m", "kafka_ps.app.cli", *args],
                     cwd=tmp_path,
                     env={**env, **extra},
                     stdout=out,

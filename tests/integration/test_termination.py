@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
-from agents.jobs import ps_topics
-from app.client import produce
-from app.datasets import flights
-from app.settings import JobSettings
-from app.termination import Termination, end_offsets
-from app.topics import ensure_topics
-from app.train import training_records
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.jobs import ps_topics
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import ensure_topics
+from kafka_ps.app.datasets import flights
+from kafka_ps.app.termination import Termination, end_offsets
+from kafka_ps.app.train import training_records
 
 RECORDS = 3000
 
@@ -38,7 +38,7 @@ def test_train_until_end_learns_the_topic_and_exits(job_settings: JobSettings) -
         "KPS_MODEL": "logreg_ftrl",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "train", "--until-end", "--workers", "1"],
+        [sys.executable, "-m", "kafka_ps.app.cli", "train", "--until-end", "--workers", "1"],
         env=env,
         capture_output=True,
         text=True,

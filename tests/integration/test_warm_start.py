@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.api import ParamRegistry
-from agents.jobs import load_logic, ps_topics
-from app.client import produce
-from app.datasets import flights
-from app.messages import Kind, PsMessage, decode_message, encode_message
-from app.model_export import read_model, read_npz, read_table
-from app.settings import JobSettings
-from app.termination import end_offsets, wait_until_learned
-from app.topics import ensure_topics
-from app.train import read_predictions, run_job, training_records
-from app.worker import WorkerProcess, settings_env
-from tables.keys import shard_of
+from kafka_ps.agents.api import ParamRegistry
+from kafka_ps.agents.client import produce
+from kafka_ps.agents.jobs import load_logic, ps_topics
+from kafka_ps.agents.model_export import read_model, read_npz, read_table
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import ensure_topics
+from kafka_ps.app.datasets import flights
+from kafka_ps.app.termination import end_offsets, wait_until_learned
+from kafka_ps.app.train import read_predictions, run_job, training_records
+from kafka_ps.app.worker import WorkerProcess, settings_env
+from kafka_ps.tables.keys import shard_of
+from kafka_ps.tables.messages import Kind, PsMessage, decode_message, encode_message
 
 Model = dict[bytes, np.ndarray]
 
@@ -52,7 +52,7 @@ def kps_model(settings: JobSettings, out: Path) -> Model:
     """What ``kps model`` writes for the job."""
     env = {**os.environ, **settings_env(settings)}
     subprocess.run(
-        [sys.executable, "-m", "app.cli", "model", "--out", str(out)], env=env, check=True
+        [sys.executable, "-m", "kafka_ps.app.cli", "model", "--out", str(out)], env=env, check=True
     )
     return read_npz(out)
 
@@ -108,7 +108,7 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
     command = ["train", "--until-end", "--workers", "1", "--export-on-exit", str(out)]
     with log.open("w") as stdout:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *command],
+            [sys.executable, "-m", "kafka_ps.app.cli", *command],
             env={**os.environ, **settings_env(settings)},
             stdout=stdout,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli_errors import (
+from kafka_ps.app.cli_errors import (
     EXIT_BROKER,
     EXIT_INPUT,
     EXIT_KAFKA_TOOL,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import PRODUCE_FLAGS, TRAIN_FLAGS, build_parser
-from app.cli_errors import EXIT_USAGE
-from app.cli_settings import given_settings
-from app.settings import JobSettings
-from app.train import DEFAULT_PARAMS, training_settings
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.cli import PRODUCE_FLAGS, TRAIN_FLAGS, build_parser
+from kafka_ps.app.cli_errors import EXIT_USAGE
+from kafka_ps.app.cli_settings import given_settings
+from kafka_ps.app.train import DEFAULT_PARAMS, training_settings
 from tests.cli import run_kps
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"

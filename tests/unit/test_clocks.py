@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tables.clocks import (
+from kafka_ps.tables.clocks import (
     CLOCK_PREFIX,
     Consistency,
     PendingPulls,
@@ -21,8 +21,8 @@ from tables.clocks import (
     encode_clock,
     is_reserved,
 )
-from tables.codec import CodecError
-from tables.keys import param_key
+from kafka_ps.tables.codec import CodecError
+from kafka_ps.tables.keys import param_key
 
 BSP = Consistency.bsp()
 ASP = Consistency.asp()

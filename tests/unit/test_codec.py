@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from tables.codec import (
+from kafka_ps.tables.codec import (
     HEADER,
     CodecError,
     ParamRecord,

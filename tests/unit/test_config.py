@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.cli_errors import EXIT_USAGE
-from app.config import ConfigFileError
-from app.settings import JobSettings, LocalKafkaSettings
+from kafka_ps.agents.config import ConfigFileError
+from kafka_ps.agents.settings import JobSettings, LocalKafkaSettings
+from kafka_ps.app.cli_errors import EXIT_USAGE
 from tests.cli import run_kps
 
 TOML = """

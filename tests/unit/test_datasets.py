@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from app import datasets
-from app.datasets import (
+from kafka_ps.agents.records import encode_record, parse_record
+from kafka_ps.app import datasets
+from kafka_ps.app.datasets import (
     DATASETS,
     FLIGHT_CROSSES,
     FLIGHT_FEATURES,
@@ -27,7 +28,6 @@ from app.datasets import (
     load,
     movielens_frame,
 )
-from app.records import encode_record, parse_record
 
 if TYPE_CHECKING:
     import pandas as pd

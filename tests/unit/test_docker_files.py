@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.security import KafkaSecurity
-from app.settings import JobSettings
+from kafka_ps.agents.security import KafkaSecurity
+from kafka_ps.agents.settings import JobSettings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 BIN = Path(sys.executable).parent

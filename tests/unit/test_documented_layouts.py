@@ -9,15 +9,15 @@ import struct
 import msgpack
 import numpy as np
 
-from agents.api import Prediction, TrainingRecord
-from agents.dead_letters import Origin
-from agents.worker import Unit, predictions_message
-from app.batches import encode_batch, split_message
-from app.records import encode_record
-from tables.pages import page_key
-from tables.params import ParamRegistry, ParamSpec
-from tables.shard import Shard
-from tables.update_rules import make_rule
+from kafka_ps.agents.api import Prediction, TrainingRecord
+from kafka_ps.agents.batches import encode_batch, split_message
+from kafka_ps.agents.dead_letters import Origin
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.worker import Unit, predictions_message
+from kafka_ps.tables.pages import page_key
+from kafka_ps.tables.params import ParamRegistry, ParamSpec
+from kafka_ps.tables.shard import Shard
+from kafka_ps.tables.update_rules import make_rule
 
 
 def test_a_table_page_reads_as_documented() -> None:

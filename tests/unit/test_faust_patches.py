@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from app.faust_patches import FaustPatchError, apply_faust_patches, check_patch_targets
+from kafka_ps.agents.faust_patches import FaustPatchError, apply_faust_patches, check_patch_targets
 
 
 def test_a_resume_while_flowing_keeps_queued_messages() -> None:

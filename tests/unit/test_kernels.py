@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.api import TrainingRecord
-from agents.models.kernels import ftrl_logistic_pass
-from agents.models.logreg_ftrl import ftrl_logistic_reference
-from agents.models.sparse import FeatureHasher
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.models.kernels import ftrl_logistic_pass
+from kafka_ps.agents.models.logreg_ftrl import ftrl_logistic_reference
+from kafka_ps.agents.models.sparse import FeatureHasher
 
 
 def test_the_compiled_ftrl_pass_equals_the_numpy_loop_to_1e_9() -> None:

@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from tables.init import INITIALISERS, make_init
-from tables.keys import (
+from kafka_ps.tables.init import INITIALISERS, make_init
+from kafka_ps.tables.keys import (
     DenseLayout,
     group_by_shard,
     hash_cross,

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from agents.adapter import RecordLogicAdapter, as_batch_logic
-from agents.api import (
+from kafka_ps.agents.adapter import RecordLogicAdapter, as_batch_logic
+from kafka_ps.agents.api import (
     BatchParameterServerClient,
     BatchWorkerLogic,
     ParameterServerClient,
@@ -20,10 +20,10 @@ from agents.api import (
     UnknownParameterError,
     WorkerLogic,
 )
-from agents.local import Counters, LocalParameterServer
-from tables.init import Constant
-from tables.keys import param_key
-from tables.update_rules import AdaGrad, Add, BadDeltaError, Sgd
+from kafka_ps.agents.local import Counters, LocalParameterServer
+from kafka_ps.tables.init import Constant
+from kafka_ps.tables.keys import param_key
+from kafka_ps.tables.update_rules import AdaGrad, Add, BadDeltaError, Sgd
 
 COUNT = ParamSpec("count", (1,), Add(), dtype=np.dtype(np.int64))
 MEAN = ParamSpec("mean", (1,), Sgd(lr=0.1), Constant(1.0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tables.local_state import RUNNING_MARK, LocalState
+from kafka_ps.tables.local_state import RUNNING_MARK, LocalState
 
 
 def _tables(data_dir: Path) -> Path:

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from app.messages import Kind, MessageError, PsMessage, decode_message, encode_message
+from kafka_ps.tables.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 
 
 def test_push_round_trip_keeps_every_field() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.api import TrainingRecord
-from agents.local import LocalParameterServer
-from agents.models import FtrlLogisticRegression, LinearRegression
-from tables.update_rules import ftrl_step, ftrl_weights
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.models import FtrlLogisticRegression, LinearRegression
+from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 
 NAMES = [f"x{j}" for j in range(5)]
 LR = 0.02

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.api import ParamRegistry, Prediction, TrainingRecord
-from agents.local import LocalParameterServer
-from agents.models import MODELS, Mlp, make_model
-from tables.codec import ParamRecord, decode_record, encode_record
-from tables.init import ParamInit
-from tables.keys import param_key
-from tables.update_rules import UpdateRule
+from kafka_ps.agents.api import ParamRegistry, Prediction, TrainingRecord
+from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.models import MODELS, Mlp, make_model
+from kafka_ps.tables.codec import ParamRecord, decode_record, encode_record
+from kafka_ps.tables.init import ParamInit
+from kafka_ps.tables.keys import param_key
+from kafka_ps.tables.update_rules import UpdateRule
 
 BATCH = 32
 

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from app.progress import ProgressBar, tracked
+from kafka_ps.agents.progress import ProgressBar, tracked
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:

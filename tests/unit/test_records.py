@@ -10,7 +10,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from app.records import (
+from kafka_ps.agents.records import (
     MAX_FEATURES,
     REASONS,
     BadRecordError,

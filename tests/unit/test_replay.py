@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tables.clocks import is_reserved
-from tables.codec import CodecError
-from tables.replay import (
+from kafka_ps.tables.clocks import is_reserved
+from kafka_ps.tables.codec import CodecError
+from kafka_ps.tables.replay import (
     DEFERRED_INDEX,
     POSITION_KEY,
     DeferredPushes,

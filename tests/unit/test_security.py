@@ -10,10 +10,15 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from app.cli_errors import EXIT_USAGE, failure
-from app.secure_kafka import SecureLocalKafka
-from app.security import KafkaSecurity, aiokafka_config, confluent_config, faust_credentials
-from app.settings import LocalKafkaSettings
+from kafka_ps.agents.security import (
+    KafkaSecurity,
+    aiokafka_config,
+    confluent_config,
+    faust_credentials,
+)
+from kafka_ps.agents.settings import LocalKafkaSettings
+from kafka_ps.app.cli_errors import EXIT_USAGE, failure
+from kafka_ps.app.secure_kafka import SecureLocalKafka
 
 
 @pytest.fixture(autouse=True)

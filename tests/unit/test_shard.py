@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tables.codec import decode_record, encode_value
-from tables.init import Constant, ParamInitFunction
-from tables.pages import encode_values, page_key, params_in_table
-from tables.params import ParamRegistry, ParamSpec
-from tables.shard import FlushResult, RejectedPush, Shard
-from tables.update_rules import ParamUpdate, make_rule
+from kafka_ps.tables.codec import decode_record, encode_value
+from kafka_ps.tables.init import Constant, ParamInitFunction
+from kafka_ps.tables.pages import encode_values, page_key, params_in_table
+from kafka_ps.tables.params import ParamRegistry, ParamSpec
+from kafka_ps.tables.shard import FlushResult, RejectedPush, Shard
+from kafka_ps.tables.update_rules import ParamUpdate, make_rule
 
 
 def registry() -> ParamRegistry:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app.records import parse_record
-from app.sources import InputError, read_file
-from app.train import training_records
+from kafka_ps.agents.records import parse_record
+from kafka_ps.app.sources import InputError, read_file
+from kafka_ps.app.train import training_records
 
 
 def test_a_pandas_csv_drops_its_unnamed_index_and_detects_numeric_columns(

@@ -3,9 +3,9 @@ different types, and gives the keys the documented hash says."""
 
 from __future__ import annotations
 
-from agents.api import TrainingRecord
-from agents.models.sparse import FeatureHasher
-from tables.keys import hash_cross, hash_feature, param_key
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.models.sparse import FeatureHasher
+from kafka_ps.tables.keys import hash_cross, hash_feature, param_key
 
 
 def test_equal_values_of_different_types_keep_their_own_buckets() -> None:

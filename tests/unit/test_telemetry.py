@@ -15,14 +15,14 @@ import pytest
 from faust.types import TP
 from prometheus_client import generate_latest
 
-from agents.api import ParamRegistry, ParamSpec, Prediction
-from agents.metrics import ProgressiveMetrics
-from agents.telemetry import ServerTelemetry, WorkerTelemetry, consumer_lag, serve_metrics
-from app.cli_errors import UsageError
-from app.settings import JobSettings
-from app.train import job_processes
-from tables.shard import FlushResult, PushResult, Shard
-from tables.update_rules import make_rule
+from kafka_ps.agents.api import ParamRegistry, ParamSpec, Prediction
+from kafka_ps.agents.metrics import ProgressiveMetrics
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.telemetry import ServerTelemetry, WorkerTelemetry, consumer_lag, serve_metrics
+from kafka_ps.app.cli_errors import UsageError
+from kafka_ps.app.train import job_processes
+from kafka_ps.tables.shard import FlushResult, PushResult, Shard
+from kafka_ps.tables.update_rules import make_rule
 from tests.cli import free_port
 
 JOB = "j"

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tables.codec import ParamRecord, decode_record, encode_record
-from tables.update_rules import (
+from kafka_ps.tables.codec import ParamRecord, decode_record, encode_record
+from kafka_ps.tables.update_rules import (
     UPDATE_RULES,
     BadDeltaError,
     UpdateRule,

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_export import read_npz, write_npz
-from app.settings import JobSettings
-from app.warm_start import load_warm_start
-from tables.init import Constant
-from tables.pages import params_in_table
-from tables.params import ParamRegistry, ParamSpec
-from tables.shard import Shard
-from tables.update_rules import ftrl_weights, make_rule
-from tables.warm_start import WarmStartError, warm_registry
+from kafka_ps.agents.model_export import read_npz, write_npz
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.warm_start import load_warm_start
+from kafka_ps.tables.init import Constant
+from kafka_ps.tables.pages import params_in_table
+from kafka_ps.tables.params import ParamRegistry, ParamSpec
+from kafka_ps.tables.shard import Shard
+from kafka_ps.tables.update_rules import ftrl_weights, make_rule
+from kafka_ps.tables.warm_start import WarmStartError, warm_registry
 
 FTRL = {"alpha": 0.1, "beta": 1.0, "l1": 1.0, "l2": 1.0}
 

@@ -7,12 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from agents.api import ParamRegistry, ParamSpec, UnknownParameterError
-from agents.telemetry import WorkerTelemetry
-from agents.worker import KafkaPsClient
-from app.settings import JobSettings
-from tables.shard import RejectedPush
-from tables.update_rules import make_rule
+from kafka_ps.agents.api import ParamRegistry, ParamSpec, UnknownParameterError
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.telemetry import WorkerTelemetry
+from kafka_ps.agents.worker import KafkaPsClient
+from kafka_ps.tables.shard import RejectedPush
+from kafka_ps.tables.update_rules import make_rule
 
 W = b"w:0"
 

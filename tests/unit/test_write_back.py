@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tables.write_back import WriteBack
+from kafka_ps.tables.write_back import WriteBack
 
 
 def test_reads_see_pending_writes_and_the_table_sees_them_only_after_flush() -> None:

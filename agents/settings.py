@@ -1,4 +1,4 @@
-"""Settings, read from ``KPS_*`` environment variables and an optional TOML file (app.config).
+"""Settings, read from ``KPS_*`` environment variables and an optional TOML file (agents.config).
 
 Every process of a job (workers, the CLI, the test fixtures) builds its settings
 the same way, so a job is configured by its environment alone, as a container is.
@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from app.config import FileSettings
-from tables.clocks import Consistency
+from kafka_ps.agents.config import FileSettings
+from kafka_ps.tables.clocks import Consistency
 
 #: The directory above the package: a checkout's root when running from one. Only tools that
 #: exist in a checkout alone (benchmarks) may use it; state never goes there (state_dir).

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.client import read_latest
-from tables.clocks import is_reserved
-from tables.codec import decode_record
-from tables.pages import params_in_table
+from kafka_ps.agents.client import read_latest
+from kafka_ps.tables.clocks import is_reserved
+from kafka_ps.tables.codec import decode_record
+from kafka_ps.tables.pages import params_in_table
 
 
 def read_model(bootstrap: str, topic: str, progress: str | None = None) -> dict[bytes, np.ndarray]:

@@ -24,16 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agents.models.count import COUNT
-from agents.server import PARAMS_TABLE
-from app.client import group_lag, produce
-from app.model_export import read_model, read_table
-from app.records import encode_record
-from app.settings import JobSettings
-from app.termination import wait_until_learned
-from app.train import stop_all
-from app.worker import WorkerProcess
-from tables.keys import parse_key
+from kafka_ps.agents.client import group_lag, produce
+from kafka_ps.agents.model_export import read_model, read_table
+from kafka_ps.agents.models.count import COUNT
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.server import PARAMS_TABLE
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.termination import wait_until_learned
+from kafka_ps.app.train import stop_all
+from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.tables.keys import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def chaos_settings(settings: JobSettings, consistency: str = "asp") -> JobSettin
     ride out a dead shard."""
     return settings.model_copy(
         update={
-            "model": "agents.models.count:KeyCounter",
+            "model": "kafka_ps.agents.models.count:KeyCounter",
             "model_params": {},
             "predict_unlabelled": True,
             "consistency": consistency,

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import faust
 
-from app.client import MAX_MESSAGE_BYTES
-from app.faust_patches import apply_faust_patches
-from app.security import faust_credentials
-from app.settings import JobSettings
+from kafka_ps.agents.client import MAX_MESSAGE_BYTES
+from kafka_ps.agents.faust_patches import apply_faust_patches
+from kafka_ps.agents.security import faust_credentials
+from kafka_ps.agents.settings import JobSettings
 
 
 def create_app(settings: JobSettings, group: str) -> faust.App:
     """A Faust app configured for kafka-ps: aiokafka driver, RocksDB tables, no web server.
 
     ``group`` is the Faust app id, hence the consumer group and the prefix of table
-    changelogs. Topics are created by :mod:`app.topics` before any process starts, so
+    changelogs. Topics are created by :mod:`agents.topics` before any process starts, so
     Faust never guesses partition counts.
     """
     apply_faust_patches(settings.fetch_max_wait_ms)

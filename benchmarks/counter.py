@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from functools import partial
 
 import faust
 import numpy as np
 
-from app.client import Record
-from app.settings import JobSettings
-from app.topics import TopicSpec
-from tables.codec import ParamRecord, decode_record, encode_record
-from tables.keys import shard_of
-from tables.rocksdb import rocksdb_options
+from kafka_ps.agents.client import Record
+from kafka_ps.agents.jobs import Job
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.topics import TopicSpec
+from kafka_ps.tables.codec import ParamRecord, decode_record, encode_record
+from kafka_ps.tables.keys import shard_of
+from kafka_ps.tables.rocksdb import rocksdb_options
 
 COUNTS_TABLE = "counts"
 INCREMENT = 8
@@ -97,3 +99,9 @@ def register_counter(app: faust.App, settings: JobSettings, idempotent: bool = T
                 continue
             count = int(record.value[0]) if record is not None else 0
             counts[event.key] = encode_count(count + decode_increment(event.value), offset)
+
+
+#: ``kps worker --job benchmarks.counter:COUNTER``: the offset-versioned counter.
+COUNTER = Job(register_counter, counter_topics)
+#: Without the offset check: at-least-once as Faust gives it, for the baseline benchmark.
+COUNTER_NAIVE = Job(partial(register_counter, idempotent=False), counter_topics)

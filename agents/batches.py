@@ -5,7 +5,7 @@ a message wherever the producer can do it (docs/formats.md):
 
 ``kps-batch`` (what ``kps produce`` and the client SDK write): a msgpack array
     ``["kps-batch", 1, record, record, ...]`` where each record is one msgpack training
-    record map (:mod:`app.records`), byte for byte what a one-record message would hold.
+    record map (:mod:`agents.records`), byte for byte what a one-record message would hold.
     All its records share the message's offset as their training offset.
 
 ``kps-packed`` (written by the job's own packer from one-record messages, see
@@ -16,7 +16,7 @@ a message wherever the producer can do it (docs/formats.md):
     worker had read the source topic itself.
 
 Anything else is a one-record message. :func:`split_message` turns any of them into
-:class:`Item` s; a malformed container raises :class:`~app.records.BadRecordError`.
+:class:`Item` s; a malformed container raises :class:`~agents.records.BadRecordError`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from app.records import BadRecordError
+from kafka_ps.agents.records import BadRecordError
 
 BATCH_TAG = "kps-batch"
 PACKED_TAG = "kps-packed"

@@ -16,8 +16,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from app.progress import tracked
-from app.security import confluent_config
+from kafka_ps.agents.progress import tracked
+from kafka_ps.agents.security import confluent_config
 
 #: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
 #: than the largest valid training record (1 MiB), so an oversized record still reaches a

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.security import confluent_config
+from kafka_ps.agents.security import confluent_config
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import msgpack
 import numpy as np
 
-from agents.api import TrainingRecord
+from kafka_ps.agents.api import TrainingRecord
 
 Format = Literal["json", "msgpack"]
 Reason = Literal[

@@ -2,9 +2,9 @@
 
 Settings come, highest first, from the values a program passes (the command line's setting
 flags, :mod:`app.cli_settings`), ``KPS_*`` environment variables, the file, and the defaults.
-The file holds a ``[job]`` table with :class:`app.settings.JobSettings` fields, a ``[kafka]``
-table with :class:`app.settings.LocalKafkaSettings` fields and a ``[security]`` table with
-:class:`app.security.KafkaSecurity` fields, by their field names::
+The file holds a ``[job]`` table with :class:`agents.settings.JobSettings` fields, a ``[kafka]``
+table with :class:`agents.settings.LocalKafkaSettings` fields and a ``[security]`` table with
+:class:`agents.security.KafkaSecurity` fields, by their field names::
 
     [job]
     broker = "kafka-1:9092,kafka-2:9092"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.model_export import read_model, read_npz
-from app.settings import JobSettings
-from tables.warm_start import WarmStartError
+from kafka_ps.agents.model_export import read_model, read_npz
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.warm_start import WarmStartError
 
 TOPIC_PREFIX = "topic:"
 

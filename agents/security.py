@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from app.config import FileSettings
+from kafka_ps.agents.config import FileSettings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
