@@ -34,3 +34,14 @@ def test_the_checkout_links_each_layer_under_kafka_ps() -> None:
     for layer in LAYERS:
         link = REPO / "kafka_ps" / layer
         assert link.is_symlink() and link.resolve() == REPO / layer
+
+
+def test_the_documented_layers_are_the_contracts_layers() -> None:
+    import tomllib
+
+    contract = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in contract["contracts"] if c["type"] == "layers"]
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `\w+/` \| `(kafka_ps\.\w+)` \|", section, re.MULTILINE)
+    assert documented == layers
