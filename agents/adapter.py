@@ -60,6 +60,11 @@ class RecordLogicAdapter(WrappedLogic):
     The adapter keeps no state between calls: concurrent mini-batches (one per partition
     on the Kafka runtime) each get their own client. The wrapped logic's own state is its
     business.
+
+    Parameters
+    ----------
+    logic
+        The record-at-a-time logic to run.
     """
 
     def __init__(self, logic: WorkerLogic) -> None:

@@ -140,7 +140,16 @@ class Hooks:
 
 
 class WorkerLogic(Hooks, ABC):
-    """Record-at-a-time worker logic (the Flink Parameter Server's WorkerLogic)."""
+    """Record-at-a-time worker logic (the Flink Parameter Server's WorkerLogic).
+
+    Parameters
+    ----------
+    params
+        A class or instance attribute: the :class:`~tables.params.ParamSpec` of every
+        parameter the logic pulls or pushes.
+    task
+        ``"regression"`` or ``"classification"``: how the metrics score the predictions.
+    """
 
     params: Sequence[ParamSpec]
     task: Task
@@ -153,7 +162,19 @@ class WorkerLogic(Hooks, ABC):
 
 
 class BatchWorkerLogic(Hooks, ABC):
-    """Mini-batch worker logic: pull once, learn record by record locally, push once."""
+    """Mini-batch worker logic: pull once, learn record by record locally, push once.
+
+    Keys are wire keys (:func:`~tables.keys.param_key`), pulls return every slot and pushes
+    take the rule's delta slots; :class:`~agents.logic.Logic` is the friendlier form.
+
+    Parameters
+    ----------
+    params
+        Every :class:`~tables.params.ParamSpec` its keys name (class or instance attribute).
+    task
+        How the job's metrics score its predictions: ``"regression"`` or
+        ``"classification"``.
+    """
 
     params: Sequence[ParamSpec]
     task: Task
@@ -165,7 +186,13 @@ class BatchWorkerLogic(Hooks, ABC):
 
 
 class WrappedLogic(BatchWorkerLogic, ABC):
-    """Mini-batch logic that runs another logic (``self.logic``), whose hooks are its own."""
+    """Mini-batch logic that runs another logic, whose hooks are its own.
+
+    Parameters
+    ----------
+    logic
+        The wrapped logic, set by the subclass.
+    """
 
     logic: Hooks
 

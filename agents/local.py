@@ -1,15 +1,18 @@
 """An in-process parameter server, for unit tests and for testing your own worker logic.
 
-:class:`LocalParameterServer` runs a :class:`~agents.api.WorkerLogic` or a
-:class:`~agents.api.BatchWorkerLogic` over a list of records the way the Kafka runtime
-does, without a broker: records are cut into mini-batches; every pull in a mini-batch
-sees the state from before the mini-batch; pushes are applied at the end of the
-mini-batch. Record-at-a-time logic runs through :func:`agents.adapter.as_batch_logic`,
-so both forms take one code path. Like the runtime, which sends one push message per
-shard per mini-batch naming each key once, the deltas pushed to one key during a
-mini-batch are summed and applied as one, keys in the order of their first push. (For
-``add``, ``sgd`` and ``ftrl_additive`` that equals applying them one by one; for
-``adagrad``, ``adam`` and ``ftrl`` it does not.)
+:class:`LocalParameterServer` runs a :class:`~agents.logic.Logic`, a
+:class:`~agents.api.WorkerLogic` or a :class:`~agents.api.BatchWorkerLogic` over a list
+of records the way the Kafka runtime does, without a broker: records are cut into
+mini-batches; every pull in a mini-batch sees the state from before the mini-batch;
+pushes are applied at the end of the mini-batch. Every form runs through
+:func:`agents.adapter.as_batch_logic`, so all take one code path, and pulls and pushes
+are checked, and arrays handed over, by the contract the Kafka worker's client uses
+(:mod:`tables.contract`). :func:`agents.checks.check_logic` runs on this server.
+
+Like the runtime, which sends one push message per shard per mini-batch naming each key
+once, the deltas pushed to one key during a mini-batch are summed and applied as one, keys
+in the order of their first push. (For ``add``, ``sgd`` and ``ftrl_additive`` that equals
+applying them one by one; for ``adagrad``, ``adam`` and ``ftrl`` it does not.)
 
 Shards are plain dicts ``key -> slots``. A key that was only pulled is not stored: its
 value is created from :meth:`~agents.api.ParamSpec.initial_slots` whenever it is read,

@@ -51,11 +51,23 @@ Index = int | str | Sequence[int] | Sequence[str] | np.ndarray
 
 
 class LogicError(KafkaPsError):
-    """A logic that breaks the API's rules (the message says which and where)."""
+    """A logic that breaks the API's rules.
+
+    Parameters
+    ----------
+    message
+        Which rule, and where.
+    """
 
 
 class OutputError(LogicError):
-    """A record got no output, or two, or an output that is not JSON-serialisable."""
+    """A record got no output, or two, or an output that is not JSON-serialisable.
+
+    Parameters
+    ----------
+    message
+        Which record (its place in the mini-batch, partition and offset).
+    """
 
 
 class Logic(Hooks, ABC):

@@ -20,7 +20,15 @@ def is_score(value: Any) -> bool:
 
 @dataclass
 class ProgressiveMetrics:
-    """Running totals for the whole stream plus the current window."""
+    """Running totals for the whole stream plus the current window.
+
+    Only predictions with a label and a numeric value (:func:`is_score`) are scored.
+
+    Parameters
+    ----------
+    task
+        ``"classification"`` (logloss, accuracy) or ``"regression"`` (RMSE).
+    """
 
     task: Task
     records: int = 0

@@ -47,7 +47,22 @@ log = logging.getLogger(__name__)
 
 
 class KafkaPsClient:
-    """The parameter-server client of one logical worker for one mini-batch."""
+    """The parameter-server client of one logical worker for one mini-batch.
+
+    It checks pulls and pushes by the contract ``agents/local.py`` shares
+    (``tables/contract.py``).
+
+    Parameters
+    ----------
+    app, settings, registry, router
+        The process's Faust app, the job's settings and parameters, and the reply router.
+    worker, clock
+        The logical worker and its clock for this mini-batch.
+    in_flight
+        The logical worker's gate: at most K pulls unanswered.
+    held_back, telemetry
+        Deltas the significance filter holds back for the logical worker; its metrics.
+    """
 
     def __init__(
         self,

@@ -38,7 +38,13 @@ LOGIC_REASONS = ("model_error", "unknown_parameter", "wrong_shape", "non_finite_
 
 
 class JobError(KafkaPsError):
-    """A process of the job died; the message holds the end of its log."""
+    """A process of the job died.
+
+    Parameters
+    ----------
+    message
+        Which process, and the end of its log.
+    """
 
 
 class LogicFailed(LogicError):

@@ -266,3 +266,23 @@ def test_the_logic_runs_through_the_batch_client_protocol_unchanged() -> None:
     assert list(client.pushes[0]) == [param_key("count", "a")]
     assert client.pushes[0][param_key("count", "a")].shape == (1, 1)
     assert [p.value for p in client.outputs] == [1.0, 1.0]
+
+
+def test_metrics_score_numeric_outputs_only() -> None:
+    from kafka_ps.agents.metrics import ProgressiveMetrics
+    from kafka_ps.agents.worker import Unit, predictions_message
+
+    metrics = ProgressiveMetrics("regression")
+    outputs = run(Scripted(outputs=lambda r: [(r, {"top": [1, 2]} if r.offset else 3.0)]), n=2)
+    for prediction in outputs.outputs:
+        metrics.add(prediction)
+    assert metrics.records == 1 and metrics.loss_sum == 9.0  # (3 - 0)², the dict unscored
+    units = [Unit(t, [r], [(b"", None, _origin(t))]) for t, r in enumerate(records(2))]
+    _, body = predictions_message(0, units, outputs.outputs)
+    assert b'"values": [3.0, {"top": [1, 2]}]' in body
+
+
+def _origin(offset: int) -> Any:
+    from kafka_ps.agents.dead_letters import Origin
+
+    return Origin("input", 0, offset)
