@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from kafka_ps.agents.warm_start import load_warm_start
 from kafka_ps.agents.worker import register_worker
 from kafka_ps.tables.errors import UsageError
 from kafka_ps.tables.warm_start import warm_registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,15 @@ def _register_workers(app: faust.App, settings: JobSettings) -> None:
 
     @app.on_before_shutdown.connect
     async def finish_logic(app: faust.App, **_: object) -> None:
-        # Faust sends this once the streams are empty: every record taken is learned.
-        try:
-            if ended.exists():
-                logic.end_of_input()
-        finally:
-            logic.close()
+        # Faust sends this once the streams are empty (every record taken is learned) and
+        # before it flushes the producer: a hook that raises is logged, never allowed to
+        # stop the flush.
+        hooks = [logic.end_of_input] if ended.exists() else []
+        for hook in [*hooks, logic.close]:
+            try:
+                hook()
+            except Exception:
+                log.exception("the logic's %s() raised", hook.__name__)
 
 
 JOBS: dict[str, Job] = {
