@@ -28,6 +28,7 @@ from kafka_ps import (
     UnknownParameterError,
     check_logic,
     make_rule,
+    sample_records,
 )
 from kafka_ps.agents.jobs import PICKLED, load_logic
 from kafka_ps.agents.logic import LogicAdapter
@@ -286,3 +287,34 @@ def _origin(offset: int) -> Any:
     from kafka_ps.agents.dead_letters import Origin
 
     return Origin("input", 0, offset)
+
+
+def test_check_logic_makes_its_own_records_when_given_none() -> None:
+    logic = AdaGradRegression(4, lr=0.1)
+    server = check_logic(logic)
+    assert len(server.outputs) == 64
+    assert server.snapshot()[param_key("w", 0)].shape == (4,)
+    assert all(r.dense is not None and r.dense.shape == (4,) for r in sample_records(logic))
+
+
+def test_run_refuses_a_logic_its_processes_cannot_load(tmp_path: Path) -> None:
+    """Before it creates a topic or starts a process."""
+    from kafka_ps import run
+    from kafka_ps.agents.settings import JobSettings
+
+    settings = JobSettings(data_dir=tmp_path, broker="127.0.0.1:1")
+
+    class Nested(AdaGradRegression):
+        pass
+
+    with pytest.raises(LogicError, match="cannot be pickled"):
+        run(Nested(3), [], settings=settings)
+    in_main = type("InMain", (AdaGradRegression,), {"__module__": "__main__"})
+    with pytest.raises(LogicError, match="__main__"):
+        run(in_main(3), [], settings=settings)
+    with pytest.raises(TypeError, match="params"):
+        run(AdaGradRegression(3), [], params={"dim": 3}, settings=settings)
+    with pytest.raises(ValueError, match="consistency must be"):
+        run(AdaGradRegression(3), [], consistency="sometimes", settings=settings)
+    with pytest.raises(ValueError, match="unknown model"):
+        run("nope", [], settings=settings)
