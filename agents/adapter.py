@@ -26,7 +26,9 @@ from kafka_ps.agents.api import (
     Prediction,
     TrainingRecord,
     WorkerLogic,
+    WrappedLogic,
 )
+from kafka_ps.agents.logic import Logic, LogicAdapter
 
 __all__ = ["RecordLogicAdapter", "as_batch_logic"]
 
@@ -52,12 +54,17 @@ class _RecordClient:
         self._ps.output(prediction)
 
 
-class RecordLogicAdapter(BatchWorkerLogic):
+class RecordLogicAdapter(WrappedLogic):
     """A :class:`~agents.api.WorkerLogic` driven a mini-batch at a time.
 
     The adapter keeps no state between calls: concurrent mini-batches (one per partition
     on the Kafka runtime) each get their own client. The wrapped logic's own state is its
     business.
+
+    Parameters
+    ----------
+    logic
+        The record-at-a-time logic to run.
     """
 
     def __init__(self, logic: WorkerLogic) -> None:
@@ -79,13 +86,17 @@ class RecordLogicAdapter(BatchWorkerLogic):
                 self.logic.on_pull_recv(key, values[key].copy(), client)
 
 
-def as_batch_logic(logic: WorkerLogic | BatchWorkerLogic) -> BatchWorkerLogic:
-    """``logic`` itself if it works a mini-batch at a time, else a :class:`RecordLogicAdapter`.
+def as_batch_logic(logic: Logic | WorkerLogic | BatchWorkerLogic) -> BatchWorkerLogic:
+    """``logic`` itself if it works a mini-batch at a time, else its adapter: a
+    :class:`~agents.logic.LogicAdapter` for a :class:`~agents.logic.Logic`, a
+    :class:`RecordLogicAdapter` for a :class:`~agents.api.WorkerLogic`.
 
     Anything else raises TypeError.
     """
     if isinstance(logic, BatchWorkerLogic):
         return logic
+    if isinstance(logic, Logic):
+        return LogicAdapter(logic)
     if isinstance(logic, WorkerLogic):
         return RecordLogicAdapter(logic)
-    raise TypeError(f"not a WorkerLogic or BatchWorkerLogic: {type(logic).__name__}")
+    raise TypeError(f"not a Logic, WorkerLogic or BatchWorkerLogic: {type(logic).__name__}")

@@ -39,6 +39,7 @@ from kafka_ps.tables.update_rules import ParamUpdate
 __all__ = [
     "BatchParameterServerClient",
     "BatchWorkerLogic",
+    "Hooks",
     "ParamInitFunction",
     "ParamRegistry",
     "ParamSpec",
@@ -49,6 +50,7 @@ __all__ = [
     "TrainingRecord",
     "UnknownParameterError",
     "WorkerLogic",
+    "WrappedLogic",
 ]
 
 Task = Literal["classification", "regression"]
@@ -74,9 +76,22 @@ class TrainingRecord:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What a model emits per record, before it learns from it (progressive validation)."""
+    """What a model emits per record, before it learns from it (progressive validation).
 
-    value: float
+    Parameters
+    ----------
+    value
+        A float for the built-in models; any JSON-serialisable value for a
+        :class:`~agents.logic.Logic`. Only real numbers are scored by the metrics.
+    label
+        The record's label, if it has one.
+    record_key
+        The record's key, if it has one.
+    extra
+        More JSON-serialisable values to publish with the prediction.
+    """
+
+    value: Any
     label: float | None
     record_key: bytes | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -103,8 +118,38 @@ class BatchParameterServerClient(Protocol):
     def output(self, prediction: Prediction) -> None: ...
 
 
-class WorkerLogic(ABC):
-    """Record-at-a-time worker logic (the Flink Parameter Server's WorkerLogic)."""
+class Hooks:
+    """The lifecycle hooks every logic has; each does nothing unless overridden.
+
+    ``open()`` runs once before the first record: per worker process on Kafka, per run
+    of :class:`~agents.local.LocalParameterServer`. ``end_of_input()`` runs once a finite
+    input has been learned: on Kafka when :func:`kafka_ps.run` or ``kps train
+    --until-end`` stops a worker process after the job learned everything (not when a
+    process is stopped for another reason), locally after the last mini-batch.
+    ``close()`` runs last, also after an error. None of them can pull, push or output.
+    """
+
+    def open(self) -> None:
+        """Prepare what the logic needs before its first record."""
+
+    def end_of_input(self) -> None:
+        """React to the end of a finite input."""
+
+    def close(self) -> None:
+        """Release what :meth:`open` acquired."""
+
+
+class WorkerLogic(Hooks, ABC):
+    """Record-at-a-time worker logic (the Flink Parameter Server's WorkerLogic).
+
+    Parameters
+    ----------
+    params
+        A class or instance attribute: the :class:`~tables.params.ParamSpec` of every
+        parameter the logic pulls or pushes.
+    task
+        ``"regression"`` or ``"classification"``: how the metrics score the predictions.
+    """
 
     params: Sequence[ParamSpec]
     task: Task
@@ -116,8 +161,20 @@ class WorkerLogic(ABC):
     def on_pull_recv(self, key: bytes, value: np.ndarray, ps: ParameterServerClient) -> None: ...
 
 
-class BatchWorkerLogic(ABC):
-    """Mini-batch worker logic: pull once, learn record by record locally, push once."""
+class BatchWorkerLogic(Hooks, ABC):
+    """Mini-batch worker logic: pull once, learn record by record locally, push once.
+
+    Keys are wire keys (:func:`~tables.keys.param_key`), pulls return every slot and pushes
+    take the rule's delta slots; :class:`~agents.logic.Logic` is the friendlier form.
+
+    Parameters
+    ----------
+    params
+        Every :class:`~tables.params.ParamSpec` its keys name (class or instance attribute).
+    task
+        How the job's metrics score its predictions: ``"regression"`` or
+        ``"classification"``.
+    """
 
     params: Sequence[ParamSpec]
     task: Task
@@ -126,3 +183,24 @@ class BatchWorkerLogic(ABC):
     async def on_batch(
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None: ...
+
+
+class WrappedLogic(BatchWorkerLogic, ABC):
+    """Mini-batch logic that runs another logic, whose hooks are its own.
+
+    Parameters
+    ----------
+    logic
+        The wrapped logic, set by the subclass.
+    """
+
+    logic: Hooks
+
+    def open(self) -> None:
+        self.logic.open()
+
+    def end_of_input(self) -> None:
+        self.logic.end_of_input()
+
+    def close(self) -> None:
+        self.logic.close()

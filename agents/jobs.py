@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,8 @@ from kafka_ps.agents.warm_start import load_warm_start
 from kafka_ps.agents.worker import register_worker
 from kafka_ps.tables.errors import UsageError
 from kafka_ps.tables.warm_start import warm_registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,24 @@ def ps_topics(settings: JobSettings) -> list[TopicSpec]:
     ]
 
 
-def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
-    """A built-in model by name, or the user's own logic as ``package.module:factory``.
+#: ``KPS_MODEL=pickle:<path>``: a logic object pickled by :func:`kafka_ps.run`.
+PICKLED = "pickle:"
+#: A file a driver writes into a worker process's data directory once the job has learned
+#: its whole input, before it stops the process: the logic's ``end_of_input()`` runs then.
+END_OF_INPUT = "end-of-input"
 
-    Record-at-a-time logic is wrapped so that it runs on the same mini-batch path.
+
+def load_logic(name: str, params: dict[str, Any]) -> BatchWorkerLogic:
+    """A built-in model by name, the user's own logic as ``package.module:factory``
+    (called with ``params``), or ``pickle:<path>``, a logic object that
+    :func:`kafka_ps.run` pickled (its class is imported by name).
+
+    A :class:`~agents.logic.Logic` or record-at-a-time logic is wrapped so that it runs on
+    the same mini-batch path.
     """
+    if name.startswith(PICKLED):
+        with open(name.removeprefix(PICKLED), "rb") as file:
+            return as_batch_logic(pickle.load(file))
     if ":" in name:
         module, _, attribute = name.partition(":")
         return as_batch_logic(getattr(importlib.import_module(module), attribute)(**params))
@@ -69,6 +86,21 @@ def _register_servers(app: faust.App, settings: JobSettings) -> None:
 def _register_workers(app: faust.App, settings: JobSettings) -> None:
     logic = load_logic(settings.model, settings.model_params)
     register_worker(app, settings, logic, ParamRegistry(list(logic.params)))
+    logic.open()
+    ended = settings.data_dir / END_OF_INPUT
+    ended.unlink(missing_ok=True)
+
+    @app.on_before_shutdown.connect
+    async def finish_logic(app: faust.App, **_: object) -> None:
+        # Faust sends this once the streams are empty (every record taken is learned) and
+        # before it flushes the producer: a hook that raises is logged, never allowed to
+        # stop the flush.
+        hooks = [logic.end_of_input] if ended.exists() else []
+        for hook in [*hooks, logic.close]:
+            try:
+                hook()
+            except Exception:
+                log.exception("the logic's %s() raised", hook.__name__)
 
 
 JOBS: dict[str, Job] = {

@@ -1,15 +1,18 @@
 """An in-process parameter server, for unit tests and for testing your own worker logic.
 
-:class:`LocalParameterServer` runs a :class:`~agents.api.WorkerLogic` or a
-:class:`~agents.api.BatchWorkerLogic` over a list of records the way the Kafka runtime
-does, without a broker: records are cut into mini-batches; every pull in a mini-batch
-sees the state from before the mini-batch; pushes are applied at the end of the
-mini-batch. Record-at-a-time logic runs through :func:`agents.adapter.as_batch_logic`,
-so both forms take one code path. Like the runtime, which sends one push message per
-shard per mini-batch naming each key once, the deltas pushed to one key during a
-mini-batch are summed and applied as one, keys in the order of their first push. (For
-``add``, ``sgd`` and ``ftrl_additive`` that equals applying them one by one; for
-``adagrad``, ``adam`` and ``ftrl`` it does not.)
+:class:`LocalParameterServer` runs a :class:`~agents.logic.Logic`, a
+:class:`~agents.api.WorkerLogic` or a :class:`~agents.api.BatchWorkerLogic` over a list
+of records the way the Kafka runtime does, without a broker: records are cut into
+mini-batches; every pull in a mini-batch sees the state from before the mini-batch;
+pushes are applied at the end of the mini-batch. Every form runs through
+:func:`agents.adapter.as_batch_logic`, so all take one code path, and pulls and pushes
+are checked, and arrays handed over, by the contract the Kafka worker's client uses
+(:mod:`tables.contract`). :func:`agents.checks.check_logic` runs on this server.
+
+Like the runtime, which sends one push message per shard per mini-batch naming each key
+once, the deltas pushed to one key during a mini-batch are summed and applied as one, keys
+in the order of their first push. (For ``add``, ``sgd`` and ``ftrl_additive`` that equals
+applying them one by one; for ``adagrad``, ``adam`` and ``ftrl`` it does not.)
 
 Shards are plain dicts ``key -> slots``. A key that was only pulled is not stored: its
 value is created from :meth:`~agents.api.ParamSpec.initial_slots` whenever it is read,
@@ -40,8 +43,10 @@ from kafka_ps.agents.api import (
     TrainingRecord,
     WorkerLogic,
 )
+from kafka_ps.agents.logic import Logic
+from kafka_ps.tables.contract import add_deltas, pull_specs, pulled_value
 from kafka_ps.tables.keys import shard_of
-from kafka_ps.tables.update_rules import BadDeltaError, Slots
+from kafka_ps.tables.update_rules import Slots
 
 
 @dataclass
@@ -59,8 +64,15 @@ class Counters:
     push_messages: int = 0
 
 
-class _Session:
-    """The batch client a logic sees during one mini-batch."""
+class Session:
+    """The batch client a logic sees during one mini-batch of a local run.
+
+    Parameters
+    ----------
+    server
+        The server whose state the mini-batch's pulls read; the caller applies
+        ``pushes`` to it (:meth:`LocalParameterServer.apply`) when the mini-batch ends.
+    """
 
     def __init__(self, server: LocalParameterServer) -> None:
         self._server = server
@@ -72,32 +84,26 @@ class _Session:
         return self._server.read(keys)
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
-        """Add each delta to its key's push for this mini-batch.
-
-        Shape and kind are checked here, so that deltas can be summed and a bad one is
-        reported where it was pushed; the rest is checked when the push is applied.
-        """
-        for key, delta in deltas.items():
-            spec = self._server.registry.spec_for(key)
-            try:
-                array = np.asarray(delta)
-            except (TypeError, ValueError) as error:
-                raise BadDeltaError(f"delta for {key!r} is not an array: {error}") from error
-            if array.shape != spec.delta_shape or array.dtype.kind not in "iuf":
-                raise BadDeltaError(
-                    f"delta for {key!r} is {array.dtype}{list(array.shape)}, "
-                    f"expected numbers of shape {list(spec.delta_shape)}"
-                )
-            current = self.pushes.get(key)
-            # A new array either way: the logic may reuse its buffer after pushing.
-            self.pushes[key] = array.copy() if current is None else current + array
+        """Add each delta to its key's push for this mini-batch, by the rule the Kafka
+        worker's client applies (tables/contract.py); the update rule checks the rest when
+        the push is applied."""
+        add_deltas(self._server.registry, self.pushes, deltas)
 
     def output(self, prediction: Prediction) -> None:
         self.outputs.append(prediction)
 
 
 class LocalParameterServer:
-    """Parameter shards in memory, and a runner for worker logic against them."""
+    """Parameter shards in memory, and a runner for worker logic against them.
+
+    Parameters
+    ----------
+    params
+        The parameters of the logic that will run.
+    partitions
+        The number of shards the keys are spread over (as on Kafka, by
+        :func:`~tables.keys.shard_of`); results do not depend on it.
+    """
 
     def __init__(self, params: Sequence[ParamSpec], partitions: int = 1) -> None:
         if partitions < 1:
@@ -111,16 +117,20 @@ class LocalParameterServer:
 
     def run(
         self,
-        logic: WorkerLogic | BatchWorkerLogic,
+        logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
     ) -> list[Prediction]:
-        """Feed ``records`` to ``logic`` in mini-batches; return the predictions output."""
+        """Feed ``records`` to ``logic`` in mini-batches; return the predictions output.
+
+        The logic's ``open()`` runs first, ``end_of_input()`` after the last mini-batch
+        and ``close()`` last, also when the logic raises.
+        """
         return asyncio.run(self.arun(logic, records, batch_size))
 
     async def arun(
         self,
-        logic: WorkerLogic | BatchWorkerLogic,
+        logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
     ) -> list[Prediction]:
@@ -129,12 +139,17 @@ class LocalParameterServer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch_logic = as_batch_logic(logic)
         outputs: list[Prediction] = []
-        for start in range(0, len(records), batch_size):
-            session = _Session(self)
-            await batch_logic.on_batch(records[start : start + batch_size], session)
-            self._apply(session.pushes)
-            outputs.extend(session.outputs)
-        self.outputs.extend(outputs)
+        batch_logic.open()
+        try:
+            for start in range(0, len(records), batch_size):
+                session = Session(self)
+                await batch_logic.on_batch(records[start : start + batch_size], session)
+                self.apply(session.pushes)
+                outputs.extend(session.outputs)
+            batch_logic.end_of_input()
+        finally:
+            self.outputs.extend(outputs)
+            batch_logic.close()
         return outputs
 
     def read(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
@@ -142,8 +157,10 @@ class LocalParameterServer:
 
         Counted as one pull request to every shard the keys live on.
         """
-        unique = dict.fromkeys(keys)
-        values = {key: np.stack(self.slots(key)) for key in unique}
+        unique = pull_specs(self.registry, keys)
+        values = {
+            key: pulled_value(spec, np.stack(self.slots(key))) for key, spec in unique.items()
+        }
         self.counters.pulls += len(unique)
         self.counters.pull_messages += len({shard_of(key, self.partitions) for key in unique})
         return values
@@ -158,16 +175,17 @@ class LocalParameterServer:
         """Copies of the value (slot 0) of every stored key."""
         return {key: slots[0].copy() for shard in self.shards for key, slots in shard.items()}
 
-    def _apply(self, pushes: Mapping[bytes, np.ndarray]) -> None:
+    def apply(self, pushes: Mapping[bytes, np.ndarray]) -> None:
         """Apply one mini-batch's summed deltas, all or none.
 
         Every new state is computed before any is stored, so a bad delta raises
         :class:`BadDeltaError` and leaves every shard as it was.
         """
-        staged = {
-            key: self.registry.spec_for(key).rule.apply(self.slots(key), delta)
-            for key, delta in pushes.items()
-        }
+        staged = {}
+        for key, delta in pushes.items():
+            spec = self.registry.spec_for(key)
+            # As a shard does: deltas travel as float64 and are applied in the value's dtype.
+            staged[key] = spec.rule.apply(self.slots(key), delta.astype(spec.dtype, copy=False))
         for key, slots in staged.items():
             self.shards[shard_of(key, self.partitions)][key] = slots
         self.counters.pushes += len(pushes)

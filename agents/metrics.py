@@ -12,9 +12,23 @@ from kafka_ps.agents.api import Prediction, Task
 EPS = 1e-15
 
 
+def is_score(value: Any) -> bool:
+    """Whether an output is a number the metrics score (a :class:`~agents.logic.Logic`
+    may output any JSON value; only numbers are scored against labels)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass
 class ProgressiveMetrics:
-    """Running totals for the whole stream plus the current window."""
+    """Running totals for the whole stream plus the current window.
+
+    Only predictions with a label and a numeric value (:func:`is_score`) are scored.
+
+    Parameters
+    ----------
+    task
+        ``"classification"`` (logloss, accuracy) or ``"regression"`` (RMSE).
+    """
 
     task: Task
     records: int = 0
@@ -28,7 +42,7 @@ class ProgressiveMetrics:
     window_started: float = field(default_factory=time.monotonic)
 
     def add(self, prediction: Prediction) -> None:
-        if prediction.label is None:
+        if prediction.label is None or not is_score(prediction.value):
             return
         y, p = prediction.label, prediction.value
         if self.task == "classification":

@@ -37,16 +37,32 @@ from kafka_ps.agents.replies import ReplyRouter
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.telemetry import WorkerTelemetry, serve_metrics
 from kafka_ps.tables.clocks import Consistency
+from kafka_ps.tables.contract import add_deltas, pull_specs, pulled_value
 from kafka_ps.tables.keys import group_by_shard
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from kafka_ps.tables.replay import replay_segments
-from kafka_ps.tables.shard import RejectedPush, check_delta_size
+from kafka_ps.tables.shard import RejectedPush
 
 log = logging.getLogger(__name__)
 
 
 class KafkaPsClient:
-    """The parameter-server client of one logical worker for one mini-batch."""
+    """The parameter-server client of one logical worker for one mini-batch.
+
+    It checks pulls and pushes by the contract ``agents/local.py`` shares
+    (``tables/contract.py``).
+
+    Parameters
+    ----------
+    app, settings, registry, router
+        The process's Faust app, the job's settings and parameters, and the reply router.
+    worker, clock
+        The logical worker and its clock for this mini-batch.
+    in_flight
+        The logical worker's gate: at most K pulls unanswered.
+    held_back, telemetry
+        Deltas the significance filter holds back for the logical worker; its metrics.
+    """
 
     def __init__(
         self,
@@ -77,7 +93,7 @@ class KafkaPsClient:
 
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         # Checked before asking: a shard never answers a pull of an unknown parameter.
-        specs = {key: self.registry.spec_for(key) for key in keys}
+        specs = pull_specs(self.registry, keys)
         await self.router.ensure(self.worker)
         by_shard = group_by_shard(list(specs), self.settings.shards)
         replies = await asyncio.gather(
@@ -86,7 +102,7 @@ class KafkaPsClient:
         values: dict[bytes, np.ndarray] = {}
         for reply in replies:
             for key, flat in zip(reply.keys, reply.values, strict=True):
-                values[key] = flat.reshape(specs[key].slot_shape)
+                values[key] = pulled_value(specs[key], flat)
         return values
 
     async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
@@ -126,21 +142,10 @@ class KafkaPsClient:
         return [(reply.first_offset, reply.last_offset) for reply in replies]
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
-        """Refuse at once what a shard would reject, so that the logic's batch fails here
-        and the worker can find the records it misbehaves on."""
-        totals: dict[bytes, np.ndarray] = {}
-        with np.errstate(over="ignore", invalid="ignore"):  # sums are checked below
-            for key, delta in deltas.items():
-                shape = self.registry.spec_for(key).delta_shape
-                array = np.array(delta, dtype=np.float64)
-                check_delta_size(key, array, shape)
-                array = array.reshape(shape)
-                current = self.deltas.get(key)
-                totals[key] = array if current is None else current + array
-        if totals and not np.isfinite(np.concatenate([t.ravel() for t in totals.values()])).all():
-            bad = next(key for key, total in totals.items() if not np.isfinite(total).all())
-            raise RejectedPush("non_finite_delta", f"{bad!r}: the delta has NaN or Inf")
-        self.deltas.update(totals)
+        """Refuse at once what a shard would reject (by the rule agents/local.py applies
+        too, tables/contract.py), so that the logic's batch fails here and the worker can
+        find the records it misbehaves on."""
+        add_deltas(self.registry, self.deltas, deltas)
 
     def output(self, prediction: Prediction) -> None:
         self.predictions.append(prediction)

@@ -26,6 +26,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka_ps.agents.api import Task
 from kafka_ps.agents.batches import encode_batch
 from kafka_ps.agents.client import Record, produce
+from kafka_ps.agents.jobs import END_OF_INPUT
+from kafka_ps.agents.metrics import is_score
 from kafka_ps.agents.model_export import export_npz
 from kafka_ps.agents.progress import ProgressBar
 from kafka_ps.agents.records import BadRecordError, encode_record
@@ -127,7 +129,7 @@ def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, floa
                 if record in seen:
                     continue
                 seen.add(record)
-                if y is None:
+                if y is None or not is_score(p):
                     continue
                 n += 1
                 if task == "classification":
@@ -218,6 +220,7 @@ def run_job(
             feed = training_records(records, settings.partitions)
         seconds = _learn(settings, feed, processes)
         ended = True
+        mark_end_of_input(processes)
     except (Stopped, KeyboardInterrupt):
         ended = True
         raise
@@ -226,6 +229,14 @@ def run_job(
         if ended and settings.export_on_exit:
             export_on_exit(settings)
     return _summary(settings, task, seconds)
+
+
+def mark_end_of_input(processes: list[WorkerProcess]) -> None:
+    """Tell each worker process, before it is stopped, that the job learned its whole
+    input, so that its logic's ``end_of_input()`` runs as it stops (agents/jobs.py)."""
+    for process in processes:
+        if process.job == "worker":
+            (process.settings.data_dir / END_OF_INPUT).touch()
 
 
 class Stopped(Exception):

@@ -1,4 +1,6 @@
-"""Every built-in model, trained end to end through Kafka on real data, beats the base rate."""
+"""Every built-in model, trained end to end through Kafka on real data, beats the base rate,
+and learns on Kafka exactly what it learns in process (agents/local.py) on the same
+mini-batches."""
 
 from __future__ import annotations
 
@@ -9,9 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.batches import encode_batch
+from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.models import MODELS, make_model
+from kafka_ps.agents.records import encode_record, parse_record
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import FLIGHTS_DENSE_DIM, RecordFields, flights, flights_dense
 from kafka_ps.app.train import run_job
+from tests.unit.test_models_contract import CASES as CONTRACT
+from tests.unit.test_models_contract import losses
+from tests.unit.test_models_contract import stream as contract_stream
 
 RECORDS = 20_000
 
@@ -61,3 +71,64 @@ def test_builtin_model_learns_through_kafka(
     assert summary.records == len(records)
     assert math.isfinite(summary.loss)
     assert summary.loss < prior_loss(records, task), (summary.loss, prior_loss(records, task))
+
+
+#: Mini-batch size of the equivalence runs: every kps-batch message holds this many records
+#: and is one mini-batch on Kafka, as every slice of this many is one locally.
+SAME_BATCH = 32
+SAME_RECORDS = 8 * SAME_BATCH + 5
+
+
+def record_fields(record: TrainingRecord) -> dict[str, Any]:
+    """``encode_record``'s arguments for a contract-test record."""
+    fields: dict[str, Any] = {"label": record.label, "key": record.key.decode()}
+    if record.features:
+        fields["features"] = dict(record.features)
+    if record.dense is not None:
+        fields["dense"] = record.dense.tolist()
+    return fields
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_builtin_model_gives_the_local_parameters_through_kafka(
+    model: str, job_settings: JobSettings, tmp_path: Path
+) -> None:
+    """One logical worker, the same mini-batches: agents/local.py and Kafka learn the same
+    parameters, bit for bit, and publish the same predictions."""
+    hyper = CONTRACT[model].hyper
+    fields = [record_fields(r) for r in contract_stream(model)[:SAME_RECORDS]]
+    # Both runtimes learn from what a worker parses off the wire.
+    wire = [encode_record(**f, fmt="msgpack") for f in fields]
+    records = [parse_record(data, 0, t) for t, data in enumerate(wire)]
+    logic = make_model(model, **hyper)
+    local = LocalParameterServer(logic.params, partitions=3)
+    outputs = local.run(logic, records, SAME_BATCH)
+
+    out = tmp_path / "model.npz"
+    settings = job_settings.model_copy(
+        update={
+            "partitions": 1,
+            "shards": 3,
+            "batch_size": SAME_BATCH,
+            "model": model,
+            "model_params": hyper,
+            "pack_input": False,
+            "export_on_exit": str(out),
+        }
+    )
+    feed = (
+        (None, encode_batch(wire[i : i + SAME_BATCH]), 0) for i in range(0, len(wire), SAME_BATCH)
+    )
+    summary = run_job(settings, None, logic.task, workers=1, servers=1, logs=tmp_path, feed=feed)
+    assert summary.records == len(records)
+    labels = [r.label for r in records]
+    expected = losses(logic.task, [p.value for p in outputs], labels).mean()
+    assert summary.loss == pytest.approx(
+        expected if logic.task == "classification" else math.sqrt(expected), rel=1e-12
+    )
+
+    learned = np.load(out)
+    snapshot = {key.decode(): value for key, value in local.snapshot().items()}
+    assert snapshot and set(learned.files) == set(snapshot)
+    for key, value in snapshot.items():
+        np.testing.assert_array_equal(learned[key], value, err_msg=key)

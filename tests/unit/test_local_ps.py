@@ -214,14 +214,17 @@ def test_pulls_are_answered_in_pull_order_with_later_rounds() -> None:
     assert logic.answered == [param_key("count", c) for c in "cabacz"]
 
 
-def test_a_pull_does_not_store_and_values_are_copies() -> None:
-    spec = ParamSpec("w", (2,), Add(), Constant(3.0))
+def test_a_pull_does_not_store_and_values_are_read_only_float64() -> None:
+    """The array contract of tables/contract.py, as the Kafka client gives it."""
+    spec = ParamSpec("w", (2,), Add(), Constant(3.0), dtype=np.dtype(np.float32))
     key = param_key("w", 0)
     server = LocalParameterServer([spec])
     logic = Scripted([spec], [key], {})
     asyncio.run(server.arun(logic, records("x")))
     np.testing.assert_array_equal(logic.pulled[key], [[3.0, 3.0]])
-    logic.pulled[key][0, :] = 99.0
+    assert logic.pulled[key].dtype == np.float64
+    with pytest.raises(ValueError, match="read-only"):
+        logic.pulled[key][0, :] = 99.0
     assert server.snapshot() == {}
     np.testing.assert_array_equal(server.slots(key)[0], [3.0, 3.0])
 
@@ -312,7 +315,7 @@ def test_as_batch_logic_wraps_record_logic_and_passes_batch_logic_through() -> N
     adapted = as_batch_logic(record)
     assert isinstance(adapted, RecordLogicAdapter) and adapted.logic is record
     assert adapted.params == record.params and adapted.task == record.task
-    with pytest.raises(TypeError, match="not a WorkerLogic or BatchWorkerLogic"):
+    with pytest.raises(TypeError, match="not a Logic, WorkerLogic or BatchWorkerLogic"):
         as_batch_logic(object())  # type: ignore[arg-type]
 
 

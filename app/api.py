@@ -1,0 +1,287 @@
+"""``kafka_ps.run``: train a logic on Kafka from Python (``docs/api.md``).
+
+It composes what ``kps train`` does (:func:`app.train.run_job`: topics, worker and server
+processes, the input streamed in, termination, summary) and adds what a Python caller
+needs: the logic object reaches the child processes, the logic's own errors are raised
+here, and the summary is returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from kafka_ps.agents.api import BatchWorkerLogic, TrainingRecord, WorkerLogic
+from kafka_ps.agents.checks import check_logic
+from kafka_ps.agents.jobs import PICKLED, load_logic
+from kafka_ps.agents.logic import Logic, LogicError
+from kafka_ps.agents.records import BadRecordError, encode_record, parse_record
+from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.train import Summary, run_job
+from kafka_ps.tables.clocks import Consistency
+from kafka_ps.tables.contract import BadPushError
+from kafka_ps.tables.errors import KafkaPsError
+
+__all__ = ["JobError", "LogicFailed", "run"]
+
+AnyLogic = Logic | WorkerLogic | BatchWorkerLogic
+#: Dead-letter reasons that blame the logic rather than the record.
+LOGIC_REASONS = ("model_error", "unknown_parameter", "wrong_shape", "non_finite_delta")
+
+
+class JobError(KafkaPsError):
+    """A process of the job died.
+
+    Parameters
+    ----------
+    message
+        Which process, and the end of its log.
+    """
+
+
+class LogicFailed(LogicError):
+    """The logic raised on some records on Kafka; they went to dead letters.
+
+    Parameters
+    ----------
+    counts
+        Dead letters per reason the logic is to blame for.
+    details
+        The first few errors, as the workers recorded them.
+    summary
+        The job's summary (the other records were learned).
+    """
+
+    def __init__(self, counts: dict[str, int], details: list[str], summary: Summary) -> None:
+        shown = "; ".join(details)
+        super().__init__(f"the logic failed on {sum(counts.values())} records ({counts}): {shown}")
+        self.counts = counts
+        self.details = details
+        self.summary = summary
+
+
+def run(
+    logic: AnyLogic | str,
+    source: Iterable[Mapping[str, Any] | TrainingRecord] | str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    servers: int = 1,
+    consistency: str = "asp",
+    partitions: int | None = None,
+    shards: int | None = None,
+    batch_size: int | None = None,
+    settings: JobSettings | None = None,
+    check: bool = True,
+    logs: Path | None = None,
+) -> Summary:
+    """Train ``logic`` on ``source`` through Kafka; return the job's summary.
+
+    Parameters
+    ----------
+    logic
+        A :class:`~agents.logic.Logic` (or low-level logic) object, pickled for the child
+        processes, so its class must be importable (not defined in ``__main__``); or a
+        built-in model's name or ``"package.module:factory"``, built with ``params``.
+    source
+        Training records: mappings with the fields of ``encode_record`` (``features``,
+        ``dense``, ``label``, ``key``, ``ts``) or :class:`~agents.api.TrainingRecord`
+        objects; or the name of a topic that holds training records, learned up to the
+        end it has when the job starts.
+    params
+        The factory's keyword arguments when ``logic`` is a name.
+    workers
+        Worker processes.
+    servers
+        Server (shard) processes.
+    consistency
+        ``"asp"``, ``"bsp"`` or ``"ssp:<s>"``.
+    partitions
+        Logical workers (training partitions); default: the settings' (``KPS_PARTITIONS``).
+    shards
+        Server shards; default: the settings'.
+    batch_size
+        Records per mini-batch; default: the settings'.
+    settings
+        The job's base settings (broker, security, ...); default: ``KPS_*`` variables.
+        Every run gets an app id of its own (``<app_id>-run-<time>-<random>``), an input
+        topic named after it and a data directory under the settings'.
+    check
+        Run :func:`~agents.checks.check_logic` on a copy of the logic over the first two
+        mini-batches first, so that a mistake raises here before any process starts.
+    logs
+        Where the processes' logs go; default: the job's data directory.
+
+    Raises
+    ------
+    UnknownParameterError, BadPushError, OutputError, LogicError
+        The check found a mistake (or the logic's own exception, from the check).
+    LogicFailed
+        The logic raised on records while the job ran on Kafka. Its ``__cause__`` is the
+        logic's own exception, raised again in the caller on the first such record, when
+        it fails there again.
+    JobError
+        A process of the job died.
+    """
+    base = settings or JobSettings()
+    run_id = f"{base.app_id}-run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    data_dir = base.data_dir / run_id
+    update: dict[str, Any] = {
+        "app_id": run_id,
+        "input_topic": source if isinstance(source, str) else f"{run_id}-input",
+        "data_dir": data_dir,
+        "consistency": consistency,
+    }
+    for name, value in (("partitions", partitions), ("shards", shards), ("batch_size", batch_size)):
+        if value is not None:
+            update[name] = value
+    job = base.model_copy(update=update)
+    Consistency.parse(consistency)  # a bad one fails here, before anything starts
+    model, model_params, fresh = _ship(logic, params, data_dir)
+    job = job.model_copy(update={"model": model, "model_params": model_params})
+
+    records: Iterable[Mapping[str, Any]] | None = None
+    if not isinstance(source, str):
+        fields = (_fields(item) for item in source)
+        head = list(itertools.islice(fields, 2 * job.batch_size))
+        if check and head:
+            check_logic(fresh(), [_wire(item, t) for t, item in enumerate(head)], job.batch_size)
+        records = itertools.chain(head, fields)
+    task = fresh().task
+    try:
+        summary = run_job(job, records, task, workers, servers, logs)
+    except RuntimeError as error:
+        if "process died" in str(error) or "exited early" in str(error):
+            raise JobError(str(error)) from None
+        raise
+    letters = _logic_dead_letters(job)
+    if letters.counts:
+        failed = LogicFailed(letters.counts, letters.details, summary)
+        raise failed from _reproduce(fresh, letters.first)
+    return summary
+
+
+def _reproduce(fresh: Any, record: TrainingRecord | None) -> BaseException | None:
+    """The logic's own exception, raised again here on the first record it failed on
+    (learned alone, as the worker tried it), or None if it does not fail again."""
+    if record is None:
+        return None
+    try:
+        check_logic(fresh(), [record], 1)
+    except Exception as error:
+        error.add_note(
+            f"raised again in the caller on the record the job's worker failed on "
+            f"(partition {record.partition}, offset {record.offset})"
+        )
+        return error
+    return None
+
+
+def _ship(
+    logic: AnyLogic | str, params: Mapping[str, Any] | None, data_dir: Path
+) -> tuple[str, dict[str, Any], Any]:
+    """The job's ``model`` and ``model_params`` settings for ``logic``, and a function
+    that builds a fresh copy of it in this process."""
+    if isinstance(logic, str):
+        kwargs = dict(params or {})
+        load_logic(logic, kwargs)  # a bad name or parameter fails here
+        return logic, kwargs, lambda: load_logic(logic, kwargs)
+    if params:
+        raise TypeError("params is for a logic given by name; this logic is an object")
+    cls = type(logic)
+    if cls.__module__ == "__main__":
+        raise LogicError(
+            f"{cls.__qualname__} is defined in __main__, which the job's processes cannot "
+            "import: define it in a module, or pass 'module:factory'"
+        )
+    try:
+        data = pickle.dumps(logic)
+    except Exception as error:
+        raise LogicError(f"the logic cannot be pickled for the job's processes: {error}") from error
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "logic.pickle"
+    path.write_bytes(data)
+    return f"{PICKLED}{path}", {}, lambda: pickle.loads(data)
+
+
+def _fields(item: Mapping[str, Any] | TrainingRecord) -> dict[str, Any]:
+    """``encode_record``'s keyword arguments for one source item."""
+    if isinstance(item, TrainingRecord):
+        return {
+            "features": dict(item.features),
+            "dense": item.dense,
+            "label": item.label,
+            "key": item.key.decode() if item.key is not None else None,
+            "ts": item.timestamp,
+        }
+    return dict(item)
+
+
+def _wire(fields: Mapping[str, Any], offset: int) -> TrainingRecord:
+    """The record a worker parses from these fields (the check sees what Kafka sees)."""
+    return parse_record(encode_record(**fields), 0, offset)
+
+
+@dataclass
+class _DeadLetters:
+    """The dead letters the logic is to blame for."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    #: The first few details, as the workers recorded them.
+    details: list[str] = field(default_factory=list)
+    #: The first record the logic failed on.
+    first: TrainingRecord | None = None
+
+
+def _logic_dead_letters(settings: JobSettings, shown: int = 3) -> _DeadLetters:
+    """Dead letters the logic is to blame for, per reason, the first few details, and the
+    first such record."""
+    consumer = Consumer(
+        {**confluent_config(settings.broker), "group.id": f"kps-run-{uuid.uuid4().hex}"}
+    )
+    topic = settings.topic("dead-letters")
+    found = _DeadLetters()
+    try:
+        tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
+        _, end = consumer.get_watermark_offsets(tp, 10)
+        consumer.assign([tp])
+        for message in _read(consumer, end):
+            headers = dict(message.headers() or [])
+            reason = headers.get("kps-reason", b"").decode()
+            detail = headers.get("kps-detail", b"").decode(errors="replace")
+            # A delta of non-numbers shares its reason with a record's wrong type; the
+            # worker records the logic's error as its repr.
+            if reason not in LOGIC_REASONS and not detail.startswith(f"{BadPushError.__name__}("):
+                continue
+            found.counts[reason] = found.counts.get(reason, 0) + 1
+            if len(found.details) < shown:
+                found.details.append(detail)
+            if found.first is None:
+                with suppress(BadRecordError, ValueError):
+                    found.first = parse_record(
+                        message.value(),
+                        int(headers.get("kps-partition", b"0")),
+                        int(headers.get("kps-offset", b"-1")),
+                    )
+    finally:
+        consumer.close()
+    return found
+
+
+def _read(consumer: Consumer, end: int) -> Iterator[Any]:
+    read = 0
+    while read < end:
+        for message in consumer.consume(500, 1.0):
+            if message.error() is None:
+                read += 1
+                yield message
