@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_ps.agents.security import confluent_config
+from kafka_ps.tables.errors import KafkaPsError
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class TopicSpec:
         )
 
 
-class TopicMismatchError(RuntimeError):
+class TopicMismatchError(KafkaPsError, RuntimeError):
     """A topic exists with another partition count than the job needs."""
 
 

@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a worker process (configured by KPS_* env)")
     worker.add_argument(
-        "--job", default="worker", help="what the process hosts: worker, server, or module:attribute"
+        "--job",
+        default="worker",
+        help="what the process hosts: worker, server, or module:attribute",
     )
     worker.set_defaults(handler=_worker)
 

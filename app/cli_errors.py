@@ -39,20 +39,13 @@ def first_line(text: str) -> str:
 
 
 def failure(error: BaseException) -> tuple[str, int] | None:
-    """The one-line message and exit code for ``error``, or None if it is a bug."""
-    from kafka_ps.agents.config import ConfigFileError
-    from kafka_ps.agents.topics import TopicMismatchError
-    from kafka_ps.app.local_kafka import LocalKafkaError
-    from kafka_ps.app.sources import InputError
+    """The one-line message and exit code for ``error``, or None if it is a bug.
 
+    Every error kafka-ps raises on purpose is a :class:`KafkaPsError` that carries its exit
+    code; only the libraries' own errors are translated here.
+    """
     if isinstance(error, KafkaPsError):
         return first_line(str(error)), error.code
-    if isinstance(error, InputError):
-        return first_line(str(error)), EXIT_INPUT
-    if isinstance(error, LocalKafkaError):
-        return first_line(str(error)), EXIT_KAFKA_TOOL
-    if isinstance(error, TopicMismatchError | ConfigFileError):
-        return first_line(str(error)), EXIT_USAGE
     if isinstance(error, ValidationError):
         problem = error.errors()[0]
         prefix = "KPS_KAFKA_" if error.title == "LocalKafkaSettings" else "KPS_"

@@ -28,6 +28,8 @@ from confluent_kafka.admin import AdminClient
 from kafka_ps.agents.client import MAX_MESSAGE_BYTES
 from kafka_ps.agents.security import KafkaSecurity, confluent_config
 from kafka_ps.agents.settings import LocalKafkaSettings
+from kafka_ps.app.cli_errors import EXIT_KAFKA_TOOL
+from kafka_ps.tables.errors import KafkaPsError
 
 #: The broker's files, shipped as package data of ``app``.
 _FILES = resources.files("kafka_ps.app") / "kafka_files"
@@ -41,8 +43,10 @@ def _package_file(name: str, destination: Path) -> Path:
     return destination
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(KafkaPsError, RuntimeError):
     """Something stops the local broker from starting; the message says what."""
+
+    code = EXIT_KAFKA_TOOL
 
 
 @dataclass(frozen=True)

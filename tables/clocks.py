@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from kafka_ps.tables.codec import CodecError
+from kafka_ps.tables.errors import KafkaPsError
 
 #: Keys starting with this are shard bookkeeping, never parameters.
 RESERVED_PREFIX = b"__"
@@ -180,7 +181,7 @@ class VectorClock:
         return consistency.allows(worker_clock, self.minimum(workers))
 
 
-class PendingPullsFull(RuntimeError):
+class PendingPullsFull(KafkaPsError, RuntimeError):
     """More pulls are waiting than the configured bound allows."""
 
 

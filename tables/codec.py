@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kafka_ps.tables.errors import KafkaPsError
+
 MAGIC = b"KP"
 FORMAT_VERSION = 1
 
@@ -38,7 +40,7 @@ _U32_MAX = 0xFFFF_FFFF
 _I64_MAX = 2**63 - 1
 
 
-class CodecError(ValueError):
+class CodecError(KafkaPsError, ValueError):
     """A record that cannot be encoded or decoded; the message says why."""
 
 

@@ -20,10 +20,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from kafka_ps.tables.errors import KafkaPsError
+
 Slots = tuple[np.ndarray, ...]
 
 
-class BadDeltaError(ValueError):
+class BadDeltaError(KafkaPsError, ValueError):
     """A push that must not be applied; the message says why."""
 
 
