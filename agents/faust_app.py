@@ -1,4 +1,4 @@
-"""The Faust application every kafka-ps worker process runs."""
+"""The Faust application every kafka-ps process runs."""
 
 from __future__ import annotations
 

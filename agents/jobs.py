@@ -1,4 +1,4 @@
-"""The jobs a ``kps worker`` process can host, by name."""
+"""The jobs a process can host, by name (``kps serve``, ``kps learn``, ``kps host JOB``)."""
 
 from __future__ import annotations
 

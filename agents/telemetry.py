@@ -98,7 +98,7 @@ class ProcessTelemetry:
 
 
 class WorkerTelemetry(ProcessTelemetry):
-    """A worker process: records learned, pull and push times, progressive metrics.
+    """A learning process: records learned, pull and push times, progressive metrics.
 
     Parameters
     ----------

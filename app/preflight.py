@@ -3,7 +3,7 @@ client's credentials, and lets its principal use the topics and groups the comma
 
 Each failure is a :class:`app.cli_errors.BrokerError`: one line and exit code 5. Without
 these checks a wrong password shows up as ten seconds of silence and a bare "transport
-failure", and a missing ACL as a worker process dying in Faust's start-up, after other
+failure", and a missing ACL as a learning process dying in Faust's start-up, after other
 processes have created topics.
 """
 

@@ -1,4 +1,4 @@
-"""The chaos benchmark: SIGKILL worker processes, then server processes, many times.
+"""The chaos benchmark: SIGKILL learning processes, then server processes, many times.
 
 The long form of ``tests/integration/test_chaos.py``: 3 worker and 3 server processes
 count records per key (20,000 records over 1,000 keys by default) while a random

@@ -30,9 +30,9 @@ from kafka_ps.agents.models.count import COUNT
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.server import PARAMS_TABLE
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
 from kafka_ps.app.train import stop_all
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.keys import parse_key
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,11 @@ def wait_shards_drained(settings: JobSettings, timeout: float = 120.0) -> None:
 
 def _processes(
     settings: JobSettings, logs: Path, workers: int, servers: int
-) -> dict[Target, list[WorkerProcess]]:
+) -> dict[Target, list[JobProcess]]:
     """The job's processes by role, each with its own data directory and membership id."""
     return {
         role: [
-            WorkerProcess(
+            JobProcess(
                 job,
                 settings.model_copy(
                     update={

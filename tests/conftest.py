@@ -18,7 +18,7 @@ import pytest
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 
 
 @pytest.fixture(scope="session")
@@ -55,16 +55,16 @@ def _topics_of(bootstrap: str, prefix: str) -> list[str]:
 
 
 @pytest.fixture
-def worker_factory(
+def process_factory(
     job_settings: JobSettings, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+) -> Iterator[Callable[..., JobProcess]]:
     """Makes worker child processes; any still running at teardown are killed."""
-    made: list[WorkerProcess] = []
+    made: list[JobProcess] = []
 
     def make(
         job: str = "benchmarks.counter:COUNTER", settings: JobSettings | None = None
-    ) -> WorkerProcess:
-        worker = WorkerProcess(
+    ) -> JobProcess:
+        worker = JobProcess(
             job, settings or job_settings, tmp_path / "logs" / f"worker-{len(made)}.log"
         )
         made.append(worker)

@@ -14,7 +14,7 @@ import pytest
 
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.observe import JobWatcher, learning_curve
-from kafka_ps.app.worker import WorkerProcess, settings_env
+from kafka_ps.app.process import JobProcess, settings_env
 from tests.cli import REPO, free_port, run_kps
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.broker
 
 
 def test_a_running_job_is_seen_by_status_plot_and_exporter(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess], tmp_path: Path
 ) -> None:
     settings = watched(job_settings)
-    learn_flights(worker_factory, {"server": settings, "worker": settings})
+    learn_flights(process_factory, {"server": settings, "worker": settings})
 
     watcher = JobWatcher(settings)
     try:

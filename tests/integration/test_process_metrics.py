@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kafka_ps.agents.packer import training_topic
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 from tests.cli import free_port
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 
@@ -49,12 +49,12 @@ def scrape_until(port: int, done: Callable[[Samples], bool], timeout: float = 30
 
 
 def test_workers_and_servers_serve_their_own_metrics(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = watched(job_settings)
     ports = {"server": free_port(), "worker": free_port()}
     learn_flights(
-        worker_factory,
+        process_factory,
         {job: settings.model_copy(update={"metrics_port": port}) for job, port in ports.items()},
     )
 

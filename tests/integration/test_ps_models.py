@@ -12,8 +12,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, movielens
+from kafka_ps.app.process import settings_env
 from kafka_ps.app.train import run_job
-from kafka_ps.app.worker import settings_env
 from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}

@@ -2,7 +2,8 @@
 
 A broker of the test's own (its own ports and directory, so that the session's broker is
 untouched) serves a ``kps train`` job (a parent and its worker and server children) and a
-standalone ``kps worker`` pair, as containers would run them. The broker is SIGKILLed; then
+standalone pair, ``kps serve`` and ``kps worker --job worker`` (the old spelling of ``kps
+learn``), as containers would run them. The broker is SIGKILLed; then
 every process gets SIGTERM at once, as a container engine's stop does.
 """
 
@@ -56,8 +57,8 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
     try:
         spawn("train", "--dataset", "flights", "--limit", "300000", log="train.log")
         standalone = {"KPS_APP_ID": "standalone", "KPS_DATA_DIR": str(tmp_path / "standalone")}
-        spawn("worker", "--job", "server", log="server.log", **standalone)
-        spawn("worker", "--job", "worker", log="worker.log", **standalone)
+        spawn("serve", log="server.log", **standalone)
+        spawn("worker", "--job", "worker", log="worker.log", **standalone)  # the alias
         _wait_for(".kps/data/*/worker-1.log", tmp_path, b"Worker ready", 180)
         _wait_for("worker.log", tmp_path, b"Worker ready", 180)
         _wait_for("server.log", tmp_path, b"Worker ready", 180)
