@@ -14,10 +14,11 @@ A record is one object with these fields, all optional except that ``features`` 
 
 A field set to ``null`` (``nil``) counts as absent. Anything else is rejected with a
 :class:`BadRecordError` whose ``reason`` is one of :data:`REASONS`, so that a worker can
-send the record to the dead-letter topic with that reason in a header (invariant 6):
-undecodable bytes, unknown fields, wrong types (a boolean is not a number), NaN or
-infinite numbers, oversized records, too many features and feature names that would
-break parameter keys or feature crosses (``:``, ``=`` and ``&`` are their separators).
+send the record to the dead-letter topic with that reason in a header (invariant 7 in
+docs/architecture.md#invariants): undecodable bytes, unknown fields, wrong types (a
+boolean is not a number), NaN or infinite numbers, oversized records, too many features
+and feature names that would break parameter keys or feature crosses (``:``, ``=`` and
+``&`` are their separators).
 
 The format is told by the first byte: a JSON object starts with ``{`` (after optional
 whitespace), a msgpack map with 0x80-0x8f, 0xde or 0xdf.

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from kafka_ps.agents.client import MAX_MESSAGE_BYTES
-from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.deadline import Deadline
+from kafka_ps.agents.security import MAX_MESSAGE_BYTES, KafkaSecurity, confluent_config
 from kafka_ps.agents.settings import LocalKafkaSettings
 from kafka_ps.app.cli_errors import EXIT_KAFKA_TOOL
 from kafka_ps.tables.errors import KafkaPsError
@@ -199,8 +199,8 @@ class LocalKafka:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
-        deadline = time.monotonic() + self.settings.start_timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(self.settings.start_timeout)
+        while not deadline.passed():
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise LocalKafkaError(
@@ -236,8 +236,8 @@ class LocalKafka:
 
     def _terminate(self, pid: int, grace: float = 30.0) -> None:
         _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
+        deadline = Deadline(grace)
+        while not deadline.passed() and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
             _signal(pid, signal.SIGKILL)

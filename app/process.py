@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.faust_app import create_app
 from kafka_ps.agents.jobs import job_named
 from kafka_ps.agents.settings import JobSettings
@@ -156,14 +157,10 @@ class JobProcess:
         tables may still be recovering)."""
         self.wait_log(b"Ready", timeout)
 
-    def wait_recovered(self, timeout: float = 120.0) -> None:
-        """Wait until Faust has rebuilt this process's tables and resumed its streams."""
-        self.wait_log(b"Worker ready", timeout)
-
     def wait_log(self, text: bytes, timeout: float) -> None:
         """Wait for ``text`` in what this run has logged so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.passed():
             if not self.running:
                 raise RuntimeError(f"process exited early:\n{self.log_tail()}")
             with self.log_path.open("rb") as log:

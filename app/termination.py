@@ -20,6 +20,7 @@ from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.clocks import Consistency
@@ -126,11 +127,11 @@ class Termination:
 def wait_until_learned(settings: JobSettings, ends: dict[int, int], timeout: float = 600) -> None:
     """Block until every record below ``ends[p]`` of each training partition is learned and
     every push is applied; raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     termination = Termination(settings, ends)
     try:
         while not termination.step():
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise TimeoutError("the job did not learn its input in time")
     finally:
         termination.close()

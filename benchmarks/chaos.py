@@ -16,6 +16,7 @@ import json
 import uuid
 
 from benchmarks.chaos_driver import run_chaos
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings, state_dir
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
@@ -77,7 +78,7 @@ def one_run(broker: str, args: argparse.Namespace, target: str, consistency: str
 def _topics(broker: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
-    return list(AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics)
+    return list(AdminClient(confluent_config(broker)).list_topics(timeout=10).topics)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.chaos_driver import chaos_settings
 from kafka_ps.agents.client import produce, read_all
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings, state_dir
 from kafka_ps.app.local_kafka import LocalKafka
 from kafka_ps.app.process import JobProcess
@@ -56,7 +57,7 @@ def _stream(
 
 def shards_of(settings: JobSettings, instance_id: str) -> set[int]:
     """The shard-topic partitions the member ``instance_id`` of the server group holds."""
-    admin = AdminClient({"bootstrap.servers": settings.broker})
+    admin = AdminClient(confluent_config(settings.broker))
     group = settings.group("server")
     description = admin.describe_consumer_groups([group])[group].result(10)
     for member in description.members:

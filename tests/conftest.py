@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
@@ -50,7 +51,7 @@ def job_settings(kafka: str, unique_name: str, tmp_path: Path) -> Iterator[JobSe
 def _topics_of(bootstrap: str, prefix: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    topics = AdminClient(confluent_config(bootstrap)).list_topics(timeout=10).topics
     return [name for name in topics if name.startswith(prefix)]
 
 

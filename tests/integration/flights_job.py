@@ -39,7 +39,7 @@ def learn_flights(
     for process in processes:
         process.start()
     for process in processes:
-        process.wait_recovered()
+        process.wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
     settings = settings_of["worker"]
     records = training_records(load("flights", limit=RECORDS), settings.partitions)
     produce(settings.broker, settings.input_topic, [*records, BAD_RECORD])

@@ -1,4 +1,4 @@
-"""Bad input never crashes a process and never reaches the model (invariant 6).
+"""Bad input never crashes a process and never reaches the model (invariant 7).
 
 Each kind of bad input is its own job: one bad record among good ones. It must land in the
 dead-letter topic, bytes intact, with its reason; be counted on the metrics topic; leave
@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka_ps.agents.client import produce
 from kafka_ps.agents.model_export import read_model
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
@@ -62,7 +63,7 @@ CASES: dict[str, tuple[bytes, str]] = {
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
     """(key, value, headers) of every message in partition 0 of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-dlq"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-dlq"})
     tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
     _, end = consumer.get_watermark_offsets(tp, 10)
     consumer.assign([tp])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.observe import JobWatcher, learning_curve
 from kafka_ps.app.process import JobProcess, settings_env
@@ -29,9 +30,9 @@ def test_a_running_job_is_seen_by_status_plot_and_exporter(
 
     watcher = JobWatcher(settings)
     try:
-        deadline = time.monotonic() + 30
+        deadline = Deadline(30)
         snapshot = watcher.poll()
-        while not snapshot.dead_letters and time.monotonic() < deadline:
+        while not snapshot.dead_letters and not deadline.passed():
             snapshot = watcher.poll()
     finally:
         watcher.close()
@@ -73,8 +74,8 @@ def test_a_running_job_is_seen_by_status_plot_and_exporter(
     )
     try:
         text = ""
-        deadline = time.monotonic() + 60
-        while "kps_records_learned{" not in text and time.monotonic() < deadline:
+        deadline = Deadline(60)
+        while "kps_records_learned{" not in text and not deadline.passed():
             time.sleep(1)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

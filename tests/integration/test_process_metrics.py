@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.packer import training_topic
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
@@ -40,10 +40,10 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 
 def scrape_until(port: int, done: Callable[[Samples], bool], timeout: float = 30) -> Samples:
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     samples = scrape(port)
-    while not done(samples) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while not done(samples) and not deadline.passed():
+        deadline.sleep(0.5)
         samples = scrape(port)
     return samples
 

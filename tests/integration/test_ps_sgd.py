@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka_ps.agents.client import produce
 from kafka_ps.agents.model_export import read_table
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
@@ -20,7 +21,7 @@ LR = 0.01
 
 
 def read_messages(bootstrap: str, topic: str) -> list[PsMessage]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-reader"})
     tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
     _, end = consumer.get_watermark_offsets(tp, 10)
     consumer.assign([tp])

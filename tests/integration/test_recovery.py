@@ -58,7 +58,7 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
 
     shutil.rmtree(server_settings.data_dir)
     server = process_factory("server", server_settings).start()
-    server.wait_recovered()
+    server.wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
     assert server.terminate() == 0
     assert read_table(server_settings.data_dir, PARAMS_TABLE) == before
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from kafka_ps.agents.deadline import Deadline, wait_until
 from kafka_ps.agents.settings import LocalKafkaSettings
 from kafka_ps.app.local_kafka import LocalKafka, _alive
 from kafka_ps.app.stopping import _children
@@ -25,12 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _wait_for(path_glob: str, root: Path, text: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in path.read_bytes() for path in root.glob(path_glob)):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"no {text!r} in {root}/{path_glob} after {timeout:.0f}s")
+    wait_until(
+        lambda: any(text in path.read_bytes() for path in root.glob(path_glob)),
+        timeout,
+        0.5,
+        f"no {text!r} in {root}/{path_glob} after {timeout:.0f}s",
+    )
 
 
 def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Path) -> None:
@@ -78,7 +79,8 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
         for child in everyone[len(processes) :]:
             os.kill(child, signal.SIGTERM)
         ended: dict[int, float] = {}
-        while len(ended) < len(everyone) and time.monotonic() - stopped_at < 15:
+        deadline = Deadline(15)
+        while len(ended) < len(everyone) and not deadline.passed():
             for p in everyone:
                 if p not in ended and not _alive(p):
                     ended[p] = round(time.monotonic() - stopped_at, 1)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,8 +15,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kafka_ps.agents.api import ParamRegistry
 from kafka_ps.agents.client import produce
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.jobs import load_logic, ps_topics
 from kafka_ps.agents.model_export import read_model, read_npz, read_table
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
 from kafka_ps.app.datasets import flights
@@ -65,7 +66,7 @@ def pull(settings: JobSettings, keys: Sequence[bytes], timeout: float = 30.0) ->
     for key in keys:
         by_shard.setdefault(shard_of(key, settings.shards), []).append(key)
     replies = TopicPartition(settings.topic("replies"), 0)
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": uuid.uuid4().hex})
+    consumer = Consumer({**confluent_config(settings.broker), "group.id": uuid.uuid4().hex})
     replies.offset = consumer.get_watermark_offsets(replies, 10)[1]
     consumer.assign([replies])
     produce(
@@ -78,8 +79,8 @@ def pull(settings: JobSettings, keys: Sequence[bytes], timeout: float = 30.0) ->
     )
     values: Model = {}
     waiting = set(by_shard)
-    deadline = time.monotonic() + timeout
-    while waiting and time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while waiting and not deadline.passed():
         for message in consumer.consume(10, 0.5):
             reply = decode_message(message.value())
             waiting.discard(reply.request_id)
@@ -115,11 +116,11 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
         )
     try:
         predictions = settings.topic("predictions")
-        deadline = time.monotonic() + 120
+        deadline = Deadline(120)
         while sum(end_offsets(settings.broker, predictions, settings.partitions).values()) == 0:
             assert driver.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "nothing learned in 120 s"
-            time.sleep(0.5)
+            assert not deadline.passed(), "nothing learned in 120 s"
+            deadline.sleep(0.5)
         driver.send_signal(signal.SIGTERM)
         driver.wait(120)
     finally:
