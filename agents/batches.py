@@ -37,13 +37,23 @@ _ARRAY_BYTES = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
 
 @dataclass(frozen=True)
 class Item:
-    """One record's bytes and where it came from."""
+    """One record's bytes and where it came from.
 
-    #: Training offset: the source message's offset.
+    Parameters
+    ----------
+    offset
+        Training offset: the source message's offset.
+    value
+        The record's bytes.
+    key
+        The source message's key.
+    index
+        Position inside a ``kps-batch`` message; None for a one-record message.
+    """
+
     offset: int
     value: bytes
     key: bytes | None = None
-    #: Position inside a ``kps-batch`` message; None for a one-record message.
     index: int | None = None
 
 

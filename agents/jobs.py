@@ -22,9 +22,20 @@ from kafka_ps.tables.warm_start import warm_registry
 
 @dataclass(frozen=True)
 class Job:
+    """What one kind of process hosts.
+
+    Parameters
+    ----------
+    register
+        Registers the job's agents and tables on a process's Faust app.
+    topics
+        Every topic the job uses, created before any of its processes starts.
+    role
+        Appended to the job's app id to name this role's consumer group.
+    """
+
     register: Callable[[faust.App, JobSettings], None]
     topics: Callable[[JobSettings], list[TopicSpec]]
-    #: Appended to the job's app id to name this role's consumer group.
     role: str = ""
 
     def group(self, settings: JobSettings) -> str:

@@ -20,6 +20,20 @@ from kafka_ps.tables.errors import KafkaPsError
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic kafka-ps creates, and checks when it exists.
+
+    Parameters
+    ----------
+    name
+        The topic.
+    partitions
+        Its partition count; an existing topic with another count is an error.
+    compacted
+        ``cleanup.policy=compact`` (else ``delete``).
+    config
+        Further topic configuration.
+    """
+
     name: str
     partitions: int
     compacted: bool = False

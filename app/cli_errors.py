@@ -1,5 +1,9 @@
 """How the ``kps`` command line fails: one line on stderr and a documented exit code.
 
+Every error kafka-ps raises on purpose is a :class:`KafkaPsError` and carries its code in
+``code``; of the libraries' errors, pydantic's validation errors are 2 and confluent-kafka's
+are 5. Anything else is a bug and ends in a traceback.
+
 ======  ==================================================================================
 code    meaning
 ======  ==================================================================================
@@ -7,10 +11,12 @@ code    meaning
 1       ``kps kafka``: the local broker could not be fetched, started or stopped
 2       a bad command line or setting: an unknown option, ``--model-params`` that is not
         JSON, an unknown model or hyper-parameter, a bad flag, ``KPS_*`` or settings-file value,
-        a missing settings file, a topic whose partition count differs from the job's
+        a missing settings file, a topic whose partition count differs from the job's, a
+        warm start that does not fit the model, and any other :class:`KafkaPsError`
 3       ``kps kafka status``: the local broker is not running
 4       bad input data: a missing or unreadable file, an unknown format, a missing label
-        column, a bad row (``file:line`` and the reason)
+        column, a bad row (``file:line`` and the reason), a bad training record, a data
+        set whose package is not installed
 5       the broker does not answer, or refuses a request: wrong credentials, or no ACL
         for a topic or group the command needs
 130     interrupted (Ctrl-C)

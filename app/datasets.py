@@ -316,7 +316,21 @@ def movielens(name: str = "ml-100k", limit: int | None = None) -> Iterator[Recor
 
 @dataclass(frozen=True)
 class Dataset:
-    """A registered data set: how to stream it and which package ships it."""
+    """A registered data set: how to stream it and which package ships it.
+
+    Parameters
+    ----------
+    name
+        Its name for ``kps train --dataset`` and ``kps produce --dataset``.
+    task
+        ``classification`` or ``regression``: which metrics its job reports.
+    install
+        The pip requirement that ships it, for the message when it is missing.
+    stream
+        Yields its records' fields in time order (takes ``limit``).
+    description
+        One line for the command line's help.
+    """
 
     name: str
     task: Task

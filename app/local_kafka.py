@@ -51,6 +51,20 @@ class LocalKafkaError(KafkaPsError, RuntimeError):
 
 @dataclass(frozen=True)
 class BrokerStatus:
+    """Whether the local broker runs, as ``kps kafka status`` reports it.
+
+    Parameters
+    ----------
+    running
+        Whether it answers.
+    pid
+        Its process id, if it has a pid file.
+    bootstrap
+        Its address.
+    detail
+        One line for a person.
+    """
+
     running: bool
     pid: int | None
     bootstrap: str
@@ -58,7 +72,13 @@ class BrokerStatus:
 
 
 class LocalKafka:
-    """Fetches, formats, starts and stops one local broker+controller."""
+    """Fetches, formats, starts and stops one local broker+controller.
+
+    Parameters
+    ----------
+    settings
+        Its version, ports and directories; ``KPS_KAFKA_*`` by default.
+    """
 
     def __init__(self, settings: LocalKafkaSettings | None = None) -> None:
         self.settings = settings or LocalKafkaSettings()

@@ -27,7 +27,17 @@ from kafka_ps.agents.settings import JobSettings
 
 @dataclass
 class PartitionState:
-    """One partition of a group's topic: who owns it and how far behind it is."""
+    """One partition of a group's topic: who owns it and how far behind it is.
+
+    Parameters
+    ----------
+    partition
+        The partition.
+    owner
+        The group member (host and short member id) that owns it, or ``-`` for none.
+    lag
+        Messages between the group's committed offset and the end of the partition.
+    """
 
     partition: int
     owner: str
@@ -65,7 +75,13 @@ class JobSnapshot:
 
 
 class JobWatcher:
-    """Follows a job's metrics topic from its start and polls its groups' state."""
+    """Follows a job's metrics topic from its start and polls its groups' state.
+
+    Parameters
+    ----------
+    settings
+        The job's settings: its broker, app id and topics.
+    """
 
     def __init__(self, settings: JobSettings) -> None:
         self.settings = settings

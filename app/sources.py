@@ -39,7 +39,13 @@ from kafka_ps.tables.errors import KafkaPsError
 
 @dataclass(frozen=True)
 class Bad:
-    """A row already found bad while reading, with ``file:line: reason``."""
+    """A row already found bad while reading.
+
+    Parameters
+    ----------
+    reason
+        ``file:line: reason``.
+    """
 
     reason: str
 

@@ -40,7 +40,13 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 class PushWatcher:
     """Tails the shard topic: per logical worker, the training offsets its pushes cover and
-    the shard-topic offset of its latest push on each shard."""
+    the shard-topic offset of its latest push on each shard.
+
+    Parameters
+    ----------
+    settings
+        The job's settings: its broker and shard topic.
+    """
 
     def __init__(self, settings: JobSettings) -> None:
         self.settings = settings
@@ -81,7 +87,15 @@ def _committed(settings: JobSettings) -> dict[int, int]:
 
 
 class Termination:
-    """Decides, one step at a time, whether a job has learned its input up to ``ends``."""
+    """Decides, one step at a time, whether a job has learned its input up to ``ends``.
+
+    Parameters
+    ----------
+    settings
+        The job's settings.
+    ends
+        Per training partition, the end offset its input had when the job started.
+    """
 
     def __init__(self, settings: JobSettings, ends: dict[int, int]) -> None:
         self.settings = settings

@@ -83,6 +83,20 @@ def batched_training_records(
 
 @dataclass(frozen=True)
 class Summary:
+    """What a finished job learned, from its predictions topic.
+
+    Parameters
+    ----------
+    records
+        Records predicted, each counted once.
+    loss
+        Progressive logloss (classification) or RMSE (regression).
+    accuracy
+        Progressive accuracy; None for regression.
+    seconds
+        From every process being ready to the input being learned.
+    """
+
     records: int
     loss: float
     accuracy: float | None
