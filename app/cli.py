@@ -280,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("job", help="server (as kps serve), worker (as kps learn), module:attribute")
     host.set_defaults(handler=_host)
     # The old spelling: `kps worker --job server` is `kps serve`, `--job worker` `kps learn`.
-    alias = commands.add_parser("worker", help="the old spelling of kps host: --job JOB")
+    alias = commands.add_parser(
+        "worker",
+        help="the old spelling of kps host: --job JOB",
+        description="The old spelling: --job server is kps serve, --job worker (the default) "
+        "is kps learn, --job module:attribute is kps host module:attribute.",
+    )
     alias.add_argument("--job", default="worker", help="server, worker, or module:attribute")
     alias.set_defaults(handler=_host)
 

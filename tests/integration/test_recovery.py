@@ -23,6 +23,7 @@ from kafka_ps.app.termination import wait_until_learned
 from kafka_ps.tables.local_state import RUNNING_MARK
 from kafka_ps.tables.local_store import read_table
 from kafka_ps.tables.pages import params_in_table
+from tests.cli import free_port
 
 
 def test_shard_table_rebuilt_from_changelog_bit_for_bit(
@@ -65,9 +66,10 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A broker of the test's own, so that restarting it disturbs no other test."""
+    """A broker of the test's own, on free ports, so that restarting it disturbs no other
+    test and no other broker on the machine."""
     broker = LocalKafka(
-        LocalKafkaSettings(home=tmp_path / "kafka", port=9192, controller_port=9193)
+        LocalKafkaSettings(home=tmp_path / "kafka", port=free_port(), controller_port=free_port())
     )
     broker.start()
     yield broker
