@@ -25,6 +25,7 @@ from kafka_ps.agents.checks import check_logic, sample_records
 from kafka_ps.agents.local import LocalParameterServer
 from kafka_ps.agents.logic import Logic, LogicError, OutputError, Params
 from kafka_ps.tables.contract import BadPushError
+from kafka_ps.tables.dead_letters import DeadLetterReason
 from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.init import Constant, Normal, Uniform, Zeros
 from kafka_ps.tables.update_rules import AdaGrad, Adam, Add, Ftrl, Sgd, make_rule
@@ -37,6 +38,7 @@ __all__ = [
     "BatchParameterServerClient",
     "BatchWorkerLogic",
     "Constant",
+    "DeadLetterReason",
     "Ftrl",
     "Hooks",
     "KafkaPsError",

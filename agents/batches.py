@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import msgpack
 
 from kafka_ps.agents.records import BadRecordError
+from kafka_ps.tables.dead_letters import DeadLetterReason
 
 BATCH_TAG = "kps-batch"
 PACKED_TAG = "kps-packed"
@@ -36,13 +37,23 @@ _ARRAY_BYTES = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
 
 @dataclass(frozen=True)
 class Item:
-    """One record's bytes and where it came from."""
+    """One record's bytes and where it came from.
 
-    #: Training offset: the source message's offset.
+    Parameters
+    ----------
+    offset
+        Training offset: the source message's offset.
+    value
+        The record's bytes.
+    key
+        The source message's key.
+    index
+        Position inside a ``kps-batch`` message; None for a one-record message.
+    """
+
     offset: int
     value: bytes
     key: bytes | None = None
-    #: Position inside a ``kps-batch`` message; None for a one-record message.
     index: int | None = None
 
 
@@ -86,9 +97,13 @@ def _container(data: bytes) -> tuple[msgpack.Unpacker, int, str] | None:
             return None
         version = unpacker.unpack()
     except (ValueError, msgpack.UnpackException, msgpack.OutOfData) as error:
-        raise BadRecordError("malformed", f"not a valid record batch: {error}") from None
+        raise BadRecordError(
+            DeadLetterReason.MALFORMED, f"not a valid record batch: {error}"
+        ) from None
     if version != VERSION:
-        raise BadRecordError("malformed", f"{tag} version {version!r}, expected {VERSION}")
+        raise BadRecordError(
+            DeadLetterReason.MALFORMED, f"{tag} version {version!r}, expected {VERSION}"
+        )
     return unpacker, count - 2, tag
 
 
@@ -103,7 +118,9 @@ def split_message(data: bytes, offset: int, key: bytes | None = None) -> list[It
             return list(_batch_items(unpacker, data, count, offset, key))
         return list(_packed_items(unpacker, count))
     except (ValueError, TypeError, msgpack.UnpackException, msgpack.OutOfData) as error:
-        raise BadRecordError("malformed", f"not a valid {tag} message: {error}") from None
+        raise BadRecordError(
+            DeadLetterReason.MALFORMED, f"not a valid {tag} message: {error}"
+        ) from None
 
 
 def _batch_items(

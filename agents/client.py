@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -16,13 +15,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from kafka_ps.agents.deadline import Deadline, wait_until
 from kafka_ps.agents.progress import tracked
-from kafka_ps.agents.security import confluent_config
-
-#: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
-#: than the largest valid training record (1 MiB), so an oversized record still reaches a
-#: worker, which sends it, bytes intact, to the dead-letter topic.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+from kafka_ps.agents.security import confluent_config, producer_config
 
 Record = tuple[bytes | None, bytes, int | None]
 """(key, value, partition); partition None lets the producer's partitioner choose."""
@@ -30,15 +25,7 @@ Record = tuple[bytes | None, bytes, int | None]
 
 def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: int = 5) -> int:
     """Produce every record, wait for all acknowledgements and return how many were acked."""
-    producer = Producer(
-        {
-            **confluent_config(bootstrap),
-            "linger.ms": linger_ms,
-            "acks": "all",
-            "enable.idempotence": True,
-            "message.max.bytes": MAX_MESSAGE_BYTES,
-        }
-    )
+    producer = Producer(producer_config(bootstrap, linger_ms))
     errors: list[str] = []
 
     def on_delivery(error: object, _message: object) -> None:
@@ -89,9 +76,9 @@ def read_all(
             if high > low:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while ends:
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise TimeoutError(f"reading {topic}: partitions {sorted(ends)} not at end")
             for message in consumer.consume(1000, 0.5):
                 if message.error():
@@ -153,16 +140,18 @@ def is_transient(error: KafkaException) -> bool:
 
 def wait_caught_up(bootstrap: str, group: str, topic: str, timeout: float = 120.0) -> None:
     """Block until ``group`` has committed everything in ``topic``."""
-    deadline = time.monotonic() + timeout
     lag: int | str = "?"
-    while time.monotonic() < deadline:
+
+    def caught_up() -> bool:
+        nonlocal lag
         try:
             lag = group_lag(bootstrap, group, topic)
         except KafkaException as error:
             if not is_transient(error):
                 raise
             lag = f"? ({error.args[0].str()})"
-        if lag == 0:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"group {group} still {lag} records behind on {topic}")
+        return lag == 0
+
+    wait_until(
+        caught_up, timeout, 0.5, lambda: f"group {group} still {lag} records behind on {topic}"
+    )

@@ -29,10 +29,12 @@ from typing import ClassVar
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
+from kafka_ps.tables.errors import KafkaPsError
+
 CONFIG_VARIABLE = "KPS_CONFIG"
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(KafkaPsError, ValueError):
     """The settings file named by ``KPS_CONFIG`` is missing."""
 
 

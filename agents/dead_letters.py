@@ -20,14 +20,24 @@ from dataclasses import dataclass
 import faust
 
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.dead_letters import DeadLetterReason
+
+__all__ = ["DeadLetterReason", "DeadLetters", "Origin", "report_counts"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a dead letter was read: a topic, partition and offset, and for a record inside
-    a ``kps-batch`` message its index there."""
+    """Where a dead letter was read.
+
+    Parameters
+    ----------
+    topic, partition, offset
+        The message it was read from.
+    index
+        For a record inside a ``kps-batch`` message, its index there.
+    """
 
     topic: str
     partition: int
@@ -41,19 +51,30 @@ class Origin:
 
 
 class DeadLetters:
+    """Sends a process's dead letters and counts them by reason.
+
+    Parameters
+    ----------
+    app
+        The process's Faust app, whose producer sends them.
+    topic
+        The job's dead-letter topic.
+    """
+
     def __init__(self, app: faust.App, topic: str) -> None:
         self.app = app
         self.topic = topic
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[DeadLetterReason] = Counter()
 
     async def send(
         self,
         value: bytes,
         key: bytes | None,
-        reason: str,
+        reason: DeadLetterReason,
         detail: str,
         source: faust.EventT | Origin,
     ) -> None:
+        reason = DeadLetterReason(reason)  # a bare string must name a reason too
         origin = source if isinstance(source, Origin) else Origin.of(source)
         self.counts[reason] += 1
         log.warning(

@@ -1,12 +1,11 @@
-"""The Faust application every kafka-ps worker process runs."""
+"""The Faust application every kafka-ps process runs."""
 
 from __future__ import annotations
 
 import faust
 
-from kafka_ps.agents.client import MAX_MESSAGE_BYTES
 from kafka_ps.agents.faust_patches import apply_faust_patches
-from kafka_ps.agents.security import faust_credentials
+from kafka_ps.agents.security import faust_config
 from kafka_ps.agents.settings import JobSettings
 
 
@@ -20,8 +19,7 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
     apply_faust_patches(settings.fetch_max_wait_ms)
     return faust.App(
         group,
-        broker=f"kafka://{settings.broker}",
-        broker_credentials=faust_credentials(),
+        **faust_config(settings.broker),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         autodiscover=False,
@@ -35,9 +33,6 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_commit_interval=settings.commit_interval,
-        producer_acks=-1,
-        producer_max_request_size=MAX_MESSAGE_BYTES,
-        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         key_serializer="raw",
         value_serializer="raw",
     )

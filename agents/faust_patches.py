@@ -17,8 +17,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
 
+from kafka_ps.tables.errors import KafkaPsError
 
-class FaustPatchError(RuntimeError):
+
+class FaustPatchError(KafkaPsError, RuntimeError):
     """Something a patch replaces or relies on is missing from the installed libraries."""
 
 

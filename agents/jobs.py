@@ -1,4 +1,4 @@
-"""The jobs a ``kps worker`` process can host, by name."""
+"""The jobs a process can host, by name (``kps serve``, ``kps learn``, ``kps host JOB``)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
+    """What one kind of process hosts.
+
+    Parameters
+    ----------
+    register
+        Registers the job's agents and tables on a process's Faust app.
+    topics
+        Every topic the job uses, created before any of its processes starts.
+    role
+        Appended to the job's app id to name this role's consumer group.
+    """
+
     register: Callable[[faust.App, JobSettings], None]
     topics: Callable[[JobSettings], list[TopicSpec]]
-    #: Appended to the job's app id to name this role's consumer group.
     role: str = ""
 
     def group(self, settings: JobSettings) -> str:

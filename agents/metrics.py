@@ -27,7 +27,16 @@ class ProgressiveMetrics:
     Parameters
     ----------
     task
-        ``"classification"`` (logloss, accuracy) or ``"regression"`` (RMSE).
+        ``classification`` (logloss and accuracy) or ``regression`` (RMSE).
+    records, loss_sum, correct
+        Labelled records predicted, their summed loss and, for classification, how many
+        were right; all 0 for a new stream.
+    window_records, window_loss
+        The same for the current window.
+    samples_per_s
+        Samples/s of the last window that ended (NaN before the first).
+    started, window_started
+        When the stream and the current window started (``time.monotonic()``).
     """
 
     task: Task
@@ -36,7 +45,6 @@ class ProgressiveMetrics:
     correct: int = 0
     window_records: int = 0
     window_loss: float = 0.0
-    #: Samples/s of the last window that ended (NaN before the first).
     samples_per_s: float = math.nan
     started: float = field(default_factory=time.monotonic)
     window_started: float = field(default_factory=time.monotonic)

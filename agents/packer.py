@@ -25,8 +25,7 @@ from collections import defaultdict
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from kafka_ps.agents.batches import encode_packed
-from kafka_ps.agents.client import MAX_MESSAGE_BYTES
-from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.security import MAX_MESSAGE_BYTES, confluent_config, producer_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.clocks import Consistency
 
@@ -89,15 +88,7 @@ class Packer:
                 "fetch.max.bytes": MAX_MESSAGE_BYTES,
             }
         )
-        producer = Producer(
-            {
-                **confluent_config(settings.broker),
-                "linger.ms": 1,
-                "acks": "all",
-                "enable.idempotence": True,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
-            }
-        )
+        producer = Producer(producer_config(settings.broker, linger_ms=1))
         consumer.subscribe([settings.input_topic])
         try:
             while not self.stopping.is_set():

@@ -18,8 +18,7 @@ import logging
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_ps.agents.client import MAX_MESSAGE_BYTES
-from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.security import producer_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.pages import encode_values
 from kafka_ps.tables.shard import Shard
@@ -50,15 +49,7 @@ class ModelPublisher:
         self.failed: set[int] = set()
 
     def start(self) -> None:
-        self.producer = Producer(
-            {
-                **confluent_config(self.bootstrap),
-                "linger.ms": 5,
-                "acks": "all",
-                "enable.idempotence": True,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
-            }
-        )
+        self.producer = Producer(producer_config(self.bootstrap, linger_ms=5))
 
     def republish(self, shard: Shard) -> None:
         """Publish every key of ``shard`` at its next flush."""

@@ -14,10 +14,11 @@ A record is one object with these fields, all optional except that ``features`` 
 
 A field set to ``null`` (``nil``) counts as absent. Anything else is rejected with a
 :class:`BadRecordError` whose ``reason`` is one of :data:`REASONS`, so that a worker can
-send the record to the dead-letter topic with that reason in a header (invariant 6):
-undecodable bytes, unknown fields, wrong types (a boolean is not a number), NaN or
-infinite numbers, oversized records, too many features and feature names that would
-break parameter keys or feature crosses (``:``, ``=`` and ``&`` are their separators).
+send the record to the dead-letter topic with that reason in a header (invariant 7 in
+docs/architecture.md#invariants): undecodable bytes, unknown fields, wrong types (a
+boolean is not a number), NaN or infinite numbers, oversized records, too many features
+and feature names that would break parameter keys or feature crosses (``:``, ``=`` and
+``&`` are their separators).
 
 The format is told by the first byte: a JSON object starts with ``{`` (after optional
 whitespace), a msgpack map with 0x80-0x8f, 0xde or 0xdf.
@@ -29,27 +30,17 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import msgpack
 import numpy as np
 
 from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.tables.dead_letters import RECORD_REASONS, DeadLetterReason, RejectedError
 
 Format = Literal["json", "msgpack"]
-Reason = Literal[
-    "empty",
-    "too_large",
-    "malformed",
-    "not_object",
-    "unknown_field",
-    "wrong_type",
-    "non_finite",
-    "missing_label",
-    "too_many_features",
-    "bad_feature_name",
-]
-REASONS: tuple[Reason, ...] = get_args(Reason)
+#: The reasons a record that does not parse can have.
+REASONS = RECORD_REASONS
 
 MAX_RECORD_BYTES = 1 << 20
 MAX_FEATURES = 10_000
@@ -67,16 +58,10 @@ _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-class BadRecordError(ValueError):
-    """A record that must not reach a model; ``reason`` is short and machine-readable."""
+class BadRecordError(RejectedError):
+    """A training record that must not reach a model (see :class:`RejectedError`)."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(reason, message)
-        self.reason: Reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
+    code = 4  # EXIT_INPUT: bad input data
 
 
 def _show(value: object, limit: int = 60) -> str:
@@ -99,33 +84,39 @@ def _finite(value: int | float, where: str) -> float:
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise BadRecordError("non_finite", f"{where} is not finite: {_show(value)}")
+        raise BadRecordError(DeadLetterReason.NON_FINITE, f"{where} is not finite: {_show(value)}")
     return number
 
 
 def _number(value: object, where: str) -> float:
     if not _is_number(value):
-        raise BadRecordError("wrong_type", f"{where} must be a number, got {_type_name(value)}")
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, f"{where} must be a number, got {_type_name(value)}"
+        )
     return _finite(value, where)  # type: ignore[arg-type]
 
 
 def _features(value: object) -> dict[str, float | int | str]:
     if not isinstance(value, dict):
-        raise BadRecordError("wrong_type", f"features must be an object, got {_type_name(value)}")
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, f"features must be an object, got {_type_name(value)}"
+        )
     if len(value) > MAX_FEATURES:
         raise BadRecordError(
-            "too_many_features", f"{len(value)} features, at most {MAX_FEATURES} allowed"
+            DeadLetterReason.TOO_MANY_FEATURES,
+            f"{len(value)} features, at most {MAX_FEATURES} allowed",
         )
     for name, feature in value.items():
         if type(feature) is str and name in _GOOD_NAMES:
             continue  # the common case: a known name with a categorical value
         if type(name) is not str:
             raise BadRecordError(
-                "wrong_type", f"feature names must be strings, got {_type_name(name)}"
+                DeadLetterReason.WRONG_TYPE,
+                f"feature names must be strings, got {_type_name(name)}",
             )
         if not name or len(name) > MAX_NAME_CHARS or not NAME_FORBIDDEN.isdisjoint(name):
             raise BadRecordError(
-                "bad_feature_name",
+                DeadLetterReason.BAD_FEATURE_NAME,
                 f"feature name {_show(name)} must have 1-{MAX_NAME_CHARS} characters "
                 "and none of ':', '=', '&'",
             )
@@ -133,7 +124,7 @@ def _features(value: object) -> dict[str, float | int | str]:
             continue
         if not _is_number(feature):
             raise BadRecordError(
-                "wrong_type",
+                DeadLetterReason.WRONG_TYPE,
                 f"feature {_show(name)} must be a number or a string, got {_type_name(feature)}",
             )
         _finite(feature, f"feature {_show(name)}")
@@ -144,42 +135,50 @@ def _features(value: object) -> dict[str, float | int | str]:
 
 def _dense(value: object) -> np.ndarray:
     if not isinstance(value, list):
-        raise BadRecordError("wrong_type", f"dense must be a list, got {_type_name(value)}")
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, f"dense must be a list, got {_type_name(value)}"
+        )
     for i, item in enumerate(value):
         if not _is_number(item):
             raise BadRecordError(
-                "wrong_type", f"dense[{i}] must be a number, got {_type_name(item)}"
+                DeadLetterReason.WRONG_TYPE, f"dense[{i}] must be a number, got {_type_name(item)}"
             )
     try:
         array = np.array(value, dtype=np.float64)
     except OverflowError:
-        raise BadRecordError("non_finite", "dense has an integer too large for a float") from None
+        raise BadRecordError(
+            DeadLetterReason.NON_FINITE, "dense has an integer too large for a float"
+        ) from None
     if not np.isfinite(array).all():
-        raise BadRecordError("non_finite", "dense has NaN or infinite values")
+        raise BadRecordError(DeadLetterReason.NON_FINITE, "dense has NaN or infinite values")
     return array
 
 
 def _key(value: object) -> bytes:
     if type(value) is not str:
-        raise BadRecordError("wrong_type", f"key must be a string, got {_type_name(value)}")
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, f"key must be a string, got {_type_name(value)}"
+        )
     if not value:
-        raise BadRecordError("wrong_type", "key must not be empty")
+        raise BadRecordError(DeadLetterReason.WRONG_TYPE, "key must not be empty")
     return value.encode()
 
 
 def record_from_object(obj: object, partition: int = 0, offset: int = -1) -> TrainingRecord:
     """Validate a decoded record object and build its :class:`TrainingRecord`."""
     if not isinstance(obj, dict):
-        raise BadRecordError("not_object", f"a record must be an object, got {_type_name(obj)}")
+        raise BadRecordError(
+            DeadLetterReason.NOT_OBJECT, f"a record must be an object, got {_type_name(obj)}"
+        )
     unknown = [name for name in obj if name not in FIELDS]
     if unknown:
         raise BadRecordError(
-            "unknown_field",
+            DeadLetterReason.UNKNOWN_FIELD,
             f"unknown field {_show(unknown[0])}; known: {', '.join(sorted(FIELDS))}",
         )
     fields = {name: value for name, value in obj.items() if value is not None}
     if "features" not in fields and "dense" not in fields:
-        raise BadRecordError("empty", "a record needs 'features' or 'dense'")
+        raise BadRecordError(DeadLetterReason.EMPTY, "a record needs 'features' or 'dense'")
     features = _features(fields["features"]) if "features" in fields else {}
     dense = _dense(fields["dense"]) if "dense" in fields else None
     label = _number(fields["label"], "label") if "label" in fields else None
@@ -199,12 +198,12 @@ def record_from_object(obj: object, partition: int = 0, offset: int = -1) -> Tra
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise BadRecordError("malformed", "an object has a duplicate name")
+        raise BadRecordError(DeadLetterReason.MALFORMED, "an object has a duplicate name")
     return obj
 
 
 def _reject_constant(name: str) -> None:
-    raise BadRecordError("non_finite", f"JSON constant {name} is not allowed")
+    raise BadRecordError(DeadLetterReason.NON_FINITE, f"JSON constant {name} is not allowed")
 
 
 def _decode(data: bytes) -> object:
@@ -213,10 +212,11 @@ def _decode(data: bytes) -> object:
     elif data.lstrip(_JSON_WHITESPACE)[:1] == b"{":
         kind = "JSON"
     elif not data.strip(_JSON_WHITESPACE):
-        raise BadRecordError("empty", "the record is empty")
+        raise BadRecordError(DeadLetterReason.EMPTY, "the record is empty")
     else:
         raise BadRecordError(
-            "not_object", f"not a JSON object or msgpack map (starts with {_show(data[:8])})"
+            DeadLetterReason.NOT_OBJECT,
+            f"not a JSON object or msgpack map (starts with {_show(data[:8])})",
         )
     try:
         if kind == "msgpack":
@@ -236,7 +236,9 @@ def _decode(data: bytes) -> object:
         raise
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:
         detail = str(error) or type(error).__name__
-        raise BadRecordError("malformed", f"not valid {kind}: {_show(detail, 120)}") from None
+        raise BadRecordError(
+            DeadLetterReason.MALFORMED, f"not valid {kind}: {_show(detail, 120)}"
+        ) from None
 
 
 def parse_record(
@@ -252,13 +254,17 @@ def parse_record(
     Raises :class:`BadRecordError` and nothing else, whatever the bytes.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise BadRecordError("wrong_type", f"a record must be bytes, got {_type_name(data)}")
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, f"a record must be bytes, got {_type_name(data)}"
+        )
     data = bytes(data)
     if len(data) > max_size:
-        raise BadRecordError("too_large", f"{len(data)} bytes, at most {max_size} allowed")
+        raise BadRecordError(
+            DeadLetterReason.TOO_LARGE, f"{len(data)} bytes, at most {max_size} allowed"
+        )
     record = record_from_object(_decode(data), partition, offset)
     if require_label and record.label is None:
-        raise BadRecordError("missing_label", "the record has no label")
+        raise BadRecordError(DeadLetterReason.MISSING_LABEL, "the record has no label")
     return record
 
 
@@ -288,7 +294,9 @@ def encode_record(
         obj["features"] = {name: _plain(value) for name, value in features.items()}
     if dense is not None:
         if isinstance(dense, np.ndarray) and dense.ndim != 1:
-            raise BadRecordError("wrong_type", f"dense must be 1-D, got shape {dense.shape}")
+            raise BadRecordError(
+                DeadLetterReason.WRONG_TYPE, f"dense must be 1-D, got shape {dense.shape}"
+            )
         if isinstance(dense, np.ndarray) and dense.dtype.kind in "iuf":
             obj["dense"] = dense.astype(np.float64).tolist()
         else:
@@ -303,9 +311,13 @@ def encode_record(
         else:
             data = msgpack.packb(obj, use_bin_type=True)
     except UnicodeEncodeError:
-        raise BadRecordError("malformed", "a string is not valid Unicode") from None
+        raise BadRecordError(DeadLetterReason.MALFORMED, "a string is not valid Unicode") from None
     except OverflowError:
-        raise BadRecordError("wrong_type", "an integer does not fit in 64 bits") from None
+        raise BadRecordError(
+            DeadLetterReason.WRONG_TYPE, "an integer does not fit in 64 bits"
+        ) from None
     if len(data) > max_size:
-        raise BadRecordError("too_large", f"{len(data)} bytes, at most {max_size} allowed")
+        raise BadRecordError(
+            DeadLetterReason.TOO_LARGE, f"{len(data)} bytes, at most {max_size} allowed"
+        )
     return data

@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 
 
 class ReplyRouter:
+    """Reads the reply topic for this process's logical workers and hands each reply to the
+    pull waiting for it.
+
+    Parameters
+    ----------
+    bootstrap
+        The job's brokers.
+    topic
+        The job's reply topic.
+    """
+
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic

@@ -1,9 +1,12 @@
-"""Kafka client security: one typed settings object, and one function per client kind.
+"""Kafka client configuration: one typed security settings object, and one function per
+client kind.
 
-Every Kafka client kafka-ps builds (confluent-kafka producers, consumers and admin clients,
-aiokafka consumers, and the Faust app's aiokafka clients) takes its bootstrap servers and
-its security settings from here, so a job that works against one cluster works against a
-cluster with SASL and TLS by setting ``KPS_SECURITY_PROTOCOL`` and friends alone.
+Every Kafka client kafka-ps builds takes its configuration from here: confluent-kafka
+producers, consumers and admin clients (:func:`confluent_config`, and
+:func:`producer_config` for the idempotent producers), aiokafka consumers
+(:func:`aiokafka_config`) and the Faust app's aiokafka clients (:func:`faust_config`). So a
+job that works against one cluster works against a cluster with SASL and TLS by setting
+``KPS_SECURITY_PROTOCOL`` and friends alone, and every client agrees on the largest message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from kafka_ps.agents.config import FileSettings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
+
+#: Largest message kafka-ps produces or reads: the local broker's message.max.bytes. Larger
+#: than the largest valid training record (1 MiB), so an oversized record still reaches a
+#: worker, which sends it, bytes intact, to the dead-letter topic.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -148,6 +156,20 @@ def confluent_config(bootstrap: str, security: KafkaSecurity | None = None) -> d
     return config
 
 
+def producer_config(
+    bootstrap: str, linger_ms: int = 5, security: KafkaSecurity | None = None
+) -> dict[str, Any]:
+    """A confluent-kafka producer's configuration: idempotent, acknowledged by every in-sync
+    replica, batching for ``linger_ms``, and able to send the largest message."""
+    return {
+        **confluent_config(bootstrap, security),
+        "linger.ms": linger_ms,
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+    }
+
+
 def aiokafka_config(bootstrap: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
     """``bootstrap_servers`` and the security keyword arguments of an aiokafka client;
     ``security`` defaults to the environment's."""
@@ -182,3 +204,16 @@ def faust_credentials(security: KafkaSecurity | None = None) -> CredentialsT | N
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def faust_config(bootstrap: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """The Kafka part of a Faust app's settings: its broker and credentials, and producers and
+    consumers that agree with every other client (acks from every in-sync replica, the
+    largest message)."""
+    return {
+        "broker": f"kafka://{bootstrap}",
+        "broker_credentials": faust_credentials(security),
+        "producer_acks": -1,
+        "producer_max_request_size": MAX_MESSAGE_BYTES,
+        "consumer_max_fetch_size": MAX_MESSAGE_BYTES,
+    }

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
 import faust
@@ -76,6 +76,15 @@ class ProcessTelemetry:
         """A metric of this process's role, labelled ``job`` first."""
         return kind(f"kps_{self.role}_{name}", text, ["job", *labels], registry=self.registry, **kw)
 
+    def per(
+        self, kind: type[M], name: str, text: str, label: str, **kw: object
+    ) -> Callable[[int], M]:
+        """A metric labelled ``job`` and ``label``, as a function from a value of ``label``
+        (a shard or a logical worker) to its child: labels() takes a lock and checks its
+        arguments, so each child is looked up once."""
+        metric = self.metric(kind, name, text, [label], **kw)
+        return functools.cache(lambda value: metric.labels(self.job, str(value)))
+
     def update_lag(self, lag: Mapping[TP, int]) -> None:
         """Set the lag of the partitions assigned now; drop those no longer assigned."""
         now = {(tp.topic, str(tp.partition)): records for tp, records in lag.items()}
@@ -98,7 +107,7 @@ class ProcessTelemetry:
 
 
 class WorkerTelemetry(ProcessTelemetry):
-    """A worker process: records learned, pull and push times, progressive metrics.
+    """A learning process: records learned, pull and push times, progressive metrics.
 
     Parameters
     ----------
@@ -119,25 +128,21 @@ class WorkerTelemetry(ProcessTelemetry):
     ) -> None:
         self._progress = progress
         super().__init__(job, dead_letters, registry)
-        learned = self.metric(Counter, "records_learned", "Records learned", ["worker"])
-        pull = self.metric(
+        self._learned = self.per(Counter, "records_learned", "Records learned", "worker")
+        self._pull = self.per(
             Histogram,
             "pull_seconds",
             "From sending a pull request to a shard to its reply",
-            ["shard"],
+            "shard",
             buckets=LATENCY_BUCKETS,
         )
-        push = self.metric(
+        self._push = self.per(
             Histogram,
             "push_seconds",
             "Sending one mini-batch's pushes to the shards",
-            ["worker"],
+            "worker",
             buckets=LATENCY_BUCKETS,
         )
-        # labels() takes a lock and checks its arguments: look each child up once.
-        self._learned = functools.cache(lambda worker: learned.labels(job, str(worker)))
-        self._pull = functools.cache(lambda shard: pull.labels(job, str(shard)))
-        self._push = functools.cache(lambda worker: push.labels(job, str(worker)))
 
     def pulled(self, shard: int, seconds: float) -> None:
         """A pull from ``shard`` was answered ``seconds`` after it was sent."""
@@ -199,44 +204,37 @@ class ServerTelemetry(ProcessTelemetry):
     ) -> None:
         super().__init__(job, dead_letters, registry)
         self.workers = workers
-        shard = ["shard"]
-        pushes = self.metric(
-            Counter, "pushes_applied", "Pushes applied (not replays the marks drop)", shard
+        self._pushes = self.per(
+            Counter, "pushes_applied", "Pushes applied (not replays the marks drop)", "shard"
         )
-        keys_applied = self.metric(
-            Counter, "keys_applied", "Keys changed by pushes (replayed pages not counted)", shard
+        self._keys_applied = self.per(
+            Counter, "keys_applied", "Keys changed by pushes (replayed pages not counted)", "shard"
         )
-        pulls = self.metric(Counter, "pulls_answered", "Pull requests answered", shard)
-        push = self.metric(
+        self._pulls = self.per(Counter, "pulls_answered", "Pull requests answered", "shard")
+        self._push = self.per(
             Histogram,
             "push_seconds",
             "From a worker producing a push to this shard reading it (its Kafka timestamp)",
-            shard,
+            "shard",
             buckets=LATENCY_BUCKETS,
         )
-        flush = self.metric(
+        self._flush = self.per(
             Histogram,
             "flush_seconds",
             "One flush: pages to the table, bookkeeping, model-updates, acknowledgements",
-            shard,
+            "shard",
             buckets=LATENCY_BUCKETS,
         )
-        written = self.metric(
-            Counter, "table_written_bytes", "Bytes of the pages flushed to the table", shard
+        self._written = self.per(
+            Counter, "table_written_bytes", "Bytes of the pages flushed to the table", "shard"
         )
-        self._keys = self.metric(Gauge, "keys", "Parameter keys the shard holds", shard)
+        self._keys = self.metric(Gauge, "keys", "Parameter keys the shard holds", ["shard"])
         self._bytes = self.metric(
-            Gauge, "value_bytes", "Bytes of the parameter values the shard holds", shard
+            Gauge, "value_bytes", "Bytes of the parameter values the shard holds", ["shard"]
         )
         self._clock = self.metric(
             Gauge, "clock", "Each logical worker's vector clock on the shard", ["shard", "worker"]
         )
-        self._pushes = functools.cache(lambda p: pushes.labels(job, str(p)))
-        self._keys_applied = functools.cache(lambda p: keys_applied.labels(job, str(p)))
-        self._pulls = functools.cache(lambda p: pulls.labels(job, str(p)))
-        self._push = functools.cache(lambda p: push.labels(job, str(p)))
-        self._flush = functools.cache(lambda p: flush.labels(job, str(p)))
-        self._written = functools.cache(lambda p: written.labels(job, str(p)))
 
     def answered(self, shard: int) -> None:
         self._pulls(shard).inc()

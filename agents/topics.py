@@ -13,11 +13,27 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import confluent_config
+from kafka_ps.tables.errors import KafkaPsError
 
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic kafka-ps creates, and checks when it exists.
+
+    Parameters
+    ----------
+    name
+        The topic.
+    partitions
+        Its partition count; an existing topic with another count is an error.
+    compacted
+        ``cleanup.policy=compact`` (else ``delete``).
+    config
+        Further topic configuration.
+    """
+
     name: str
     partitions: int
     compacted: bool = False
@@ -32,7 +48,7 @@ class TopicSpec:
         )
 
 
-class TopicMismatchError(RuntimeError):
+class TopicMismatchError(KafkaPsError, RuntimeError):
     """A topic exists with another partition count than the job needs."""
 
 
@@ -64,10 +80,10 @@ def _partitions_with_leaders(admin: AdminClient, name: str) -> int:
 
 def _await_metadata(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
     """A created topic shows up in metadata, with leaders, a moment after creation."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     for spec in specs:
         have = _partitions_with_leaders(admin, spec.name)
-        while have < spec.partitions and time.monotonic() < deadline:
+        while have < spec.partitions and not deadline.passed():
             time.sleep(0.1)
             have = _partitions_with_leaders(admin, spec.name)
         if have != spec.partitions:

@@ -67,10 +67,10 @@ def _check_model(model: str, params: dict[str, object]) -> None:
         raise UsageError(f"model {model!r}: {error}") from None
 
 
-def _worker(args: argparse.Namespace) -> int:
-    from kafka_ps.app.worker import run_worker
+def _host(args: argparse.Namespace) -> int:
+    from kafka_ps.app.process import run_process
 
-    run_worker(args.job, JobSettings())
+    run_process(args.job, JobSettings())
     return 0
 
 
@@ -263,15 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.set_defaults(handler=_kafka)
 
-    worker = commands.add_parser("worker", help="run a worker process (configured by KPS_* env)")
-    worker.add_argument(
-        "--job", default="worker", help="what the process hosts: worker, server, or module:attribute"
+    hosting = "configured by KPS_* variables and the settings file; runs until SIGTERM"
+    serve = commands.add_parser(
+        "serve", help="run a process that hosts shards of the job's parameters", epilog=hosting
     )
-    worker.set_defaults(handler=_worker)
+    serve.set_defaults(handler=_host, job="server")
+    learn = commands.add_parser(
+        "learn",
+        help="run a process that hosts logical workers (training partitions)",
+        epilog=hosting,
+    )
+    learn.set_defaults(handler=_host, job="worker")
+    host = commands.add_parser(
+        "host", help="run a process that hosts any job: server, worker or module:attribute"
+    )
+    host.add_argument("job", help="server (as kps serve), worker (as kps learn), module:attribute")
+    host.set_defaults(handler=_host)
+    # The old spelling: `kps worker --job server` is `kps serve`, `--job worker` `kps learn`.
+    alias = commands.add_parser(
+        "worker",
+        help="the old spelling of kps host: --job JOB",
+        description="The old spelling: --job server is kps serve, --job worker (the default) "
+        "is kps learn, --job module:attribute is kps host module:attribute.",
+    )
+    alias.add_argument("--job", default="worker", help="server, worker, or module:attribute")
+    alias.set_defaults(handler=_host)
 
     for name, help_text in [
         ("train", "train on a data set end to end"),
-        ("demo", "the main job: flights on two worker processes"),
+        ("demo", "the main job: flights on two learning processes"),
     ]:
         train = commands.add_parser(
             name,
@@ -287,8 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="learn what KPS_INPUT_TOPIC holds now (job set by KPS_* variables), then stop",
         )
-        train.add_argument("--workers", type=int, default=2, help="worker processes")
-        train.add_argument("--servers", type=int, default=1, help="server (shard) processes")
+        train.add_argument(
+            "--workers", type=int, default=2, help="processes hosting logical workers (kps learn)"
+        )
+        train.add_argument(
+            "--servers", type=int, default=1, help="processes hosting shards (kps serve)"
+        )
         train.add_argument("--limit", type=int, default=None)
         add_setting_flags(train, TRAIN_FLAGS)
         train.set_defaults(handler=_train)

@@ -1,5 +1,9 @@
 """How the ``kps`` command line fails: one line on stderr and a documented exit code.
 
+Every error kafka-ps raises on purpose is a :class:`KafkaPsError` and carries its code in
+``code``; of the libraries' errors, pydantic's validation errors are 2 and confluent-kafka's
+are 5. Anything else is a bug and ends in a traceback.
+
 ======  ==================================================================================
 code    meaning
 ======  ==================================================================================
@@ -7,10 +11,12 @@ code    meaning
 1       ``kps kafka``: the local broker could not be fetched, started or stopped
 2       a bad command line or setting: an unknown option, ``--model-params`` that is not
         JSON, an unknown model or hyper-parameter, a bad flag, ``KPS_*`` or settings-file value,
-        a missing settings file, a topic whose partition count differs from the job's
+        a missing settings file, a topic whose partition count differs from the job's, a
+        warm start that does not fit the model, and any other :class:`KafkaPsError`
 3       ``kps kafka status``: the local broker is not running
 4       bad input data: a missing or unreadable file, an unknown format, a missing label
-        column, a bad row (``file:line`` and the reason)
+        column, a bad row (``file:line`` and the reason), a bad training record, a data
+        set whose package is not installed
 5       the broker does not answer, or refuses a request: wrong credentials, or no ACL
         for a topic or group the command needs
 130     interrupted (Ctrl-C)
@@ -39,20 +45,13 @@ def first_line(text: str) -> str:
 
 
 def failure(error: BaseException) -> tuple[str, int] | None:
-    """The one-line message and exit code for ``error``, or None if it is a bug."""
-    from kafka_ps.agents.config import ConfigFileError
-    from kafka_ps.agents.topics import TopicMismatchError
-    from kafka_ps.app.local_kafka import LocalKafkaError
-    from kafka_ps.app.sources import InputError
+    """The one-line message and exit code for ``error``, or None if it is a bug.
 
+    Every error kafka-ps raises on purpose is a :class:`KafkaPsError` that carries its exit
+    code; only the libraries' own errors are translated here.
+    """
     if isinstance(error, KafkaPsError):
         return first_line(str(error)), error.code
-    if isinstance(error, InputError):
-        return first_line(str(error)), EXIT_INPUT
-    if isinstance(error, LocalKafkaError):
-        return first_line(str(error)), EXIT_KAFKA_TOOL
-    if isinstance(error, TopicMismatchError | ConfigFileError):
-        return first_line(str(error)), EXIT_USAGE
     if isinstance(error, ValidationError):
         problem = error.errors()[0]
         prefix = "KPS_KAFKA_" if error.title == "LocalKafkaSettings" else "KPS_"

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, TypedDict
 import numpy as np
 
 from kafka_ps.agents.api import Task
+from kafka_ps.app.cli_errors import EXIT_INPUT
+from kafka_ps.tables.errors import KafkaPsError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,8 +78,10 @@ class RecordFields(TypedDict):
     ts: float
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(KafkaPsError, RuntimeError):
     """The package that ships a data set is not installed; the message says how to fix it."""
+
+    code = EXIT_INPUT
 
 
 def _require(module: str, dataset: str, install: str) -> ModuleType:
@@ -312,7 +316,21 @@ def movielens(name: str = "ml-100k", limit: int | None = None) -> Iterator[Recor
 
 @dataclass(frozen=True)
 class Dataset:
-    """A registered data set: how to stream it and which package ships it."""
+    """A registered data set: how to stream it and which package ships it.
+
+    Parameters
+    ----------
+    name
+        Its name for ``kps train --dataset`` and ``kps produce --dataset``.
+    task
+        ``classification`` or ``regression``: which metrics its job reports.
+    install
+        The pip requirement that ships it, for the message when it is missing.
+    stream
+        Yields its records' fields in time order (takes ``limit``).
+    description
+        One line for the command line's help.
+    """
 
     name: str
     task: Task

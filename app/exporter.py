@@ -15,7 +15,13 @@ from kafka_ps.app.observe import JobSnapshot, JobWatcher
 
 
 class JobMetrics:
-    """Prometheus gauges of one job, updated from :class:`~app.observe.JobSnapshot`."""
+    """Prometheus gauges of one job, updated from :class:`~app.observe.JobSnapshot`.
+
+    Parameters
+    ----------
+    registry
+        Where the gauges are registered.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         worker = ["job", "worker"]

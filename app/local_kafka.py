@@ -25,9 +25,11 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from kafka_ps.agents.client import MAX_MESSAGE_BYTES
-from kafka_ps.agents.security import KafkaSecurity, confluent_config
+from kafka_ps.agents.deadline import Deadline
+from kafka_ps.agents.security import MAX_MESSAGE_BYTES, KafkaSecurity, confluent_config
 from kafka_ps.agents.settings import LocalKafkaSettings
+from kafka_ps.app.cli_errors import EXIT_KAFKA_TOOL
+from kafka_ps.tables.errors import KafkaPsError
 
 #: The broker's files, shipped as package data of ``app``.
 _FILES = resources.files("kafka_ps.app") / "kafka_files"
@@ -41,12 +43,28 @@ def _package_file(name: str, destination: Path) -> Path:
     return destination
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(KafkaPsError, RuntimeError):
     """Something stops the local broker from starting; the message says what."""
+
+    code = EXIT_KAFKA_TOOL
 
 
 @dataclass(frozen=True)
 class BrokerStatus:
+    """Whether the local broker runs, as ``kps kafka status`` reports it.
+
+    Parameters
+    ----------
+    running
+        Whether it answers.
+    pid
+        Its process id, if it has a pid file.
+    bootstrap
+        Its address.
+    detail
+        One line for a person.
+    """
+
     running: bool
     pid: int | None
     bootstrap: str
@@ -54,7 +72,13 @@ class BrokerStatus:
 
 
 class LocalKafka:
-    """Fetches, formats, starts and stops one local broker+controller."""
+    """Fetches, formats, starts and stops one local broker+controller.
+
+    Parameters
+    ----------
+    settings
+        Its version, ports and directories; ``KPS_KAFKA_*`` by default.
+    """
 
     def __init__(self, settings: LocalKafkaSettings | None = None) -> None:
         self.settings = settings or LocalKafkaSettings()
@@ -195,8 +219,8 @@ class LocalKafka:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
-        deadline = time.monotonic() + self.settings.start_timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(self.settings.start_timeout)
+        while not deadline.passed():
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise LocalKafkaError(
@@ -232,8 +256,8 @@ class LocalKafka:
 
     def _terminate(self, pid: int, grace: float = 30.0) -> None:
         _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
+        deadline = Deadline(grace)
+        while not deadline.passed() and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
             _signal(pid, signal.SIGKILL)

@@ -10,7 +10,6 @@ give the partitions' owners and lag.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartit
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.packer import training_topic
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
@@ -27,7 +27,17 @@ from kafka_ps.agents.settings import JobSettings
 
 @dataclass
 class PartitionState:
-    """One partition of a group's topic: who owns it and how far behind it is."""
+    """One partition of a group's topic: who owns it and how far behind it is.
+
+    Parameters
+    ----------
+    partition
+        The partition.
+    owner
+        The group member (host and short member id) that owns it, or ``-`` for none.
+    lag
+        Messages between the group's committed offset and the end of the partition.
+    """
 
     partition: int
     owner: str
@@ -65,7 +75,13 @@ class JobSnapshot:
 
 
 class JobWatcher:
-    """Follows a job's metrics topic from its start and polls its groups' state."""
+    """Follows a job's metrics topic from its start and polls its groups' state.
+
+    Parameters
+    ----------
+    settings
+        The job's settings: its broker, app id and topics.
+    """
 
     def __init__(self, settings: JobSettings) -> None:
         self.settings = settings
@@ -87,8 +103,8 @@ class JobWatcher:
         """Take in every metrics report published up to now (at most ``timeout`` seconds)."""
         topic = self.settings.topic("metrics")
         _, end = self._metrics.get_watermark_offsets(Partition(topic, 0), timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while self._position < end and time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while self._position < end and not deadline.passed():
             for message in self._metrics.consume(1000, 0.2):
                 if message.error() is None:
                     self._take(message.value())

@@ -3,7 +3,7 @@ client's credentials, and lets its principal use the topics and groups the comma
 
 Each failure is a :class:`app.cli_errors.BrokerError`: one line and exit code 5. Without
 these checks a wrong password shows up as ten seconds of silence and a bare "transport
-failure", and a missing ACL as a worker process dying in Faust's start-up, after other
+failure", and a missing ACL as a learning process dying in Faust's start-up, after other
 processes have created topics.
 """
 
@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
 
 from kafka_ps.agents.client import is_transient
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import KafkaSecurity, confluent_config
 from kafka_ps.app.cli_errors import BrokerError
 
@@ -46,10 +47,10 @@ def require_broker(bootstrap: str, timeout: float, security: KafkaSecurity | Non
 
     config = confluent_config(bootstrap, security)
     admin = AdminClient({**config, "log_level": 0, "error_cb": on_error})
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         try:
-            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
+            admin.list_topics(timeout=min(1.0, max(deadline.left(), 0.01)))
             return
         except KafkaException:
             admin.poll(0)  # serves error_cb
@@ -57,7 +58,7 @@ def require_broker(bootstrap: str, timeout: float, security: KafkaSecurity | Non
             raise BrokerError(
                 f"the broker at {bootstrap} refuses {_who(security)}: {_reason(refusals[0])}"
             )
-        if time.monotonic() >= deadline:
+        if deadline.passed():
             raise BrokerError(
                 f"the broker at {bootstrap} does not answer within {timeout:g}s "
                 "(set KPS_BROKER, or start one with kps kafka start)"
@@ -104,7 +105,8 @@ def require_access(
     (KIP-430's authorized operations), and validates the creation of missing topics
     without creating them, so nothing is written either way."""
     security = security or KafkaSecurity()
-    admin = AdminClient(confluent_config(bootstrap, security))
+    # Quiet, as require_broker's: librdkafka's own log lines would break the one-line failure.
+    admin = AdminClient({**confluent_config(bootstrap, security), "log_level": 0})
     who = security.principal
     missing = _check_topics(admin, access, who, timeout)
     if missing:
@@ -177,12 +179,12 @@ def _group_operations(admin: AdminClient, group: str, timeout: float) -> set[Acl
 
 def _retrying(call: Callable[[], T], timeout: float) -> T:
     """``call()``, again while the group coordinator is still loading (a fresh broker)."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         try:
             return call()
         except KafkaException as error:
-            if not is_transient(error) or time.monotonic() >= deadline:
+            if not is_transient(error) or deadline.passed():
                 raise
             time.sleep(0.2)
 

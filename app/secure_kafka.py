@@ -18,7 +18,6 @@ controller as ``User:ANONYMOUS``, which is therefore a super user as well.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -34,6 +33,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from kafka_ps.agents.deadline import wait_until
 from kafka_ps.agents.security import KafkaSecurity, confluent_config
 from kafka_ps.app.local_kafka import LocalKafka, LocalKafkaError
 
@@ -145,9 +145,7 @@ class SecureLocalKafka(LocalKafka):
             raise LocalKafkaError(f"user {settings.user} cannot log in to {self.bootstrap}")
 
     def _await_login(self, security: KafkaSecurity, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._answers(timeout=1.0, security=security):
-                return True
-            time.sleep(0.25)
-        return False
+        try:
+            return wait_until(lambda: self._answers(timeout=1.0, security=security), timeout, 0.25)
+        except TimeoutError:
+            return False

@@ -33,11 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from kafka_ps.agents.records import FIELDS, BadRecordError, record_from_object
+from kafka_ps.app.cli_errors import EXIT_INPUT
+from kafka_ps.tables.errors import KafkaPsError
 
 
 @dataclass(frozen=True)
 class Bad:
-    """A row already found bad while reading, with ``file:line: reason``."""
+    """A row already found bad while reading.
+
+    Parameters
+    ----------
+    reason
+        ``file:line: reason``.
+    """
 
     reason: str
 
@@ -56,8 +64,10 @@ SUFFIXES = {
 }
 
 
-class InputError(ValueError):
+class InputError(KafkaPsError, ValueError):
     """A file, or a row of it, that cannot become training records; the message is one line."""
+
+    code = EXIT_INPUT
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.clocks import Consistency
@@ -39,7 +40,13 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 class PushWatcher:
     """Tails the shard topic: per logical worker, the training offsets its pushes cover and
-    the shard-topic offset of its latest push on each shard."""
+    the shard-topic offset of its latest push on each shard.
+
+    Parameters
+    ----------
+    settings
+        The job's settings: its broker and shard topic.
+    """
 
     def __init__(self, settings: JobSettings) -> None:
         self.settings = settings
@@ -80,7 +87,15 @@ def _committed(settings: JobSettings) -> dict[int, int]:
 
 
 class Termination:
-    """Decides, one step at a time, whether a job has learned its input up to ``ends``."""
+    """Decides, one step at a time, whether a job has learned its input up to ``ends``.
+
+    Parameters
+    ----------
+    settings
+        The job's settings.
+    ends
+        Per training partition, the end offset its input had when the job started.
+    """
 
     def __init__(self, settings: JobSettings, ends: dict[int, int]) -> None:
         self.settings = settings
@@ -126,11 +141,11 @@ class Termination:
 def wait_until_learned(settings: JobSettings, ends: dict[int, int], timeout: float = 600) -> None:
     """Block until every record below ``ends[p]`` of each training partition is learned and
     every push is applied; raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     termination = Termination(settings, ends)
     try:
         while not termination.step():
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise TimeoutError("the job did not learn its input in time")
     finally:
         termination.close()

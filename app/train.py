@@ -1,8 +1,8 @@
-"""Run a training job end to end: worker processes, a data set streamed in, live metrics.
+"""Run a training job end to end: learning processes, a data set streamed in, live metrics.
 
 This is what ``kps train`` (and the README's main job) does: create the job's topics,
-start N worker processes hosting worker and shard agents, stream a named data set into
-the training topic, print the progressive metrics the workers publish as they go, and,
+start its server and learning processes (``kps serve``, ``kps learn``), stream a named
+data set into the training topic, print the progressive metrics the workers publish as they go, and,
 once every record is learned and every push applied, print a summary computed from the
 predictions topic.
 """
@@ -36,8 +36,8 @@ from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
 from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from kafka_ps.app.preflight import require_access
+from kafka_ps.app.process import JobProcess, job_access
 from kafka_ps.app.termination import Termination, end_offsets
-from kafka_ps.app.worker import WorkerProcess, job_access
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
@@ -85,6 +85,20 @@ def batched_training_records(
 
 @dataclass(frozen=True)
 class Summary:
+    """What a finished job learned, from its predictions topic.
+
+    Parameters
+    ----------
+    records
+        Records predicted, each counted once.
+    loss
+        Progressive logloss (classification) or RMSE (regression).
+    accuracy
+        Progressive accuracy; None for regression.
+    seconds
+        From every process being ready to the input being learned.
+    """
+
     records: int
     loss: float
     accuracy: float | None
@@ -162,7 +176,7 @@ JOB_ROLES = ("worker", "server")
 
 def job_processes(
     settings: JobSettings, workers: int, servers: int, logs: Path
-) -> list[WorkerProcess]:
+) -> list[JobProcess]:
     """The job's worker and server processes, each with its own data directory and log, and
     with ``metrics_port`` set, its own metrics port: that port, the next one, and so on.
 
@@ -175,7 +189,7 @@ def job_processes(
     ]
     base = settings.metrics_port
     return [
-        WorkerProcess(
+        JobProcess(
             job,
             settings.model_copy(
                 update={
@@ -231,7 +245,7 @@ def run_job(
     return _summary(settings, task, seconds)
 
 
-def mark_end_of_input(processes: list[WorkerProcess]) -> None:
+def mark_end_of_input(processes: list[JobProcess]) -> None:
     """Tell each worker process, before it is stopped, that the job learned its whole
     input, so that its logic's ``end_of_input()`` runs as it stops (agents/jobs.py)."""
     for process in processes:
@@ -267,7 +281,7 @@ def export_on_exit(settings: JobSettings) -> None:
 
 
 def _learn(
-    settings: JobSettings, feed: Iterable[Record] | None, processes: list[WorkerProcess]
+    settings: JobSettings, feed: Iterable[Record] | None, processes: list[JobProcess]
 ) -> float:
     """Start the processes and follow the job until it has learned its input; seconds taken."""
     for process in processes:
@@ -288,7 +302,7 @@ def _learn(
     return time.monotonic() - started
 
 
-def stop_all(processes: list[WorkerProcess], grace: float = 30.0) -> None:
+def stop_all(processes: list[JobProcess], grace: float = 30.0) -> None:
     """SIGTERM each process in order; one that has not stopped within ``grace`` seconds
     (a worker still holding a BSP/SSP pull whose peers are gone) is SIGKILLed. Callers
     stop a job only once it has learned everything, so nothing is lost either way."""
@@ -306,7 +320,7 @@ def _summary(settings: JobSettings, task: Task, seconds: float) -> Summary:
 def _follow(
     settings: JobSettings,
     feeder: threading.Thread | None,
-    processes: list[WorkerProcess],
+    processes: list[JobProcess],
     ends: dict[int, int] | None = None,
 ) -> None:
     """Print the job's metrics until everything produced is learned and applied."""

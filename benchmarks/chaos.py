@@ -1,4 +1,4 @@
-"""The chaos benchmark: SIGKILL worker processes, then server processes, many times.
+"""The chaos benchmark: SIGKILL learning processes, then server processes, many times.
 
 The long form of ``tests/integration/test_chaos.py``: 3 worker and 3 server processes
 count records per key (20,000 records over 1,000 keys by default) while a random
@@ -16,6 +16,7 @@ import json
 import uuid
 
 from benchmarks.chaos_driver import run_chaos
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings, state_dir
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
@@ -77,7 +78,7 @@ def one_run(broker: str, args: argparse.Namespace, target: str, consistency: str
 def _topics(broker: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
-    return list(AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics)
+    return list(AdminClient(confluent_config(broker)).list_topics(timeout=10).topics)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ counted: the job has learned every record (:mod:`app.termination`), the workers 
 stopped, and the server group has committed the shard topic up to its end, so every
 pushed message has been consumed and applied. Then every counter, both in the shards'
 changelog and on the model-updates topic, must equal the number of records produced for
-its key: nothing lost, nothing counted twice (DESIGN.md, invariants 2 and 6).
+its key: nothing lost, nothing counted twice (invariants 2 and 6,
+docs/architecture.md#invariants).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from pathlib import Path
 from typing import Literal
 
 from kafka_ps.agents.client import group_lag, produce
+from kafka_ps.agents.deadline import wait_until
 from kafka_ps.agents.model_export import read_model, read_table
 from kafka_ps.agents.models.count import COUNT
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.server import PARAMS_TABLE
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
 from kafka_ps.app.train import stop_all
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.keys import parse_key
 
 log = logging.getLogger(__name__)
@@ -145,20 +147,25 @@ def wait_shards_drained(settings: JobSettings, timeout: float = 120.0) -> None:
     """Block until the server group has committed every message of the shard topic: each
     push (and pull) sent has been consumed and applied. Stop the workers first, or their
     heartbeats (BSP, SSP) keep the topic growing."""
-    deadline = time.monotonic() + timeout
-    while lag := group_lag(settings.broker, settings.group("server"), settings.topic("shard")):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the servers left {lag} shard-topic messages uncommitted")
-        time.sleep(0.2)
+    lag = 0
+
+    def drained() -> bool:
+        nonlocal lag
+        lag = group_lag(settings.broker, settings.group("server"), settings.topic("shard"))
+        return lag == 0
+
+    wait_until(
+        drained, timeout, 0.2, lambda: f"the servers left {lag} shard-topic messages uncommitted"
+    )
 
 
 def _processes(
     settings: JobSettings, logs: Path, workers: int, servers: int
-) -> dict[Target, list[WorkerProcess]]:
+) -> dict[Target, list[JobProcess]]:
     """The job's processes by role, each with its own data directory and membership id."""
     return {
         role: [
-            WorkerProcess(
+            JobProcess(
                 job,
                 settings.model_copy(
                     update={

@@ -1,6 +1,6 @@
 """Throughput of BSP, SSP and ASP on flights, in one run on one machine.
 
-The same job (FTRL logistic regression, 2 worker processes, 1 server process, 4 shards)
+The same job (FTRL logistic regression, 2 learning processes, 1 server process, 4 shards)
 learns the flights stream under each consistency model in turn; the table gives
 samples/s, progressive logloss and throughput relative to ASP measured in the same run.
 

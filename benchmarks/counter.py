@@ -101,7 +101,7 @@ def register_counter(app: faust.App, settings: JobSettings, idempotent: bool = T
             counts[event.key] = encode_count(count + decode_increment(event.value), offset)
 
 
-#: ``kps worker --job benchmarks.counter:COUNTER``: the offset-versioned counter.
+#: ``kps host benchmarks.counter:COUNTER``: the offset-versioned counter.
 COUNTER = Job(register_counter, counter_topics)
 #: Without the offset check: at-least-once as Faust gives it, for the baseline benchmark.
 COUNTER_NAIVE = Job(partial(register_counter, idempotent=False), counter_topics)

@@ -1,6 +1,6 @@
 """Failover: time from a shard process's SIGKILL to the next answered pull of its shards.
 
-Two server processes host 4 shards of a counting job while one worker process pulls and
+Two server processes host 4 shards of a counting job while one learning process pulls and
 pushes continuously. After a warm-up that fills the table, the server hosting shard 0 is
 SIGKILLed, and the time is measured from the kill to the first pull reply for a pull sent
 to one of the shards it hosted (timestamps from the shard and reply topics). Scenarios:
@@ -34,10 +34,11 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.chaos_driver import chaos_settings
 from kafka_ps.agents.client import produce, read_all
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings, state_dir
 from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.train import stop_all
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
 SCENARIOS = ("no-standby", "standby", "restart")
@@ -56,7 +57,7 @@ def _stream(
 
 def shards_of(settings: JobSettings, instance_id: str) -> set[int]:
     """The shard-topic partitions the member ``instance_id`` of the server group holds."""
-    admin = AdminClient({"bootstrap.servers": settings.broker})
+    admin = AdminClient(confluent_config(settings.broker))
     group = settings.group("server")
     description = admin.describe_consumer_groups([group])[group].result(10)
     for member in description.members:
@@ -111,11 +112,9 @@ def one_run(scenario: str, workdir: Path, session_timeout: float, warmup: float)
         )
     )
 
-    def process(job: str, i: int) -> WorkerProcess:
+    def process(job: str, i: int) -> JobProcess:
         update = {"data_dir": settings.data_dir / f"{job}-{i}", "instance_id": f"{run}-{job}-{i}"}
-        return WorkerProcess(
-            job, settings.model_copy(update=update), workdir / run / f"{job}-{i}.log"
-        )
+        return JobProcess(job, settings.model_copy(update=update), workdir / run / f"{job}-{i}.log")
 
     servers = [process("server", 0), process("server", 1)]
     worker = process("worker", 0)

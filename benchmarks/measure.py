@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from kafka_ps.agents.client import read_all
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.server import PARAMS_TABLE
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.messages import Kind, MessageError, decode_message
@@ -36,7 +37,7 @@ def raw_consume_rate(bootstrap: str, topic: str, partitions: int) -> ConsumeRate
     connecting or assigning."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **confluent_config(bootstrap),
             "group.id": f"kps-bench-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }

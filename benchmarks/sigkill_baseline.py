@@ -26,7 +26,7 @@ from kafka_ps.agents.client import produce, read_latest, wait_caught_up
 from kafka_ps.agents.settings import JobSettings, state_dir
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 
 
 def one_run(job: str, records: int, keys: int, seed: int, workdir: Path) -> dict[str, float]:
@@ -43,7 +43,7 @@ def one_run(job: str, records: int, keys: int, seed: int, workdir: Path) -> dict
             time.sleep(0.15)
 
     log = workdir / f"{run}.log"
-    worker = WorkerProcess(job, settings, log).start()
+    worker = JobProcess(job, settings, log).start()
     worker.wait_ready()
     producer = threading.Thread(target=feed)
     producer.start()
@@ -51,7 +51,7 @@ def one_run(job: str, records: int, keys: int, seed: int, workdir: Path) -> dict
     time.sleep(kill_after)
     worker.kill()
     producer.join()
-    worker = WorkerProcess(job, settings, log).start()
+    worker = JobProcess(job, settings, log).start()
     wait_caught_up(settings.broker, settings.app_id, settings.input_topic, timeout=180)
     worker.terminate()
     table = read_latest(settings.broker, changelog_topic(settings, COUNTS_TABLE))

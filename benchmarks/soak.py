@@ -1,6 +1,6 @@
 """Soak: a job at saturation for a fixed time, watched for stalls, throughput and memory.
 
-One server and two worker processes train FTRL on the flights stream, fed faster than
+One server and two learning processes train FTRL on the flights stream, fed faster than
 they learn (the data set is replayed as needed), under the chosen consistency model.
 Every few seconds it samples records learned (the training offsets the pushes on the shard
 topic cover; one record per input offset here) and

@@ -1,6 +1,6 @@
 """Speed and learning quality of whole jobs, against sequential baselines in the same run.
 
-For flights (logistic regression, FTRL) it runs the job with 1 and with 2 worker processes and
+For flights (logistic regression, FTRL) it runs the job with 1 and with 2 learning processes and
 reports samples/s and progressive logloss beside River's LogisticRegression and sequential
 FTRL on the same records; for ML-100K it reports MF's progressive RMSE beside sequential MF.
 
@@ -62,7 +62,7 @@ def main() -> None:
         summary = run_job(settings, records, "classification", workers=workers, servers=1)
         rows.append(
             {
-                "run": f"kafka-ps FTRL, {workers} worker processes, 1 server",
+                "run": f"kafka-ps FTRL, {workers} learning processes, 1 server",
                 "records": summary.records,
                 "logloss": summary.loss,
                 "samples_per_s": summary.samples_per_s,
@@ -78,7 +78,7 @@ def main() -> None:
     rows += [
         {"run": "MF, sequential numpy", "records": len(ratings), "rmse": reference.rmse},
         {
-            "run": "kafka-ps MF, 2 worker processes, 1 server",
+            "run": "kafka-ps MF, 2 learning processes, 1 server",
             "records": summary.records,
             "rmse": summary.loss,
             "samples_per_s": summary.samples_per_s,

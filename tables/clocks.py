@@ -26,9 +26,10 @@ import re
 import struct
 from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 from kafka_ps.tables.codec import CodecError
+from kafka_ps.tables.errors import KafkaPsError
 
 #: Keys starting with this are shard bookkeeping, never parameters.
 RESERVED_PREFIX = b"__"
@@ -180,7 +181,7 @@ class VectorClock:
         return consistency.allows(worker_clock, self.minimum(workers))
 
 
-class PendingPullsFull(RuntimeError):
+class PendingPullsFull(KafkaPsError, RuntimeError):
     """More pulls are waiting than the configured bound allows."""
 
 
@@ -258,29 +259,3 @@ class PendingPulls(Generic[T]):
             answered.append(held)
         answered.sort(key=operator.attrgetter("seq"))
         return [held.payload for held in answered]
-
-
-class TraceEntry(NamedTuple):
-    worker: int
-    worker_clock: int
-    shard_min_clock: int
-
-
-class StalenessTrace:
-    """What a shard knew each time it answered a pull, to check invariant 5 in tests."""
-
-    def __init__(self) -> None:
-        self.entries: list[TraceEntry] = []
-
-    def record(self, worker: int, worker_clock: int, shard_min_clock: int) -> None:
-        self.entries.append(TraceEntry(worker, worker_clock, shard_min_clock))
-
-    def violations(self, consistency: Consistency) -> list[TraceEntry]:
-        """Answers given while the slowest worker was further behind than allowed."""
-        return [
-            e for e in self.entries if not consistency.allows(e.worker_clock, e.shard_min_clock)
-        ]
-
-    def max_lag(self) -> int | None:
-        """The largest ``worker_clock - shard_min_clock`` answered; None if no answers."""
-        return max((e.worker_clock - e.shard_min_clock for e in self.entries), default=None)

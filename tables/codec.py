@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import operator
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from kafka_ps.tables.errors import KafkaPsError
 
 MAGIC = b"KP"
 FORMAT_VERSION = 1
@@ -38,7 +39,7 @@ _U32_MAX = 0xFFFF_FFFF
 _I64_MAX = 2**63 - 1
 
 
-class CodecError(ValueError):
+class CodecError(KafkaPsError, ValueError):
     """A record that cannot be encoded or decoded; the message says why."""
 
 
@@ -201,28 +202,3 @@ def encode_batch(slots: np.ndarray, offset: int, rule_id: int, clock: int = -1) 
     raw = np.ascontiguousarray(slots, dtype=wire).tobytes()
     size = len(raw) // m if m else 0
     return [header + raw[i * size : (i + 1) * size] for i in range(m)]
-
-
-def decode_batch(
-    blobs: Sequence[bytes], n_slots: int, shape: tuple[int, ...], dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Slots ``(m, n_slots, *shape)`` and offsets ``(m,)`` of records of one layout.
-
-    Returns None when any record has another layout (length, dtype, shape or slot count),
-    so that the caller can fall back to :func:`decode_record`, which says what is wrong.
-    """
-    template = _header_template(n_slots, shape, np.dtype(dtype), 0)
-    length = (
-        len(template) + n_slots * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    )
-    if not blobs or any(len(blob) != length for blob in blobs):
-        return None
-    rows = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), length)
-    expected = np.frombuffer(template, dtype=np.uint8)
-    layout = np.r_[0:6, HEADER.size : len(template)]
-    if not (rows[:, layout] == expected[layout]).all():
-        return None
-    offsets = rows[:, 8:16].copy().view("<i8").ravel()
-    wire = np.dtype(dtype).newbyteorder("<")
-    values = rows[:, len(template) :].copy().view(wire).reshape(len(blobs), n_slots, *shape)
-    return values, offsets

@@ -27,6 +27,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
+from kafka_ps.tables.dead_letters import DeadLetterReason
 from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.params import ParamRegistry, ParamSpec, UnknownParameterError
 from kafka_ps.tables.shard import RejectedPush
@@ -79,10 +80,13 @@ def as_numbers(where: str, delta: object) -> np.ndarray:
     try:
         array = np.asarray(delta)
     except (TypeError, ValueError) as error:
-        raise BadPushError("wrong_type", f"{where}: the delta is not an array: {error}") from None
+        raise BadPushError(
+            DeadLetterReason.WRONG_TYPE, f"{where}: the delta is not an array: {error}"
+        ) from None
     if array.dtype.kind not in "iuf":
         raise BadPushError(
-            "wrong_type", f"{where}: the delta holds {array.dtype}, not integers or floats"
+            DeadLetterReason.WRONG_TYPE,
+            f"{where}: the delta holds {array.dtype}, not integers or floats",
         )
     return array
 
@@ -92,7 +96,7 @@ def as_delta(key: bytes, delta: object, shape: tuple[int, ...]) -> np.ndarray:
     array = as_numbers(repr(key), delta)
     if array.size != math.prod(shape):
         raise BadPushError(
-            "wrong_shape",
+            DeadLetterReason.WRONG_SHAPE,
             f"{key!r}: the delta has shape {list(array.shape)} ({array.size} values), "
             f"expected {list(shape)}",
         )
@@ -117,5 +121,5 @@ def add_deltas(
             totals[key] = array if current is None else current + array
     if totals and not np.isfinite(np.concatenate([t.ravel() for t in totals.values()])).all():
         bad = next(key for key, total in totals.items() if not np.isfinite(total).all())
-        raise BadPushError("non_finite_delta", f"{bad!r}: the delta has NaN or Inf")
+        raise BadPushError(DeadLetterReason.NON_FINITE_DELTA, f"{bad!r}: the delta has NaN or Inf")
     pending.update(totals)

@@ -136,20 +136,6 @@ INITIALISERS: dict[str, type[ParamInit]] = {
 }
 
 
-def make_init(name: str, **kw: float) -> ParamInit:
-    """The initialiser registered as ``name``, built from its arguments."""
-    try:
-        cls = INITIALISERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown initialiser {name!r}; known: {', '.join(sorted(INITIALISERS))}"
-        ) from None
-    try:
-        return cls(**kw)
-    except TypeError as error:
-        raise ValueError(f"bad arguments for initialiser {name!r}: {error}") from error
-
-
 @dataclass(frozen=True)
 class ParamInitFunction(ParamInit):
     """The user's own ``param_init(key) -> value``, run on the shard on a key's first use.

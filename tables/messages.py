@@ -23,6 +23,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from kafka_ps.tables.errors import KafkaPsError
+
 MAGIC = b"KM"
 #: The message version says the value type: 1 float64, 2 float16.
 VALUE_TYPES = {1: np.dtype("<f8"), 2: np.dtype("<f2")}
@@ -41,7 +43,7 @@ class Kind(IntEnum):
     TICK = 4
 
 
-class MessageError(ValueError):
+class MessageError(KafkaPsError, ValueError):
     """Bytes that are not a valid kafka-ps message; the message says why."""
 
 

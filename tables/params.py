@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.init import ParamInit, Zeros
 from kafka_ps.tables.keys import parse_key
 from kafka_ps.tables.update_rules import UpdateRule
@@ -43,7 +44,7 @@ class ParamSpec:
         return self.rule.init_state(self.init(key, self.shape, self.dtype))
 
 
-class UnknownParameterError(KeyError):
+class UnknownParameterError(KafkaPsError, KeyError):
     """A key names a parameter the job does not declare."""
 
     def __str__(self) -> str:

@@ -24,22 +24,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kafka_ps.tables.dead_letters import DeadLetterReason, RejectedError
 from kafka_ps.tables.pages import DEFAULT_PAGE_SIZE, Slab, flush_slab, load_slab
 from kafka_ps.tables.params import ParamRegistry, ParamSpec, UnknownParameterError
 from kafka_ps.tables.update_rules import BadDeltaError
 
 
-class RejectedPush(ValueError):
-    """A push that must not reach the model; ``reason`` is a short machine-readable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+class RejectedPush(RejectedError):
+    """A push that must not reach the model (see :class:`RejectedError`)."""
 
 
 def check_delta_size(key: bytes, delta: np.ndarray, shape: tuple[int, ...]) -> None:
     if delta.size != math.prod(shape):
-        raise RejectedPush("wrong_shape", f"{key!r}: {delta.size} values, expected {shape}")
+        raise RejectedPush(
+            DeadLetterReason.WRONG_SHAPE, f"{key!r}: {delta.size} values, expected {shape}"
+        )
 
 
 @dataclass(frozen=True)
@@ -130,13 +129,15 @@ class Shard:
     ) -> dict[str, tuple[ParamSpec, list[int]]]:
         """Check a whole push before any of it is applied, so a bad push changes nothing."""
         if len(keys) != len(deltas):
-            raise RejectedPush("malformed", f"{len(deltas)} deltas for {len(keys)} keys")
+            raise RejectedPush(
+                DeadLetterReason.MALFORMED, f"{len(deltas)} deltas for {len(keys)} keys"
+            )
         if len(set(keys)) != len(keys):
-            raise RejectedPush("malformed", "a push names a key twice")
+            raise RejectedPush(DeadLetterReason.MALFORMED, "a push names a key twice")
         try:
             groups = self._group(keys)
         except UnknownParameterError as error:
-            raise RejectedPush("unknown_parameter", str(error)) from None
+            raise RejectedPush(DeadLetterReason.UNKNOWN_PARAMETER, str(error)) from None
         for spec, indices in groups.values():
             size = math.prod(spec.delta_shape)
             if isinstance(deltas, np.ndarray) and deltas.ndim == 2 and deltas.shape[1] == size:
@@ -144,7 +145,7 @@ class Shard:
             for i in indices:
                 check_delta_size(keys[i], deltas[i], spec.delta_shape)
         if len(deltas) and not _all_finite(deltas):
-            raise RejectedPush("non_finite_delta", "a delta has NaN or Inf")
+            raise RejectedPush(DeadLetterReason.NON_FINITE_DELTA, "a delta has NaN or Inf")
         return groups
 
     def push(self, keys: Sequence[bytes], deltas: Sequence[np.ndarray], offset: int) -> PushResult:
@@ -178,7 +179,7 @@ class Shard:
                 [np.stack(spec.rule.apply(tuple(s), d)) for s, d in zip(slots, delta, strict=True)]
             )
         except BadDeltaError as error:
-            raise RejectedPush("bad_delta", str(error)) from None
+            raise RejectedPush(DeadLetterReason.BAD_DELTA, str(error)) from None
 
 
 def _all_finite(deltas: Sequence[np.ndarray]) -> bool:

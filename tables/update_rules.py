@@ -7,7 +7,7 @@ which may be read-only views of a decoded record.
 
 :meth:`UpdateRule.apply` checks the delta before any arithmetic, and checks the result
 before returning it, so a malformed, NaN or infinite push never reaches the model
-(invariant 6): it raises :class:`BadDeltaError` and the caller keeps the old state.
+(invariant 7): it raises :class:`BadDeltaError` and the caller keeps the old state.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from kafka_ps.tables.errors import KafkaPsError
+
 Slots = tuple[np.ndarray, ...]
 
 
-class BadDeltaError(ValueError):
+class BadDeltaError(KafkaPsError, ValueError):
     """A push that must not be applied; the message says why."""
 
 

@@ -24,11 +24,12 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import DTypeLike
 
+from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.init import ParamInit
 from kafka_ps.tables.params import ParamRegistry, UnknownParameterError
 
 
-class WarmStartError(ValueError):
+class WarmStartError(KafkaPsError, ValueError):
     """A warm-start source that does not fit the job's parameters; the message says why."""
 
 

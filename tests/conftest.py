@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import delete_topics
 from kafka_ps.app.local_kafka import LocalKafka
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 
 
 @pytest.fixture(scope="session")
@@ -50,21 +51,21 @@ def job_settings(kafka: str, unique_name: str, tmp_path: Path) -> Iterator[JobSe
 def _topics_of(bootstrap: str, prefix: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    topics = AdminClient(confluent_config(bootstrap)).list_topics(timeout=10).topics
     return [name for name in topics if name.startswith(prefix)]
 
 
 @pytest.fixture
-def worker_factory(
+def process_factory(
     job_settings: JobSettings, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+) -> Iterator[Callable[..., JobProcess]]:
     """Makes worker child processes; any still running at teardown are killed."""
-    made: list[WorkerProcess] = []
+    made: list[JobProcess] = []
 
     def make(
         job: str = "benchmarks.counter:COUNTER", settings: JobSettings | None = None
-    ) -> WorkerProcess:
-        worker = WorkerProcess(
+    ) -> JobProcess:
+        worker = JobProcess(
             job, settings or job_settings, tmp_path / "logs" / f"worker-{len(made)}.log"
         )
         made.append(worker)

@@ -1,4 +1,4 @@
-"""A small flights job for the tests that watch one: a server process and a worker process."""
+"""A small flights job for the tests that watch one: a server process and a learning process."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from kafka_ps.agents.client import produce
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import load
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import end_offsets, wait_until_learned
 from kafka_ps.app.train import DEFAULT_PARAMS, training_records
-from kafka_ps.app.worker import WorkerProcess
 
 RECORDS = 3000
 #: What the job is sent besides its records: one that is not JSON (a ``not_object`` dead letter).
@@ -31,15 +31,15 @@ def watched(settings: JobSettings) -> JobSettings:
 
 
 def learn_flights(
-    worker_factory: Callable[..., WorkerProcess], settings_of: Mapping[str, JobSettings]
+    process_factory: Callable[..., JobProcess], settings_of: Mapping[str, JobSettings]
 ) -> None:
-    """Start a server and a worker process (with ``settings_of[role]``), produce ``RECORDS``
+    """Start a server and a learning process (with ``settings_of[role]``), produce ``RECORDS``
     flights records and :data:`BAD_RECORD`, and return once every record is learned."""
-    processes = [worker_factory(job, settings_of[job]) for job in ("server", "worker")]
+    processes = [process_factory(job, settings_of[job]) for job in ("server", "worker")]
     for process in processes:
         process.start()
     for process in processes:
-        process.wait_recovered()
+        process.wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
     settings = settings_of["worker"]
     records = training_records(load("flights", limit=RECORDS), settings.partitions)
     produce(settings.broker, settings.input_topic, [*records, BAD_RECORD])

@@ -1,4 +1,4 @@
-"""Worker logics the integration tests load into worker processes by import path."""
+"""Worker logics the integration tests load into learning processes by import path."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from kafka_ps.agents.client import produce
 from kafka_ps.agents.jobs import ps_topics
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
+from kafka_ps.app.process import settings_env
 from kafka_ps.app.train import training_records
-from kafka_ps.app.worker import settings_env
 from tests.integration.api_model import AdaGradRegression, synthetic
 
 DIM = 5

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from benchmarks.bench import FLIGHTS_CONFIGS
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.topics import TopicSpec, delete_topics, ensure_topics
 
 # Three flights jobs, a paced one and an MF job, each starting its processes: on a busy
@@ -149,7 +150,7 @@ def test_freshness_reads_create_times_and_marks_off_the_topics(
 ) -> None:
     training, updates = f"{unique_name}-input", f"{unique_name}-model-updates"
     ensure_topics(kafka, [TopicSpec(training, 2), TopicSpec(updates, 2, compacted=True)])
-    producer = Producer({"bootstrap.servers": kafka})
+    producer = Producer(confluent_config(kafka))
     for partition, stamp in [(0, 1_000), (0, 1_010), (1, 1_020)]:
         producer.produce(training, b"{}", partition=partition, timestamp=stamp)
     for shard, stamp, marks in [(0, 1_100, [0, -1]), (1, 1_150, [1, 0]), (0, 1_300, [1, 0])]:

@@ -9,6 +9,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from kafka_ps.agents.client import produce
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.topics import TopicMismatchError, TopicSpec, ensure_topics
 from kafka_ps.app.local_kafka import LocalKafka
 
@@ -24,7 +25,7 @@ def test_broker_is_apache_kafka_4(kafka: str) -> None:
 def test_compacted_topic_round_trip_through_a_consumer_group(kafka: str, unique_name: str) -> None:
     topic = f"{unique_name}-compacted"
     ensure_topics(kafka, [TopicSpec(topic, 4, compacted=True)])
-    admin = AdminClient({"bootstrap.servers": kafka})
+    admin = AdminClient(confluent_config(kafka))
     [config] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
     assert config.result()["cleanup.policy"].value == "compact"
     assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 4
@@ -37,7 +38,7 @@ def test_compacted_topic_round_trip_through_a_consumer_group(kafka: str, unique_
     group = f"{unique_name}-group"
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka,
+            **confluent_config(kafka),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -58,7 +59,7 @@ def test_compacted_topic_round_trip_through_a_consumer_group(kafka: str, unique_
     assert values == set(range(RECORDS))
     assert partitions_seen == {0, 1, 2, 3}
 
-    check = Consumer({"bootstrap.servers": kafka, "group.id": group})
+    check = Consumer({**confluent_config(kafka), "group.id": group})
     committed = check.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
     check.close()
     assert sum(tp.offset for tp in committed) == RECORDS

@@ -14,8 +14,8 @@ from kafka_ps.agents.client import produce, read_all
 from kafka_ps.agents.model_export import read_table
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.keys import shard_of
 from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
@@ -74,15 +74,15 @@ def accepted(pushes: Iterable[PsMessage]) -> list[PsMessage]:
 
 
 def run_job(
-    settings: JobSettings, worker_factory: Callable[..., WorkerProcess], rows: dict[int, int]
+    settings: JobSettings, process_factory: Callable[..., JobProcess], rows: dict[int, int]
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[PsMessage], np.ndarray]:
     rng = np.random.default_rng(11)
     data = {}
     for partition, count in rows.items():
         x = rng.normal(size=(count, 4))
         data[partition] = (x, x @ TRUE_WEIGHTS + rng.normal(scale=0.1, size=count))
-    server = worker_factory("server", settings).start()
-    workers = [worker_factory("worker", settings).start() for _ in range(2)]
+    server = process_factory("server", settings).start()
+    workers = [process_factory("worker", settings).start() for _ in range(2)]
     produce(
         settings.broker,
         settings.input_topic,
@@ -148,10 +148,10 @@ def dense_sgd_job(settings: JobSettings, **update: object) -> JobSettings:
 
 
 def test_bsp_equals_synchronous_minibatch_sgd(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = dense_sgd_job(job_settings, batch_size=16, consistency="bsp")
-    data, pushes, final = run_job(settings, worker_factory, {0: 400, 1: 400})
+    data, pushes, final = run_job(settings, process_factory, {0: 400, 1: 400})
     weights, covered, widest = synchronous_sgd(data, pushes)
     assert covered == {0: 400, 1: 400}
     assert widest == 2
@@ -159,10 +159,10 @@ def test_bsp_equals_synchronous_minibatch_sgd(
 
 
 def test_bsp_completes_when_one_partition_gets_no_data(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = dense_sgd_job(job_settings, batch_size=16, consistency="bsp")
-    data, pushes, final = run_job(settings, worker_factory, {0: 300})
+    data, pushes, final = run_job(settings, process_factory, {0: 300})
     weights, covered, _ = synchronous_sgd(data, pushes)
     assert covered == {0: 300}
     np.testing.assert_allclose(final, weights, atol=1e-6)
@@ -240,11 +240,11 @@ def answered_pulls(settings: JobSettings) -> list[AnsweredPull]:
 
 
 def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     base = dense_sgd_job(job_settings, batch_size=8)
     ssp = base.model_copy(update={"consistency": "ssp:2"})
-    run_job(ssp, worker_factory, {0: 400, 1: 150})
+    run_job(ssp, process_factory, {0: 400, 1: 150})
     pulls = answered_pulls(ssp)
     assert len(pulls) > 50
     # Each reply fits the shard's history somewhere after its pull, with the slowest clock
@@ -265,17 +265,17 @@ def test_ssp_never_exceeds_its_staleness_bound_and_asp_runs_free(
             "data_dir": base.data_dir / "asp",
         }
     )
-    _, pushes, _ = run_job(asp, worker_factory, {0: 400, 1: 150})
+    _, pushes, _ = run_job(asp, process_factory, {0: 400, 1: 150})
     assert sum(p.last_offset - p.first_offset + 1 for p in pushes) == 550
 
 
 def test_a_worker_never_has_more_than_k_pulls_in_flight(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = dense_sgd_job(
         job_settings, shards=4, batch_size=8, max_pulls_in_flight=2, consistency="ssp:1"
     )
-    run_job(settings, worker_factory, {0: 200, 1: 200})
+    run_job(settings, process_factory, {0: 200, 1: 200})
     sent = {
         m.request_id: (ts, m.worker)
         for ts, m in read_timed(settings.broker, settings.topic("shard"), settings.shards)

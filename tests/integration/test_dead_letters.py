@@ -1,4 +1,4 @@
-"""Bad input never crashes a process and never reaches the model (invariant 6).
+"""Bad input never crashes a process and never reaches the model (invariant 7).
 
 Each kind of bad input is its own job: one bad record among good ones. It must land in the
 dead-letter topic, bytes intact, with its reason; be counted on the metrics topic; leave
@@ -22,9 +22,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka_ps.agents.client import produce
 from kafka_ps.agents.model_export import read_model
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from tests.integration.logics import WEIGHTS, BuggySum
 
@@ -62,7 +63,7 @@ CASES: dict[str, tuple[bytes, str]] = {
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
     """(key, value, headers) of every message in partition 0 of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-dlq"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-dlq"})
     tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
     _, end = consumer.get_watermark_offsets(tp, 10)
     consumer.assign([tp])
@@ -104,11 +105,11 @@ def test_bad_input_is_dead_lettered_counted_and_never_learned(
     bad: bytes,
     reason: str,
     job_settings: JobSettings,
-    worker_factory: Callable[..., WorkerProcess],
+    process_factory: Callable[..., JobProcess],
 ) -> None:
     settings = sum_job(job_settings)
-    server = worker_factory("server", settings).start()
-    worker = worker_factory("worker", settings).start()
+    server = process_factory("server", settings).start()
+    worker = process_factory("worker", settings).start()
     rng = np.random.default_rng(5)
     x = rng.integers(-3, 4, size=(GOOD, DIM)).astype(float)
     y = rng.integers(-2, 3, size=GOOD).astype(float)
@@ -155,11 +156,11 @@ def push(offset: int, keys: list[bytes], values: list[list[float]]) -> bytes:
 
 
 def test_a_shard_dead_letters_bad_messages_from_any_client(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     """The last line of defence: pushes and pulls no kafka-ps worker would send."""
     settings = sum_job(job_settings)
-    server = worker_factory("server", settings).start()
+    server = process_factory("server", settings).start()
     bad = {
         push(1, [b"nope:0"], [[1.0, 1.0, 1.0]]): "unknown_parameter",
         push(2, [WEIGHTS], [[1.0, 1.0, 1.0, 1.0]]): "wrong_shape",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from benchmarks.counter import COUNTS_TABLE, changelog_topic, decode_count, increment_records
 from kafka_ps.agents.client import produce, read_latest, wait_caught_up
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 from kafka_ps.tables.local_store import read_table
 
 KEYS = [f"counter-{i}".encode() for i in range(250)]
@@ -28,7 +28,7 @@ def send_increments(settings: JobSettings, n: int, seed: int, expected: Counter[
         expected[key] += inc
 
 
-def run_until_caught_up(worker: WorkerProcess, settings: JobSettings) -> None:
+def run_until_caught_up(worker: JobProcess, settings: JobSettings) -> None:
     """Let the worker apply everything produced so far, then stop it with SIGTERM."""
     wait_caught_up(settings.broker, settings.app_id, settings.input_topic, timeout=120)
     assert worker.terminate() == 0, worker.log_tail()
@@ -44,25 +44,25 @@ def changelog_counts(settings: JobSettings) -> dict[bytes, int]:
 
 
 def test_table_exact_after_restart_and_after_disk_loss(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     expected: Counter[bytes] = Counter()
 
-    worker = worker_factory().start()
+    worker = process_factory().start()
     send_increments(job_settings, 5000, seed=1, expected=expected)
     run_until_caught_up(worker, job_settings)
     assert local_counts(job_settings) == dict(expected)
     assert changelog_counts(job_settings) == dict(expected)
 
     # Clean restart: the table comes back from local RocksDB; new increments add to it.
-    worker = worker_factory().start()
+    worker = process_factory().start()
     send_increments(job_settings, 1000, seed=2, expected=expected)
     run_until_caught_up(worker, job_settings)
     assert local_counts(job_settings) == dict(expected)
 
     # Disk loss: the restarted worker must rebuild every partition from the changelog.
     shutil.rmtree(job_settings.data_dir)
-    worker = worker_factory().start()
+    worker = process_factory().start()
     send_increments(job_settings, 1000, seed=3, expected=expected)
     run_until_caught_up(worker, job_settings)
     assert local_counts(job_settings) == dict(expected)

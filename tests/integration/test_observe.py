@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.observe import JobWatcher, learning_curve
-from kafka_ps.app.worker import WorkerProcess, settings_env
+from kafka_ps.app.process import JobProcess, settings_env
 from tests.cli import REPO, free_port, run_kps
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 
@@ -22,16 +23,16 @@ pytestmark = pytest.mark.broker
 
 
 def test_a_running_job_is_seen_by_status_plot_and_exporter(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess], tmp_path: Path
 ) -> None:
     settings = watched(job_settings)
-    learn_flights(worker_factory, {"server": settings, "worker": settings})
+    learn_flights(process_factory, {"server": settings, "worker": settings})
 
     watcher = JobWatcher(settings)
     try:
-        deadline = time.monotonic() + 30
+        deadline = Deadline(30)
         snapshot = watcher.poll()
-        while not snapshot.dead_letters and time.monotonic() < deadline:
+        while not snapshot.dead_letters and not deadline.passed():
             snapshot = watcher.poll()
     finally:
         watcher.close()
@@ -73,8 +74,8 @@ def test_a_running_job_is_seen_by_status_plot_and_exporter(
     )
     try:
         text = ""
-        deadline = time.monotonic() + 60
-        while "kps_records_learned{" not in text and time.monotonic() < deadline:
+        deadline = Deadline(60)
+        while "kps_records_learned{" not in text and not deadline.passed():
             time.sleep(1)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

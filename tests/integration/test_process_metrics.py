@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.packer import training_topic
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.app.worker import WorkerProcess
+from kafka_ps.app.process import JobProcess
 from tests.cli import free_port
 from tests.integration.flights_job import RECORDS, learn_flights, watched
 
@@ -40,21 +40,21 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 
 def scrape_until(port: int, done: Callable[[Samples], bool], timeout: float = 30) -> Samples:
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     samples = scrape(port)
-    while not done(samples) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while not done(samples) and not deadline.passed():
+        deadline.sleep(0.5)
         samples = scrape(port)
     return samples
 
 
 def test_workers_and_servers_serve_their_own_metrics(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = watched(job_settings)
     ports = {"server": free_port(), "worker": free_port()}
     learn_flights(
-        worker_factory,
+        process_factory,
         {job: settings.model_copy(update={"metrics_port": port}) for job, port in ports.items()},
     )
 

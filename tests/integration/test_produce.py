@@ -15,6 +15,7 @@ from kafka_ps.agents.batches import split_message
 from kafka_ps.agents.client import read_all
 from kafka_ps.agents.jobs import load_logic
 from kafka_ps.agents.records import parse_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.cli_errors import EXIT_INPUT, EXIT_USAGE
 from kafka_ps.app.input_schema import read_numeric, with_input_schema
@@ -38,7 +39,7 @@ def produce(settings: JobSettings, *args: str, **env: str) -> subprocess.Complet
 
 
 def partitions(settings: JobSettings) -> int | None:
-    admin = AdminClient({"bootstrap.servers": settings.broker})
+    admin = AdminClient(confluent_config(settings.broker))
     topic = admin.list_topics(timeout=10).topics.get(settings.input_topic)
     return None if topic is None else len(topic.partitions)
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, movielens
+from kafka_ps.app.process import settings_env
 from kafka_ps.app.train import run_job
-from kafka_ps.app.worker import settings_env
 from tests.reference import ftrl_logloss, river_logistic, sequential_mf
 
 MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0, "clip": None}
@@ -25,8 +26,8 @@ MF = {"k": 16, "lr": 0.01, "reg": 0.05, "mean": 3.5, "init_std": 0.1, "seed": 0,
 #: (+0.01%); with 256-record batches +0.3%. Through the broker (this test, 2 worker
 #: processes) it measured 0.4670 (+0.7%), the rest being pulls in flight and workers out
 #: of step; 2% leaves about three times that. FTRL with one summed update per 256-record
-#: batch falls 5.5% behind (DESIGN.md), and fails. The test runs 256-record batches, to keep
-#: its time in bounds on a busy machine.
+#: batch falls 5.5% behind (docs/architecture.md, "Learning quality versus batching"), and
+#: fails. The test runs 256-record batches, to keep its time in bounds on a busy machine.
 FTRL_TOLERANCE = 0.02
 
 
@@ -55,7 +56,7 @@ def test_flights_logistic_regression_matches_sequential_ftrl_and_river(
 
 def read_model_updates(bootstrap: str, topic: str, partitions: int) -> dict[str, np.ndarray]:
     """A plain consumer decoding the documented format (docs/formats.md) by hand."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-plain"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-plain"})
     latest: dict[str, np.ndarray] = {}
     for partition in range(partitions):
         tp = TopicPartition(topic, partition, OFFSET_BEGINNING)

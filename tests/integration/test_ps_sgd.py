@@ -11,16 +11,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka_ps.agents.client import produce
 from kafka_ps.agents.model_export import read_table
 from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
 LR = 0.01
 
 
 def read_messages(bootstrap: str, topic: str) -> list[PsMessage]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-reader"})
+    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-reader"})
     tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
     _, end = consumer.get_watermark_offsets(tp, 10)
     consumer.assign([tp])
@@ -32,7 +33,7 @@ def read_messages(bootstrap: str, topic: str) -> list[PsMessage]:
 
 
 def test_one_worker_one_shard_equals_sequential_sgd(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = job_settings.model_copy(
         update={
@@ -46,8 +47,8 @@ def test_one_worker_one_shard_equals_sequential_sgd(
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1500, 4))
     y = x @ np.array([0.5, -1.0, 2.0, 0.25]) + rng.normal(scale=0.1, size=1500)
-    server = worker_factory("server", settings).start()
-    worker = worker_factory("worker", settings).start()
+    server = process_factory("server", settings).start()
+    worker = process_factory("worker", settings).start()
     produce(
         settings.broker,
         settings.input_topic,

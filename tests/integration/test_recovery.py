@@ -18,22 +18,23 @@ from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.server import PARAMS_TABLE
 from kafka_ps.agents.settings import JobSettings, LocalKafkaSettings
 from kafka_ps.app.local_kafka import LocalKafka
+from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
-from kafka_ps.app.worker import WorkerProcess
 from kafka_ps.tables.local_state import RUNNING_MARK
 from kafka_ps.tables.local_store import read_table
 from kafka_ps.tables.pages import params_in_table
+from tests.cli import free_port
 
 
 def test_shard_table_rebuilt_from_changelog_bit_for_bit(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess]
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = job_settings.model_copy(
         update={"partitions": 2, "shards": 2, "batch_size": 32, "consistency": "ssp:1"}
     )
     server_settings = settings.model_copy(update={"data_dir": settings.data_dir / "server"})
-    server = worker_factory("server", server_settings).start()
-    worker = worker_factory("worker", settings).start()
+    server = process_factory("server", server_settings).start()
+    worker = process_factory("worker", settings).start()
     rng = random.Random(3)
     records = [
         (
@@ -57,17 +58,18 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
     assert {b"__clock__:0", b"__clock__:1", b"__hwm__:0", b"__hwm__:1"} <= set(before)
 
     shutil.rmtree(server_settings.data_dir)
-    server = worker_factory("server", server_settings).start()
-    server.wait_recovered()
+    server = process_factory("server", server_settings).start()
+    server.wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
     assert server.terminate() == 0
     assert read_table(server_settings.data_dir, PARAMS_TABLE) == before
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A broker of the test's own, so that restarting it disturbs no other test."""
+    """A broker of the test's own, on free ports, so that restarting it disturbs no other
+    test and no other broker on the machine."""
     broker = LocalKafka(
-        LocalKafkaSettings(home=tmp_path / "kafka", port=9192, controller_port=9193)
+        LocalKafkaSettings(home=tmp_path / "kafka", port=free_port(), controller_port=free_port())
     )
     broker.start()
     yield broker
@@ -88,7 +90,7 @@ def test_job_survives_a_broker_restart_and_loses_nothing(
         )
     )
     processes = [
-        WorkerProcess(
+        JobProcess(
             job,
             settings.model_copy(update={"data_dir": settings.data_dir / f"{job}-{i}"}),
             tmp_path / "logs" / f"{job}-{i}.log",

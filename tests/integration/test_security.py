@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from kafka_ps.agents.deadline import wait_until
 from kafka_ps.agents.security import KafkaSecurity, confluent_config
 from kafka_ps.app.cli_errors import EXIT_BROKER
 from kafka_ps.app.secure_kafka import SecureLocalKafka
@@ -144,13 +145,16 @@ def create_user(broker: SecureLocalKafka, admin: AdminClient, name: str, passwor
         security_protocol="SASL_PLAINTEXT", sasl_username=name, sasl_password=password
     )
     client = AdminClient({**confluent_config(broker.bootstrap, security), "log_level": 0})
-    deadline = time.monotonic() + 30
-    while True:  # the credential reaches the broker through the metadata log
+
+    def logs_in() -> bool:
         try:
             client.list_topics(timeout=1)
-            return
+            return True
         except Exception:
-            assert time.monotonic() < deadline, f"user {name} cannot log in"
+            return False
+
+    # The credential reaches the broker through the metadata log.
+    wait_until(logs_in, 30, 0.0, f"user {name} cannot log in")
 
 
 def test_a_principal_without_acls_fails_at_start_and_writes_nothing(

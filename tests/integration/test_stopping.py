@@ -2,7 +2,8 @@
 
 A broker of the test's own (its own ports and directory, so that the session's broker is
 untouched) serves a ``kps train`` job (a parent and its worker and server children) and a
-standalone ``kps worker`` pair, as containers would run them. The broker is SIGKILLed; then
+standalone pair, ``kps serve`` and ``kps worker --job worker`` (the old spelling of ``kps
+learn``), as containers would run them. The broker is SIGKILLed; then
 every process gets SIGTERM at once, as a container engine's stop does.
 """
 
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from kafka_ps.agents.deadline import Deadline, wait_until
 from kafka_ps.agents.settings import LocalKafkaSettings
 from kafka_ps.app.local_kafka import LocalKafka, _alive
 from kafka_ps.app.stopping import _children
@@ -24,12 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _wait_for(path_glob: str, root: Path, text: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in path.read_bytes() for path in root.glob(path_glob)):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"no {text!r} in {root}/{path_glob} after {timeout:.0f}s")
+    wait_until(
+        lambda: any(text in path.read_bytes() for path in root.glob(path_glob)),
+        timeout,
+        0.5,
+        f"no {text!r} in {root}/{path_glob} after {timeout:.0f}s",
+    )
 
 
 def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Path) -> None:
@@ -56,8 +58,8 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
     try:
         spawn("train", "--dataset", "flights", "--limit", "300000", log="train.log")
         standalone = {"KPS_APP_ID": "standalone", "KPS_DATA_DIR": str(tmp_path / "standalone")}
-        spawn("worker", "--job", "server", log="server.log", **standalone)
-        spawn("worker", "--job", "worker", log="worker.log", **standalone)
+        spawn("serve", log="server.log", **standalone)
+        spawn("worker", "--job", "worker", log="worker.log", **standalone)  # the alias
         _wait_for(".kps/data/*/worker-1.log", tmp_path, b"Worker ready", 180)
         _wait_for("worker.log", tmp_path, b"Worker ready", 180)
         _wait_for("server.log", tmp_path, b"Worker ready", 180)
@@ -77,7 +79,8 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
         for child in everyone[len(processes) :]:
             os.kill(child, signal.SIGTERM)
         ended: dict[int, float] = {}
-        while len(ended) < len(everyone) and time.monotonic() - stopped_at < 15:
+        deadline = Deadline(15)
+        while len(ended) < len(everyone) and not deadline.passed():
             for p in everyone:
                 if p not in ended and not _alive(p):
                     ended[p] = round(time.monotonic() - stopped_at, 1)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,14 +15,16 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kafka_ps.agents.api import ParamRegistry
 from kafka_ps.agents.client import produce
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.jobs import load_logic, ps_topics
 from kafka_ps.agents.model_export import read_model, read_npz, read_table
+from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
 from kafka_ps.app.datasets import flights
+from kafka_ps.app.process import JobProcess, settings_env
 from kafka_ps.app.termination import end_offsets, wait_until_learned
 from kafka_ps.app.train import read_predictions, run_job, training_records
-from kafka_ps.app.worker import WorkerProcess, settings_env
 from kafka_ps.tables.keys import shard_of
 from kafka_ps.tables.messages import Kind, PsMessage, decode_message, encode_message
 
@@ -65,7 +66,7 @@ def pull(settings: JobSettings, keys: Sequence[bytes], timeout: float = 30.0) ->
     for key in keys:
         by_shard.setdefault(shard_of(key, settings.shards), []).append(key)
     replies = TopicPartition(settings.topic("replies"), 0)
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": uuid.uuid4().hex})
+    consumer = Consumer({**confluent_config(settings.broker), "group.id": uuid.uuid4().hex})
     replies.offset = consumer.get_watermark_offsets(replies, 10)[1]
     consumer.assign([replies])
     produce(
@@ -78,8 +79,8 @@ def pull(settings: JobSettings, keys: Sequence[bytes], timeout: float = 30.0) ->
     )
     values: Model = {}
     waiting = set(by_shard)
-    deadline = time.monotonic() + timeout
-    while waiting and time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while waiting and not deadline.passed():
         for message in consumer.consume(10, 0.5):
             reply = decode_message(message.value())
             waiting.discard(reply.request_id)
@@ -115,11 +116,11 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
         )
     try:
         predictions = settings.topic("predictions")
-        deadline = time.monotonic() + 120
+        deadline = Deadline(120)
         while sum(end_offsets(settings.broker, predictions, settings.partitions).values()) == 0:
             assert driver.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "nothing learned in 120 s"
-            time.sleep(0.5)
+            assert not deadline.passed(), "nothing learned in 120 s"
+            deadline.sleep(0.5)
         driver.send_signal(signal.SIGTERM)
         driver.wait(120)
     finally:
@@ -139,7 +140,7 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
 
 
 def test_warm_start_from_an_export_or_a_topic_and_restart_keeps_trained_values(
-    job_settings: JobSettings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    job_settings: JobSettings, process_factory: Callable[..., JobProcess], tmp_path: Path
 ) -> None:
     records = list(flights(limit=600))
     exported = tmp_path / "a.npz"
@@ -159,12 +160,12 @@ def test_warm_start_from_an_export_or_a_topic_and_restart_keeps_trained_values(
         data_dir=tmp_path / "b",
         warm_start=str(exported),
     )
-    server = worker_factory("server", second).start()
+    server = process_factory("server", second).start()
     server.wait_ready()
     assert_same_model(pull(second, [*model_a, cold_key]), {**model_a, cold_key: np.zeros(1)})
 
     # It goes on learning from there: a second pass over the data beats the first.
-    worker = worker_factory("worker", second).start()
+    worker = process_factory("worker", second).start()
     worker.wait_ready()
     produce(second.broker, second.input_topic, training_records(records, second.partitions))
     wait_until_learned(second, {p: len(records) // 2 for p in range(second.partitions)})
@@ -179,7 +180,7 @@ def test_warm_start_from_an_export_or_a_topic_and_restart_keeps_trained_values(
 
     # Restarted with its local state wiped, so the table comes back from its changelog, and
     # the same warm start: trained values stay, keys never pushed still start as before.
-    restarted = worker_factory("server", second.model_copy(update={"data_dir": tmp_path / "b2"}))
+    restarted = process_factory("server", second.model_copy(update={"data_dir": tmp_path / "b2"}))
     restarted.start().wait_ready()
     assert_same_model(pull(second, [*model_b, cold_key]), {**model_b, cold_key: np.zeros(1)})
     assert restarted.terminate() == 0, restarted.log_tail()
@@ -192,7 +193,7 @@ def test_warm_start_from_an_export_or_a_topic_and_restart_keeps_trained_values(
         data_dir=tmp_path / "c",
         warm_start=f"topic:{first.topic('model-updates')}",
     )
-    server = worker_factory("server", third).start()
+    server = process_factory("server", third).start()
     server.wait_ready()
     assert_same_model(pull(third, list(model_a)), model_a)
     assert server.terminate() == 0, server.log_tail()

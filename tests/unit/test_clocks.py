@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pytest
 
@@ -13,8 +14,6 @@ from kafka_ps.tables.clocks import (
     Consistency,
     PendingPulls,
     PendingPullsFull,
-    StalenessTrace,
-    TraceEntry,
     VectorClock,
     clock_key,
     decode_clock,
@@ -311,6 +310,32 @@ def test_payloads_are_opaque() -> None:
 
 
 # --- StalenessTrace -------------------------------------------------------------------
+
+
+class TraceEntry(NamedTuple):
+    worker: int
+    worker_clock: int
+    shard_min_clock: int
+
+
+class StalenessTrace:
+    """What a shard knew each time it answered a pull, to check invariant 5."""
+
+    def __init__(self) -> None:
+        self.entries: list[TraceEntry] = []
+
+    def record(self, worker: int, worker_clock: int, shard_min_clock: int) -> None:
+        self.entries.append(TraceEntry(worker, worker_clock, shard_min_clock))
+
+    def violations(self, consistency: Consistency) -> list[TraceEntry]:
+        """Answers given while the slowest worker was further behind than allowed."""
+        return [
+            e for e in self.entries if not consistency.allows(e.worker_clock, e.shard_min_clock)
+        ]
+
+    def max_lag(self) -> int | None:
+        """The largest ``worker_clock - shard_min_clock`` answered; None if no answers."""
+        return max((e.worker_clock - e.shard_min_clock for e in self.entries), default=None)
 
 
 def test_trace_violations() -> None:

@@ -12,7 +12,6 @@ from kafka_ps.tables.codec import (
     HEADER,
     CodecError,
     ParamRecord,
-    decode_batch,
     decode_record,
     encode_batch,
     encode_record,
@@ -189,16 +188,3 @@ def test_batch_codec_matches_the_per_record_codec(dtype: type) -> None:
     blobs = encode_batch(slots, offset=42, rule_id=5, clock=9)
     for row, blob in zip(slots, blobs, strict=True):
         assert blob == encode_record(ParamRecord(tuple(row), offset=42, clock=9, rule_id=5))
-    decoded = decode_batch(blobs, 3, (2, 4), np.dtype(dtype))
-    assert decoded is not None
-    values, offsets = decoded
-    np.testing.assert_array_equal(values, slots)
-    np.testing.assert_array_equal(offsets, [42] * 7)
-
-
-def test_batch_decode_declines_other_layouts() -> None:
-    blobs = encode_batch(np.zeros((2, 1, 3)), offset=1, rule_id=1)
-    assert decode_batch(blobs, 2, (3,), np.dtype(np.float64)) is None
-    assert decode_batch(blobs, 1, (3,), np.dtype(np.float32)) is None
-    assert decode_batch([blobs[0], blobs[1][:-1]], 1, (3,), np.dtype(np.float64)) is None
-    assert decode_batch([], 1, (3,), np.dtype(np.float64)) is None

@@ -4,6 +4,7 @@ would: table pages, kps-batch and kps-packed messages, prediction messages."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import msgpack
@@ -70,3 +71,15 @@ def test_a_predictions_message_has_one_entry_per_record() -> None:
         "values": [0.25],
         "labels": [1.0],
     }
+
+
+def test_the_documented_dead_letter_reasons_are_the_enum() -> None:
+    """docs/formats.md's list of dead-letter reasons names every reason and no other."""
+    from pathlib import Path
+
+    from kafka_ps.tables.dead_letters import DeadLetterReason
+
+    text = (Path(__file__).parents[2] / "docs" / "formats.md").read_text()
+    section = text.split("## Dead letters", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(reason.value for reason in DeadLetterReason)

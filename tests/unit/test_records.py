@@ -210,7 +210,7 @@ def test_error_carries_reason() -> None:
     assert isinstance(error, ValueError)
     assert str(error) == "wrong_type: label must be a number"
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.reason, copy.message) == ("wrong_type", "label must be a number")
+    assert (copy.reason, copy.detail) == ("wrong_type", "label must be a number")
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> object:

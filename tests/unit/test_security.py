@@ -11,10 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from kafka_ps.agents.security import (
+    MAX_MESSAGE_BYTES,
     KafkaSecurity,
     aiokafka_config,
     confluent_config,
+    faust_config,
     faust_credentials,
+    producer_config,
 )
 from kafka_ps.agents.settings import LocalKafkaSettings
 from kafka_ps.app.cli_errors import EXIT_USAGE, failure
@@ -44,6 +47,25 @@ def test_plaintext_is_the_default_and_adds_nothing_but_the_protocol() -> None:
         "ssl_context": None,
     }
     assert faust_credentials() is None
+
+
+def test_producers_and_the_faust_app_are_configured_in_the_same_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _sasl_environment(monkeypatch)
+    producer = producer_config("b:9094", linger_ms=1)
+    assert producer == {
+        **confluent_config("b:9094"),
+        "linger.ms": 1,
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+    }
+    app = faust_config("b:9094")
+    assert app["broker"] == "kafka://b:9094"
+    assert isinstance(app["broker_credentials"], faust.SASLCredentials)
+    assert app["producer_max_request_size"] == app["consumer_max_fetch_size"] == MAX_MESSAGE_BYTES
+    assert app["producer_acks"] == -1
 
 
 def test_sasl_settings_from_the_environment_reach_every_client_kind(

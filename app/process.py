@@ -1,8 +1,13 @@
-"""Running a kafka-ps worker process, in this interpreter or as a child process.
+"""Running a kafka-ps process, in this interpreter or as a child process.
 
-Faust never closes its RocksDB handles, so a worker is restarted as a new process,
-never inside the same interpreter: :class:`WorkerProcess` is how the CLI demo, the
-tests and the benchmarks do that.
+A process hosts one role of a job: ``kps serve`` hosts shards (the ``server`` job),
+``kps learn`` hosts logical workers (the ``worker`` job), and ``kps host JOB`` any job,
+such as the test harness's counter. A logical worker is a training partition, not a
+process: a process hosts whichever ones Kafka assigns it.
+
+Faust never closes its RocksDB handles, so a process is restarted as a new process,
+never inside the same interpreter: :class:`JobProcess` is how ``kps train``, the tests
+and the benchmarks do that.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.faust_app import create_app
 from kafka_ps.agents.jobs import job_named
 from kafka_ps.agents.settings import JobSettings
@@ -29,8 +35,16 @@ from kafka_ps.app.preflight import Access
 from kafka_ps.app.stopping import BoundedWorker
 from kafka_ps.tables.local_state import LocalState
 
+#: The command that hosts each built-in job; any other job is ``kps host JOB``.
+COMMANDS = {"server": "serve", "worker": "learn"}
 
-def run_worker(job: str, settings: JobSettings) -> None:
+
+def command_line(job: str) -> list[str]:
+    """The ``kps`` arguments that host ``job`` in a process."""
+    return [COMMANDS[job]] if job in COMMANDS else ["host", job]
+
+
+def run_process(job: str, settings: JobSettings) -> None:
     """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
     spec = job_named(job)
     ensure_topics(settings.broker, spec.topics(settings))
@@ -41,8 +55,10 @@ def run_worker(job: str, settings: JobSettings) -> None:
     app = create_app(settings, spec.group(settings))
     spec.register(app, settings)
     try:
-        worker = BoundedWorker(app, loglevel=settings.log_level, stop_timeout=settings.stop_timeout)
-        worker.execute_from_commandline()
+        faust_worker = BoundedWorker(
+            app, loglevel=settings.log_level, stop_timeout=settings.stop_timeout
+        )
+        faust_worker.execute_from_commandline()
     except SystemExit as exit:
         if exit.code in (0, None):
             state.release()
@@ -79,8 +95,19 @@ PR_SET_PDEATHSIG = 1
 _JOB_VARIABLES = {f"KPS_{name.upper()}" for name in JobSettings.model_fields}
 
 
-class WorkerProcess:
-    """One ``kps worker`` child process with its own log file and data directory."""
+class JobProcess:
+    """One child process hosting ``job``, with its own log file and data directory.
+
+    Parameters
+    ----------
+    job
+        What it hosts: ``server`` (``kps serve``), ``worker`` (``kps learn``), or another
+        job as ``module:attribute`` (``kps host``).
+    settings
+        The job's settings, passed to the child as ``KPS_*`` variables.
+    log_path
+        Where the child's stdout and stderr go (appended to).
+    """
 
     def __init__(self, job: str, settings: JobSettings, log_path: Path) -> None:
         self.job = job
@@ -92,13 +119,13 @@ class WorkerProcess:
     @property
     def pid(self) -> int:
         if self._process is None:
-            raise RuntimeError("worker not started")
+            raise RuntimeError("process not started")
         return self._process.pid
 
-    def start(self) -> WorkerProcess:
-        """Create the job's topics, so records can be produced at once, then spawn the worker."""
+    def start(self) -> JobProcess:
+        """Create the job's topics, so records can be produced at once, then spawn the process."""
         if self.running:
-            raise RuntimeError(f"worker already running (pid {self.pid})")
+            raise RuntimeError(f"process already running (pid {self.pid})")
         ensure_topics(self.settings.broker, job_named(self.job).topics(self.settings))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +140,7 @@ class WorkerProcess:
         }
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "kafka_ps.app.cli", "worker", "--job", self.job],
+                [sys.executable, "-m", "kafka_ps.app.cli", *command_line(self.job)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -126,20 +153,16 @@ class WorkerProcess:
         return self._process is not None and self._process.poll() is None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for Faust's "Ready" line in this run's log (the worker has started; its
+        """Wait for Faust's "Ready" line in this run's log (the process has started; its
         tables may still be recovering)."""
         self.wait_log(b"Ready", timeout)
 
-    def wait_recovered(self, timeout: float = 120.0) -> None:
-        """Wait until Faust has rebuilt this process's tables and resumed its streams."""
-        self.wait_log(b"Worker ready", timeout)
-
     def wait_log(self, text: bytes, timeout: float) -> None:
         """Wait for ``text`` in what this run has logged so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.passed():
             if not self.running:
-                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
+                raise RuntimeError(f"process exited early:\n{self.log_tail()}")
             with self.log_path.open("rb") as log:
                 log.seek(self._log_start)
                 if text in log.read():
@@ -156,7 +179,7 @@ class WorkerProcess:
 
     def _stop(self, sig: signal.Signals, timeout: float) -> int:
         if self._process is None:
-            raise RuntimeError("worker not started")
+            raise RuntimeError("process not started")
         if self._process.poll() is None:
             self._process.send_signal(sig)
             try:
@@ -164,7 +187,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-                raise TimeoutError(f"worker ignored {sig.name} for {timeout:.0f}s") from None
+                raise TimeoutError(f"process ignored {sig.name} for {timeout:.0f}s") from None
         return self._process.returncode
 
     def log_tail(self, lines: int = 60) -> str:
@@ -174,7 +197,7 @@ class WorkerProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> WorkerProcess:
+    def __enter__(self) -> JobProcess:
         return self.start()
 
     def __exit__(
