@@ -8,8 +8,8 @@ Two ways to learn, both predicting every record before learning from it:
   mini-batch SGD with summed (not averaged) gradients, so ``lr`` is per record.
 - ``local_sgd=True``: learn record by record on the local copy of the weights, with
   step ``lr``, and push the accumulated change to an ``add`` shard. Later records of a
-  mini-batch then see what earlier ones taught (see DESIGN.md, "Learning quality versus
-  batching").
+  mini-batch then see what earlier ones taught (see docs/architecture.md,
+  "Learning quality versus batching").
 """
 
 from __future__ import annotations

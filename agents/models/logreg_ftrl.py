@@ -1,9 +1,10 @@
 """Logistic regression on hashed sparse features, trained with FTRL-Proximal.
 
-Mini-batching the communication, not the learning (DESIGN.md, "Learning quality versus
-batching"): the mini-batch's keys are pulled once, the model learns record by record on
-its local copy of FTRL's ``z`` and ``n``, and the accumulated ``(Δz, Δn)`` is pushed once
-per key to an ``ftrl_additive`` shard, which sums pushes from any number of workers.
+Mini-batching the communication, not the learning (docs/architecture.md, "Learning
+quality versus batching"): the mini-batch's keys are pulled once, the model learns record
+by record on its local copy of FTRL's ``z`` and ``n``, and the accumulated ``(Δz, Δn)`` is
+pushed once per key to an ``ftrl_additive`` shard, which sums pushes from any number of
+workers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from kafka_ps.agents.api import BatchParameterServerClient, Prediction, Task, Tr
 from kafka_ps.agents.models.hashed import HashedLinearModel
 from kafka_ps.agents.models.hyper import non_negative, positive
 from kafka_ps.agents.models.kernels import ftrl_logistic_pass
-from kafka_ps.agents.models.maths import logistic
 from kafka_ps.agents.models.sparse import SparseBatch
-from kafka_ps.tables.update_rules import FtrlAdditive, ftrl_step, ftrl_weights
+from kafka_ps.tables.update_rules import FtrlAdditive
 
 
 class FtrlLogisticRegression(HashedLinearModel):
@@ -53,28 +53,11 @@ class FtrlLogisticRegression(HashedLinearModel):
         z0, n0 = state[:, 1], state[:, 2]  # the slots are w, z, n
         z, n = z0.copy(), n0.copy()
         hyper = (self.alpha, self.beta, self.l1, self.l2)
-        # Record by record, compiled: agents/models/kernels.py equals the numpy loop below.
+        # Record by record, compiled (agents/models/kernels.py); tests/unit/test_kernels.py
+        # holds the numpy loop it must equal.
         probabilities = ftrl_logistic_pass(
             batch.indices, batch.values, batch.indptr, batch.labels, z, n, *hyper
         )
         for p, record in zip(probabilities.tolist(), records, strict=True):
             ps.output(Prediction(p, record.label, record.key))
         return np.stack([z - z0, n - n0], axis=1)  # (Δz, Δn) per key
-
-
-def ftrl_logistic_reference(
-    batch: SparseBatch, z: np.ndarray, n: np.ndarray, hyper: tuple[float, float, float, float]
-) -> np.ndarray:
-    """The numpy loop the compiled kernel must equal: predict, then learn, per record."""
-    out = np.empty(len(batch))
-    for r in range(len(batch)):
-        idx, x = batch.row(r)
-        zi, ni = z[idx], n[idx]
-        w = ftrl_weights(zi, ni, *hyper)
-        out[r] = p = logistic(float(w @ x))
-        y = batch.labels[r]
-        if np.isnan(y):
-            continue
-        g = (p - float(y > 0)) * x
-        z[idx], n[idx] = ftrl_step(zi, ni, w, g, hyper[0])
-    return out

@@ -6,8 +6,9 @@ import numpy as np
 
 from kafka_ps.agents.api import TrainingRecord
 from kafka_ps.agents.models.kernels import ftrl_logistic_pass
-from kafka_ps.agents.models.logreg_ftrl import ftrl_logistic_reference
-from kafka_ps.agents.models.sparse import FeatureHasher
+from kafka_ps.agents.models.maths import logistic
+from kafka_ps.agents.models.sparse import FeatureHasher, SparseBatch
+from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 
 
 def test_the_compiled_ftrl_pass_equals_the_numpy_loop_to_1e_9() -> None:
@@ -33,3 +34,21 @@ def test_the_compiled_ftrl_pass_equals_the_numpy_loop_to_1e_9() -> None:
     np.testing.assert_allclose(z_fast, z, rtol=0, atol=1e-9)
     np.testing.assert_allclose(n_fast, n, rtol=0, atol=1e-9)
     assert not np.allclose(z, z0)  # it learned something
+
+
+def ftrl_logistic_reference(
+    batch: SparseBatch, z: np.ndarray, n: np.ndarray, hyper: tuple[float, float, float, float]
+) -> np.ndarray:
+    """The numpy loop the compiled kernel must equal: predict, then learn, per record."""
+    out = np.empty(len(batch))
+    for r in range(len(batch)):
+        idx, x = batch.row(r)
+        zi, ni = z[idx], n[idx]
+        w = ftrl_weights(zi, ni, *hyper)
+        out[r] = p = logistic(float(w @ x))
+        y = batch.labels[r]
+        if np.isnan(y):
+            continue
+        g = (p - float(y > 0)) * x
+        z[idx], n[idx] = ftrl_step(zi, ni, w, g, hyper[0])
+    return out
