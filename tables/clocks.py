@@ -85,6 +85,13 @@ class Consistency:
 
     ``staleness`` is the bound ``s`` (0 for BSP) or ``None`` for ASP (unbounded).
     ``str()`` gives the text that :meth:`parse` reads back.
+
+    Parameters
+    ----------
+    staleness
+        The bound ``s``, a non-negative int: a worker at clock ``c`` is answered once the
+        shard's slowest worker reaches ``c - s`` (0 is BSP). ``None`` is ASP: never wait.
+
     """
 
     staleness: int | None
@@ -143,6 +150,13 @@ class VectorClock:
     only the current event's partition, so use this only from the shard's stream
     iteration (outside it Faust would search all partitions and find another shard's
     clock).
+
+    Parameters
+    ----------
+    table
+        The shard's durable mapping (its Faust table, or a dict in tests) holding one
+        clock per worker id; read and written through on every call.
+
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
@@ -207,6 +221,16 @@ class PendingPulls(Generic[T]):
     and asked again: that one is dropped, never answered. ``limit`` caps the total against
     clients that do not say who they are. Held pulls live in memory only; after a crash
     or rebalance the worker's pull times out and is asked again.
+
+    Parameters
+    ----------
+    limit
+        The most pulls held in total, >= 1; beyond it the oldest held pull is dropped (the
+        default 10 000 only guards against clients that do not say who they are).
+    per_worker
+        The most pulls held per worker, >= 1: the worker's number of pulls in flight ``K``.
+        ``None`` (the default) sets no per-worker bound.
+
     """
 
     def __init__(self, limit: int = 10_000, per_worker: int | None = None) -> None:

@@ -51,6 +51,20 @@ class ParamRecord:
     same shape and dtype. ``offset`` is the shard-topic offset of the last push applied
     and ``clock`` the writer's clock; -1 means none. ``rule_id`` names the update rule
     that wrote the record (0 = none).
+
+    Parameters
+    ----------
+    slots
+        The value (``slots[0]``) and the update rule's state, numpy arrays of one shape and
+        one supported dtype; 1 to 255 of them.
+    offset
+        Shard-topic offset of the last push applied, or -1 (the default) for none.
+    clock
+        The writer's clock, or -1 (the default) for none.
+    rule_id
+        The :attr:`~tables.update_rules.UpdateRule.rule_id` of the rule that wrote the
+        record, 0 to 65535; 0 (the default) for none.
+
     """
 
     slots: tuple[np.ndarray, ...]

@@ -72,6 +72,15 @@ class Zeros(ParamInit):
 
 @dataclass(frozen=True)
 class Constant(ParamInit):
+    """Every element of every key's value is ``c``.
+
+    Parameters
+    ----------
+    c
+        The value, a finite number (cast to the parameter's dtype).
+
+    """
+
     c: float
     name: ClassVar[str] = "constant"
     same_for_every_key: ClassVar[bool] = True
@@ -88,7 +97,17 @@ class Constant(ParamInit):
 
 @dataclass(frozen=True)
 class Normal(ParamInit):
-    """``N(0, std²)`` by the Box-Muller transform of the key's uniform stream."""
+    """``N(0, std²)`` by the Box-Muller transform of the key's uniform stream.
+
+    Parameters
+    ----------
+    std
+        Standard deviation of the values, a finite number >= 0 (0 gives zeros).
+    seed
+        Global seed, a non-negative int, mixed with ``stable_hash(key)``; the default 0 is
+        fine unless two jobs (or two parameters whose keys coincide) must differ.
+
+    """
 
     std: float
     seed: int = 0
@@ -112,7 +131,17 @@ class Normal(ParamInit):
 
 @dataclass(frozen=True)
 class Uniform(ParamInit):
-    """``U(-scale, scale)`` from the key's uniform stream."""
+    """``U(-scale, scale)`` from the key's uniform stream.
+
+    Parameters
+    ----------
+    scale
+        Half-width of the interval, a finite number >= 0 (0 gives zeros).
+    seed
+        Global seed, a non-negative int, mixed with ``stable_hash(key)``, as for
+        :class:`Normal`.
+
+    """
 
     scale: float
     seed: int = 0
@@ -142,6 +171,13 @@ class ParamInitFunction(ParamInit):
 
     It must be deterministic in the key (every process and every replay must create the
     same value); the result is checked against the parameter's shape.
+
+    Parameters
+    ----------
+    init
+        ``init(key) -> value``: gets the key's bytes (``<name>:<index>``) and returns an
+        array-like of the parameter's shape, converted to its dtype.
+
     """
 
     init: Callable[[bytes], ArrayLike]

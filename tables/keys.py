@@ -119,6 +119,16 @@ class DenseLayout:
     The tensor is flattened in C order and cut into consecutive blocks of ``block_size``
     elements; the last block may be shorter. Block ``i`` is stored under
     ``param_key(name, i)``.
+
+    Parameters
+    ----------
+    name
+        The tensor's parameter name, the name part of each block's key; not empty.
+    shape
+        The tensor's shape; every dimension >= 1.
+    block_size
+        Elements per block (per key), >= 1; the last block may hold fewer.
+
     """
 
     name: str

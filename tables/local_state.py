@@ -27,6 +27,16 @@ RUNNING_MARK = "kps-running"
 
 
 class LocalState:
+    """A process's data directory, marked while the process runs (see the module).
+
+    Parameters
+    ----------
+    data_dir
+        The process's data directory (the job's ``data_dir``); the mark file lives in it
+        and, after a crash, its ``v*/tables`` directories are deleted.
+
+    """
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.mark = data_dir / RUNNING_MARK

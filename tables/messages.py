@@ -49,6 +49,35 @@ class MessageError(KafkaPsError, ValueError):
 
 @dataclass(frozen=True, eq=False)
 class PsMessage:
+    """One pull, reply, push or tick, as encoded on the shard and reply topics.
+
+    Parameters
+    ----------
+    kind
+        What the message is: :class:`Kind` ``PULL``, ``REPLY``, ``PUSH`` or ``TICK``.
+    worker
+        The logical worker that sent the pull or push, or that a reply answers (its reply
+        partition); 0 on a tick.
+    keys
+        The parameter keys, all of one shard.
+    values
+        A reply's slots, or a push's delta slots, per key (flattened float arrays); empty
+        (the default) for pulls and ticks.
+    clock
+        A pull's or push's worker clock; on a reply, the shard's slowest worker clock. -1
+        (the default) for none.
+    request_id
+        Matches a reply to its pull (a random 63-bit id); 0 (the default) otherwise.
+    first_offset
+        A push: the first training offset it covers (inclusive). A reply: the requesting
+        worker's own clock at the shard. -1 (the default) for none.
+    last_offset
+        A push: the last training offset it covers (inclusive), for the per-worker
+        high-water mark. A reply: that worker's high-water mark at the shard. -1 (the
+        default) for none.
+
+    """
+
     kind: Kind
     worker: int
     keys: Sequence[bytes]

@@ -19,6 +19,22 @@ class ParamSpec:
 
     ``init`` is the user's ``param_init(key) -> value`` and ``rule.apply`` their
     ``param_update(value, delta) -> value``; both run on the shard that owns the key.
+
+    Parameters
+    ----------
+    name
+        The parameter's name, the part of each key before ``:``; unique within a job.
+    shape
+        The shape of every key's value (``()`` for one scalar per key).
+    rule
+        The server-side :class:`~tables.update_rules.UpdateRule` folding pushes into the
+        value (and its extra slots, such as AdaGrad's accumulator).
+    init
+        Creates a key's value on its first use; the default :class:`~tables.init.Zeros`
+        starts every key at zero.
+    dtype
+        The dtype of the value and of every slot; float64 by default.
+
     """
 
     name: str
@@ -52,7 +68,14 @@ class UnknownParameterError(KafkaPsError, KeyError):
 
 
 class ParamRegistry:
-    """The parameters of a job, found by the name part of a key."""
+    """The parameters of a job, found by the name part of a key.
+
+    Parameters
+    ----------
+    specs
+        The job's parameters; their names must be unique (``ValueError`` otherwise).
+
+    """
 
     def __init__(self, specs: Sequence[ParamSpec]) -> None:
         self.specs = {spec.name: spec for spec in specs}

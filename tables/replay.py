@@ -69,7 +69,15 @@ def rewrite(table: MutableMapping[bytes, bytes], keys: Iterable[bytes]) -> None:
 
 
 class HighWaterMarks:
-    """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none)."""
+    """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none).
+
+    Parameters
+    ----------
+    table
+        The shard's durable mapping (its Faust table, or a dict in tests); nothing is
+        cached, every call reads or writes it.
+
+    """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table
@@ -101,7 +109,15 @@ class HighWaterMarks:
 
 
 class ReadPosition:
-    """The shard-topic offset of the first message whose effects are not in the table."""
+    """The shard-topic offset of the first message whose effects are not in the table.
+
+    Parameters
+    ----------
+    table
+        The shard's durable mapping (its Faust table, or a dict in tests); nothing is
+        cached, every call reads or writes it.
+
+    """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table
@@ -122,7 +138,15 @@ class ReadPosition:
 
 
 class DeferredPushes:
-    """Pushes a BSP shard holds until their clock is complete, kept in its table."""
+    """Pushes a BSP shard holds until their clock is complete, kept in its table.
+
+    Parameters
+    ----------
+    table
+        The shard's durable mapping (its Faust table, or a dict in tests); nothing is
+        cached, every call reads or writes it.
+
+    """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table

@@ -43,13 +43,34 @@ def check_delta_size(key: bytes, delta: np.ndarray, shape: tuple[int, ...]) -> N
 
 @dataclass(frozen=True)
 class PushResult:
+    """What one :meth:`Shard.push` did with its keys.
+
+    Parameters
+    ----------
+    applied
+        Keys whose delta was folded into the stored value.
+    skipped
+        Keys whose page had already seen this push (a replay after a crash): left as they
+        were.
+
+    """
+
     applied: int
     skipped: int
 
 
 @dataclass(frozen=True)
 class FlushResult:
-    """The pages a flush wrote to the table, and their bytes."""
+    """The pages a flush wrote to the table, and their bytes.
+
+    Parameters
+    ----------
+    pages
+        Pages written to the table.
+    bytes
+        Their encoded size in bytes.
+
+    """
 
     pages: int
     bytes: int

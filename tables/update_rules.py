@@ -143,7 +143,14 @@ class Add(UpdateRule):
 
 @dataclass(frozen=True)
 class Sgd(UpdateRule):
-    """``w -= lr * g`` for a pushed gradient ``g``."""
+    """``w -= lr * g`` for a pushed gradient ``g``.
+
+    Parameters
+    ----------
+    lr
+        Learning rate, > 0: the step is ``lr`` times the pushed gradient.
+
+    """
 
     lr: float
     name: ClassVar[str] = "sgd"
@@ -162,7 +169,19 @@ class Sgd(UpdateRule):
 
 @dataclass(frozen=True)
 class AdaGrad(UpdateRule):
-    """AdaGrad (Duchi et al. 2011), per coordinate: ``G += g²; w -= lr g / (√G + eps)``."""
+    """AdaGrad (Duchi et al. 2011), per coordinate: ``G += g²; w -= lr g / (√G + eps)``.
+
+    Parameters
+    ----------
+    lr
+        Learning rate, > 0, before the per-coordinate scaling ``1 / (√G + eps)``.
+    eps
+        Added to ``√G`` so the first steps (``G`` near 0) stay finite; > 0.
+    initial_accumulator
+        The starting value of ``G`` for a fresh parameter, >= 0; the default 0 makes the
+        first step ``lr * g / (|g| + eps)``, about ``lr * sign(g)``.
+
+    """
 
     lr: float
     eps: float = 1e-8
@@ -194,6 +213,18 @@ class Adam(UpdateRule):
     shares both), so bias correction follows how often each key, not the whole model,
     has been updated; that is what sparse keys need. A float32 ``t`` counts exactly up
     to 2**24 steps.
+
+    Parameters
+    ----------
+    lr
+        Learning rate, > 0: the step is ``lr * m̂ / (√v̂ + eps)``.
+    beta1
+        Decay of the first moment ``m = beta1 m + (1 - beta1) g``, in [0, 1).
+    beta2
+        Decay of the second moment ``v = beta2 v + (1 - beta2) g²``, in [0, 1).
+    eps
+        Added to ``√v̂`` so the step stays finite; > 0.
+
     """
 
     lr: float
@@ -254,6 +285,18 @@ class Ftrl(UpdateRule):
 
     ``w`` is always ``ftrl_weights(z, n)``. :meth:`init_state` chooses ``z`` so that the
     initial weights equal the given value (``z = 0`` for a zero value).
+
+    Parameters
+    ----------
+    alpha
+        Learning rate of the per-coordinate schedule ``alpha / (beta + √n)``; > 0.
+    beta
+        Smoothing of that schedule, >= 0; the default 1 keeps the first steps small.
+    l1
+        L1 regularisation, >= 0: a weight stays exactly 0 while ``|z| <= l1`` (sparsity).
+    l2
+        L2 regularisation, >= 0, added to the denominator of the closed form.
+
     """
 
     alpha: float = 0.1
@@ -293,6 +336,19 @@ class FtrlAdditive(Ftrl):
     A worker pulls ``(w, z, n)``, learns record by record on its local copy with
     :func:`ftrl_step` and pushes the accumulated change once. ``z`` and ``n`` are sums, so
     the shard adds pushes from any number of workers and recomputes ``w``.
+
+    Parameters
+    ----------
+    alpha
+        Learning rate, as in :class:`Ftrl`; > 0. The workers' :func:`ftrl_step` must
+        use the same value.
+    beta
+        Smoothing, as in :class:`Ftrl`; >= 0.
+    l1
+        L1 regularisation, as in :class:`Ftrl`; >= 0.
+    l2
+        L2 regularisation, as in :class:`Ftrl`; >= 0.
+
     """
 
     name: ClassVar[str] = "ftrl_additive"
@@ -320,6 +376,14 @@ class ParamUpdate(UpdateRule):
     returns the new value; the usual checks (shape, dtype, finiteness) still apply, so a
     buggy function cannot corrupt the model. It has no name in :data:`UPDATE_RULES`: a
     function is passed to :class:`~tables.params.ParamSpec` directly.
+
+    Parameters
+    ----------
+    update
+        ``update(value, delta) -> value``: gets a copy of the current value and the pushed
+        delta and returns the new value, which must keep the value's shape (it is cast to
+        the value's dtype).
+
     """
 
     update: Callable[[np.ndarray, np.ndarray], np.ndarray]

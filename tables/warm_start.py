@@ -35,7 +35,16 @@ class WarmStartError(KafkaPsError, ValueError):
 
 @dataclass(frozen=True, eq=False)
 class WarmInit(ParamInit):
-    """The saved value of a key when there is one, else the parameter's own initialiser."""
+    """The saved value of a key when there is one, else the parameter's own initialiser.
+
+    Parameters
+    ----------
+    values
+        The saved model's values by key, as read by the warm start (value slot only).
+    fallback
+        The parameter's own initialiser, for keys the saved model does not hold.
+
+    """
 
     values: Mapping[bytes, np.ndarray]
     fallback: ParamInit
