@@ -63,6 +63,24 @@ class TrainingRecord:
     ``features`` holds sparse features by name (numbers, or strings that models hash);
     ``dense`` holds a dense feature vector. ``partition`` and ``offset`` say where the
     record was read, which is what exactly-once bookkeeping and progressive metrics key on.
+
+    Parameters
+    ----------
+    features
+        Sparse features by name: numbers, or strings that models hash. Empty by default.
+    dense
+        A dense feature vector, or None (the default).
+    label
+        The target, or None (the default) for a record to predict only.
+    key
+        The record's own identifier (its ``"key"`` field, UTF-8), or None (the default).
+    timestamp
+        The record's ``"ts"`` field, a number (seconds since the epoch in the bundled
+        data sets), or None (the default).
+    partition
+        The input-topic partition the record was read from; 0 by default.
+    offset
+        Its offset in that partition; -1 (the default) for a record not read from Kafka.
     """
 
     features: Mapping[str, float | int | str] = field(default_factory=dict)

@@ -56,6 +56,17 @@ class Counters:
     ``pulls`` counts keys requested and ``pushes`` keys updated, each key once per
     request or per mini-batch; the ``*_messages`` fields count shard messages, one per
     shard per request and one per shard per mini-batch with pushes.
+
+    Parameters
+    ----------
+    pulls
+        Keys requested, each key once per request; 0 to start.
+    pushes
+        Keys updated, each key once per mini-batch; 0 to start.
+    pull_messages
+        Pull messages, one per shard per request; 0 to start.
+    push_messages
+        Push messages, one per shard per mini-batch with pushes; 0 to start.
     """
 
     pulls: int = 0

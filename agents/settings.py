@@ -30,7 +30,47 @@ def state_dir() -> Path:
 
 
 class LocalKafkaSettings(FileSettings):
-    """The local single-node Apache Kafka broker used for development, demos and CI."""
+    """The local single-node Apache Kafka broker used for development, demos and CI.
+
+    Parameters
+    ----------
+    version
+        ``KPS_KAFKA_VERSION``: the Apache Kafka release to run; 4.0.2 by default.
+    host
+        ``KPS_KAFKA_HOST``: the address both brokers listen on; 127.0.0.1 by default.
+    port
+        ``KPS_KAFKA_PORT``: the plain broker's client port; 9092 by default.
+    controller_port
+        ``KPS_KAFKA_CONTROLLER_PORT``: the plain broker's KRaft controller port; 9093.
+    home
+        ``KPS_KAFKA_HOME``: broker state (server.properties, log dirs, pid file, the
+        broker's log); ``.kps/kafka`` in the working directory by default.
+    cache
+        ``KPS_KAFKA_CACHE``: where the broker's jars are collected once, shared by every
+        checkout; ``~/.cache/kafka-ps`` by default.
+    heap
+        ``KPS_KAFKA_HEAP``: the broker JVM's heap (``-Xmx``); 512m by default.
+    start_timeout
+        ``KPS_KAFKA_START_TIMEOUT``: seconds to wait for a started broker to answer; 90.
+    secure_port
+        ``KPS_KAFKA_SECURE_PORT``: the secure broker's (``kps kafka start --secure``)
+        SASL_PLAINTEXT SCRAM-SHA-512 client port; 9094.
+    secure_controller_port
+        ``KPS_KAFKA_SECURE_CONTROLLER_PORT``: the secure broker's controller port; 9095.
+    secure_home
+        ``KPS_KAFKA_SECURE_HOME``: the secure broker's own state; ``.kps/kafka-secure``.
+    admin_password
+        ``KPS_KAFKA_ADMIN_PASSWORD``: the secure broker's super user's password (also its
+        inter-broker identity); set before its first start, when the credential is stored.
+    user
+        ``KPS_KAFKA_USER``: the principal kafka-ps jobs use on the secure broker.
+    user_password
+        ``KPS_KAFKA_USER_PASSWORD``: that principal's password.
+    acl_prefixes
+        ``KPS_KAFKA_ACL_PREFIXES``: ``user`` may do anything on topics and consumer groups
+        whose names start with one of these (``kps-``, ``kafka-ps`` by default), and
+        nothing else; app ids and input topics must start with one of them.
+    """
 
     config_table: ClassVar[str] = "kafka"
 
@@ -71,7 +111,108 @@ class LocalKafkaSettings(FileSettings):
 
 
 class JobSettings(FileSettings):
-    """One kafka-ps job: which broker, which topics, where local state lives."""
+    """One kafka-ps job: which broker, which topics, where local state lives.
+
+    Parameters
+    ----------
+    broker
+        ``KPS_BROKER``: the bootstrap servers, ``host:port[,host:port...]``.
+    app_id
+        ``KPS_APP_ID``: the job's name; its consumer groups and topics start with it.
+    data_dir
+        ``KPS_DATA_DIR``: where processes keep their local table state;
+        ``.kps/data`` in the working directory by default.
+    input_topic
+        ``KPS_INPUT_TOPIC``: the training topic, which producers write.
+    partitions
+        ``KPS_PARTITIONS``: training partitions (>= 1): logical workers, and partitions of
+        the input, replies and predictions topics.
+    instance_id
+        ``KPS_INSTANCE_ID``: static group membership (KIP-345), unique per process; a
+        process restarted with it takes its partitions back without a rebalance. None
+        (the default): dynamic membership.
+    standby_replicas
+        ``KPS_STANDBY_REPLICAS``: standby copies of each table partition kept warm by
+        other server processes (>= 0), so a moved partition needs no rebuild.
+    stop_timeout
+        ``KPS_STOP_TIMEOUT``: seconds (> 0) a process may take to stop after SIGTERM
+        before it exits anyway; ``kps train`` allows its processes this plus 1 s.
+    connect_timeout
+        ``KPS_CONNECT_TIMEOUT``: seconds the command line waits for the broker's first
+        answer.
+    session_timeout
+        ``KPS_SESSION_TIMEOUT``: the consumer groups' session timeout in seconds; short,
+        so that a killed process is noticed quickly.
+    heartbeat_interval
+        ``KPS_HEARTBEAT_INTERVAL``: seconds between consumer heartbeats.
+    commit_interval
+        ``KPS_COMMIT_INTERVAL``: seconds between offset commits.
+    log_level
+        ``KPS_LOG_LEVEL``: debug, info (the default), warning, error or critical.
+    fetch_max_wait_ms
+        ``KPS_FETCH_MAX_WAIT_MS``: longest a consumer's fetch waits on the broker for new
+        records, in milliseconds (Faust fixes 1500).
+    shards
+        ``KPS_SHARDS``: server shards (>= 1): partitions of the shard topic and of the
+        parameter table.
+    model
+        ``KPS_MODEL``: a built-in model's name (agents/models) or
+        ``package.module:factory``.
+    model_params
+        ``KPS_MODEL_PARAMS``: the model's hyper-parameters, a JSON object.
+    batch_size
+        ``KPS_BATCH_SIZE``: records per mini-batch, >= 1.
+    max_pulls_in_flight
+        ``KPS_MAX_PULLS_IN_FLIGHT``: K, the pull requests one logical worker may have
+        unanswered at once (>= 1); shards hold at most K pulls per worker.
+    pull_timeout
+        ``KPS_PULL_TIMEOUT``: seconds a worker waits for a pull reply before it asks again.
+    publish_interval
+        ``KPS_PUBLISH_INTERVAL``: seconds (> 0) between a shard's flushes of its changed
+        pages to the table and of its changed parameters to model-updates; pushes are
+        acknowledged after the flush.
+    pack_input
+        ``KPS_PACK_INPUT``: pack one-record input messages many to a message before the
+        workers read them (agents/packer.py); turn off when producers write ``kps-batch``
+        messages themselves.
+    push_threshold
+        ``KPS_PUSH_THRESHOLD``: Li et al.'s significance filter (>= 0): a key's push is held
+        back while the largest magnitude of its accumulated delta is at most this, and
+        joins the key's next push; 0 (the default) pushes every change.
+    push_dtype
+        ``KPS_PUSH_DTYPE``: the value type of pushes on the wire, float64 or float16 (a
+        push with a value beyond float16's range still goes as float64).
+    page_size
+        ``KPS_PAGE_SIZE``: keys per page of a shard's parameters, the unit of table
+        writes; >= 1.
+    consistency
+        ``KPS_CONSISTENCY``: ``asp``, ``bsp`` or ``ssp:<s>``: asynchronous,
+        bulk-synchronous, or workers at most ``s`` clocks apart (tables/clocks.py).
+    idle_interval
+        ``KPS_IDLE_INTERVAL``: seconds without a mini-batch after which an idle logical
+        worker's clock advances.
+    metrics_window
+        ``KPS_METRICS_WINDOW``: records per progressive-metrics window.
+    warm_start
+        ``KPS_WARM_START``: start parameters from a .npz file (as ``kps model`` writes)
+        or ``topic:<model-updates topic>`` instead of their initialisers; empty: no.
+    export_on_exit
+        ``KPS_EXPORT_ON_EXIT``: a .npz file ``kps train`` writes the model to when the job
+        ends or is stopped; empty: none.
+    metrics_interval
+        ``KPS_METRICS_INTERVAL``: seconds between a process's reports of its dead-letter
+        counts (sent only on change).
+    predict_unlabelled
+        ``KPS_PREDICT_UNLABELLED``: predict records without a label instead of sending
+        them to dead letters.
+    metrics_port
+        ``KPS_METRICS_PORT``: the port (0 to 65535) this process serves Prometheus
+        metrics on at ``/metrics``; 0 (the default): none. ``kps train`` gives its
+        processes this port, the next one, and so on.
+    metrics_host
+        ``KPS_METRICS_HOST``: the address the metrics port listens on; 0.0.0.0 in a
+        container that is scraped from outside.
+    """
 
     config_table: ClassVar[str] = "job"
 

@@ -111,10 +111,14 @@ class WorkerTelemetry(ProcessTelemetry):
 
     Parameters
     ----------
+    job
+        The job's app id: the ``job`` label of every metric.
+    dead_letters
+        The process's dead-letter counts by reason (``DeadLetters.counts``), read at scrape.
     progress
         Each logical worker's progressive metrics, read at scrape.
-
-    The others are :class:`ProcessTelemetry`'s.
+    registry
+        Where the metrics live; one of the process's own by default.
     """
 
     role = "worker"
@@ -187,10 +191,14 @@ class ServerTelemetry(ProcessTelemetry):
 
     Parameters
     ----------
+    job
+        The job's app id: the ``job`` label of every metric.
+    dead_letters
+        The process's dead-letter counts by reason (``DeadLetters.counts``), read at scrape.
     workers
         How many logical workers (training partitions) the job has: one clock each.
-
-    The others are :class:`ProcessTelemetry`'s.
+    registry
+        Where the metrics live; one of the process's own by default.
     """
 
     role = "server"

@@ -70,7 +70,20 @@ DELAY_THRESHOLD = 15.0
 
 
 class RecordFields(TypedDict):
-    """Keyword arguments for :func:`agents.records.encode_record`."""
+    """Keyword arguments for :func:`agents.records.encode_record`.
+
+    Parameters
+    ----------
+    features
+        Feature values by name, as text (categorical).
+    label
+        The target: 0/1 for classification, a number for regression (a delay in minutes,
+        a rating).
+    key
+        The record's identifier, carried into its prediction.
+    ts
+        Its time in Unix seconds; the stream is sorted by it.
+    """
 
     features: dict[str, str]
     label: float

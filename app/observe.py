@@ -48,7 +48,7 @@ class PartitionState:
 class JobSnapshot:
     """What a job is doing now.
 
-    Attributes
+    Parameters
     ----------
     workers : dict
         The latest progressive-metrics report of each logical worker.

@@ -44,7 +44,14 @@ ITERATIONS = 8192
 
 
 class SecureLocalKafka(LocalKafka):
-    """The local broker with SASL/SCRAM authentication and ACLs (see the module's notes)."""
+    """The local broker with SASL/SCRAM authentication and ACLs (see the module's notes).
+
+    Parameters
+    ----------
+    settings
+        Its ports, directories and credentials (the ``secure_*``, ``admin_password``,
+        ``user`` and ``acl_prefixes`` fields); ``KPS_KAFKA_*`` by default.
+    """
 
     port_variables = "KPS_KAFKA_SECURE_PORT / KPS_KAFKA_SECURE_CONTROLLER_PORT"
 

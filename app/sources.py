@@ -74,7 +74,7 @@ class InputError(KafkaPsError, ValueError):
 class FileRecords:
     """The validated records of one file, ready for :func:`app.train.training_records`.
 
-    Attributes
+    Parameters
     ----------
     records : list of dict
         Keyword arguments of :func:`agents.records.encode_record`, in file order.

@@ -91,7 +91,6 @@ class Consistency:
     staleness
         The bound ``s``, a non-negative int: a worker at clock ``c`` is answered once the
         shard's slowest worker reaches ``c - s`` (0 is BSP). ``None`` is ASP: never wait.
-
     """
 
     staleness: int | None
@@ -156,7 +155,6 @@ class VectorClock:
     table
         The shard's durable mapping (its Faust table, or a dict in tests) holding one
         clock per worker id; read and written through on every call.
-
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
@@ -230,7 +228,6 @@ class PendingPulls(Generic[T]):
     per_worker
         The most pulls held per worker, >= 1: the worker's number of pulls in flight ``K``.
         ``None`` (the default) sets no per-worker bound.
-
     """
 
     def __init__(self, limit: int = 10_000, per_worker: int | None = None) -> None:

@@ -64,7 +64,6 @@ class ParamRecord:
     rule_id
         The :attr:`~tables.update_rules.UpdateRule.rule_id` of the rule that wrote the
         record, 0 to 65535; 0 (the default) for none.
-
     """
 
     slots: tuple[np.ndarray, ...]

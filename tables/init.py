@@ -61,6 +61,8 @@ def _check_scale(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class Zeros(ParamInit):
+    """Every key starts at zero (the default initialiser; it takes no parameters)."""
+
     name: ClassVar[str] = "zeros"
     same_for_every_key: ClassVar[bool] = True
 
@@ -78,7 +80,6 @@ class Constant(ParamInit):
     ----------
     c
         The value, a finite number (cast to the parameter's dtype).
-
     """
 
     c: float
@@ -106,7 +107,6 @@ class Normal(ParamInit):
     seed
         Global seed, a non-negative int, mixed with ``stable_hash(key)``; the default 0 is
         fine unless two jobs (or two parameters whose keys coincide) must differ.
-
     """
 
     std: float
@@ -140,7 +140,6 @@ class Uniform(ParamInit):
     seed
         Global seed, a non-negative int, mixed with ``stable_hash(key)``, as for
         :class:`Normal`.
-
     """
 
     scale: float
@@ -177,7 +176,6 @@ class ParamInitFunction(ParamInit):
     init
         ``init(key) -> value``: gets the key's bytes (``<name>:<index>``) and returns an
         array-like of the parameter's shape, converted to its dtype.
-
     """
 
     init: Callable[[bytes], ArrayLike]

@@ -128,7 +128,6 @@ class DenseLayout:
         The tensor's shape; every dimension >= 1.
     block_size
         Elements per block (per key), >= 1; the last block may hold fewer.
-
     """
 
     name: str

@@ -34,7 +34,6 @@ class LocalState:
     data_dir
         The process's data directory (the job's ``data_dir``); the mark file lives in it
         and, after a crash, its ``v*/tables`` directories are deleted.
-
     """
 
     def __init__(self, data_dir: Path) -> None:

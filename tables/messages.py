@@ -75,7 +75,6 @@ class PsMessage:
         A push: the last training offset it covers (inclusive), for the per-worker
         high-water mark. A reply: that worker's high-water mark at the shard. -1 (the
         default) for none.
-
     """
 
     kind: Kind

@@ -34,7 +34,6 @@ class ParamSpec:
         starts every key at zero.
     dtype
         The dtype of the value and of every slot; float64 by default.
-
     """
 
     name: str
@@ -74,7 +73,6 @@ class ParamRegistry:
     ----------
     specs
         The job's parameters; their names must be unique (``ValueError`` otherwise).
-
     """
 
     def __init__(self, specs: Sequence[ParamSpec]) -> None:

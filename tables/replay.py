@@ -76,7 +76,6 @@ class HighWaterMarks:
     table
         The shard's durable mapping (its Faust table, or a dict in tests); nothing is
         cached, every call reads or writes it.
-
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
@@ -116,7 +115,6 @@ class ReadPosition:
     table
         The shard's durable mapping (its Faust table, or a dict in tests); nothing is
         cached, every call reads or writes it.
-
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
@@ -145,7 +143,6 @@ class DeferredPushes:
     table
         The shard's durable mapping (its Faust table, or a dict in tests); nothing is
         cached, every call reads or writes it.
-
     """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:

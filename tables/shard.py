@@ -52,7 +52,6 @@ class PushResult:
     skipped
         Keys whose page had already seen this push (a replay after a crash): left as they
         were.
-
     """
 
     applied: int
@@ -69,7 +68,6 @@ class FlushResult:
         Pages written to the table.
     bytes
         Their encoded size in bytes.
-
     """
 
     pages: int

@@ -149,7 +149,6 @@ class Sgd(UpdateRule):
     ----------
     lr
         Learning rate, > 0: the step is ``lr`` times the pushed gradient.
-
     """
 
     lr: float
@@ -180,7 +179,6 @@ class AdaGrad(UpdateRule):
     initial_accumulator
         The starting value of ``G`` for a fresh parameter, >= 0; the default 0 makes the
         first step ``lr * g / (|g| + eps)``, about ``lr * sign(g)``.
-
     """
 
     lr: float
@@ -224,7 +222,6 @@ class Adam(UpdateRule):
         Decay of the second moment ``v = beta2 v + (1 - beta2) g²``, in [0, 1).
     eps
         Added to ``√v̂`` so the step stays finite; > 0.
-
     """
 
     lr: float
@@ -296,7 +293,6 @@ class Ftrl(UpdateRule):
         L1 regularisation, >= 0: a weight stays exactly 0 while ``|z| <= l1`` (sparsity).
     l2
         L2 regularisation, >= 0, added to the denominator of the closed form.
-
     """
 
     alpha: float = 0.1
@@ -348,7 +344,6 @@ class FtrlAdditive(Ftrl):
         L1 regularisation, as in :class:`Ftrl`; >= 0.
     l2
         L2 regularisation, as in :class:`Ftrl`; >= 0.
-
     """
 
     name: ClassVar[str] = "ftrl_additive"
@@ -383,7 +378,6 @@ class ParamUpdate(UpdateRule):
         ``update(value, delta) -> value``: gets a copy of the current value and the pushed
         delta and returns the new value, which must keep the value's shape (it is cast to
         the value's dtype).
-
     """
 
     update: Callable[[np.ndarray, np.ndarray], np.ndarray]

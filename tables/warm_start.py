@@ -43,7 +43,6 @@ class WarmInit(ParamInit):
         The saved model's values by key, as read by the warm start (value slot only).
     fallback
         The parameter's own initialiser, for keys the saved model does not hold.
-
     """
 
     values: Mapping[bytes, np.ndarray]

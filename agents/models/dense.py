@@ -25,7 +25,17 @@ from kafka_ps.tables.update_rules import UpdateRule
 
 @dataclass(frozen=True)
 class BlockedTensor:
-    """One dense tensor of a model: its layout, spec, keys, and block (de)composition."""
+    """One dense tensor of a model: its layout, spec, keys, and block (de)composition.
+
+    Parameters
+    ----------
+    layout
+        How the tensor is cut into blocks, one key each (name, shape, block size).
+    rule
+        The server-side update rule of every block.
+    init
+        The initialiser of every block.
+    """
 
     layout: DenseLayout
     rule: UpdateRule

@@ -29,6 +29,22 @@ class HashedLinearModel(BatchWorkerLogic):
 
     Subclasses check their own hyper-parameters first and then call ``__init__``, so that
     a bad value is reported in the order of the signature (``buckets`` and the rest last).
+
+    Parameters
+    ----------
+    rule
+        The server-side update rule of ``w``.
+
+    buckets
+        Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
+        ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
+        features.
+    crosses
+        Feature crosses, each a non-empty sequence of feature names; a record holding all
+        of them gets one extra categorical feature per cross. None by default.
+    numeric
+        Names of features that hash by name alone and carry their numeric value; every
+        other feature is categorical (``name=value`` with value 1). None by default.
     """
 
     def __init__(

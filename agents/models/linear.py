@@ -27,7 +27,32 @@ from kafka_ps.tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
 
 
 class LinearRegression(HashedLinearModel):
-    """Least-squares regression; unlabelled records are predicted only."""
+    """Least-squares regression; unlabelled records are predicted only.
+
+    Parameters
+    ----------
+    lr
+        Step size per record, > 0. Mini-batch gradients are summed, not averaged, so it
+        does not depend on the batch size.
+    rule
+        The shard's rule when learning by mini-batch: ``"sgd"`` (``w -= lr g``) or
+        ``"adagrad"`` (:class:`~tables.update_rules.AdaGrad` with this ``lr``).
+    local_sgd
+        Learn record by record on the local copy of the weights with step ``lr`` and push
+        the accumulated change to an ``add`` shard; needs ``rule="sgd"``. False by default
+        (one summed gradient per mini-batch).
+
+    buckets
+        Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
+        ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
+        features.
+    crosses
+        Feature crosses, each a non-empty sequence of feature names; a record holding all
+        of them gets one extra categorical feature per cross. None by default.
+    numeric
+        Names of features that hash by name alone and carry their numeric value; every
+        other feature is categorical (``name=value`` with value 1). None by default.
+    """
 
     task: Task = "regression"
 

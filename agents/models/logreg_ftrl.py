@@ -22,7 +22,30 @@ from kafka_ps.tables.update_rules import FtrlAdditive
 
 
 class FtrlLogisticRegression(HashedLinearModel):
-    """Binary classifier; labels > 0 are positive. Predicts P(positive) for every record."""
+    """Binary classifier; labels > 0 are positive. Predicts P(positive) for every record.
+
+    Parameters
+    ----------
+    alpha
+        FTRL-Proximal's learning rate, > 0 (see :class:`~tables.update_rules.Ftrl`).
+    beta
+        FTRL-Proximal's smoothing, >= 0.
+    l1
+        L1 regularisation, >= 0; larger values keep more weights exactly 0.
+    l2
+        L2 regularisation, >= 0.
+
+    buckets
+        Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
+        ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
+        features.
+    crosses
+        Feature crosses, each a non-empty sequence of feature names; a record holding all
+        of them gets one extra categorical feature per cross. None by default.
+    numeric
+        Names of features that hash by name alone and carry their numeric value; every
+        other feature is categorical (``name=value`` with value 1). None by default.
+    """
 
     task: Task = "classification"
 

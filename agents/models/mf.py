@@ -62,7 +62,27 @@ class _Rows:
 
 
 class MatrixFactorisation(BatchWorkerLogic):
-    """Rating regression; ``clip`` bounds the emitted prediction (``None``: no bound)."""
+    """Rating regression; ``clip`` bounds the emitted prediction (``None``: no bound).
+
+    Parameters
+    ----------
+    k
+        Latent factors per user and per item, >= 1.
+    lr
+        SGD step size per rating, > 0.
+    reg
+        L2 regularisation of factors and biases, >= 0.
+    mean
+        The fixed global mean rating the biases and factors correct; 3.5 suits MovieLens.
+    init_std
+        Standard deviation of the initial factors (``Normal``, seeded by key), >= 0.
+    seed
+        Global seed of that initialiser, a non-negative int.
+    clip
+        ``(low, high)`` with ``low < high``: the emitted prediction is clipped into it (the
+        default ``(1.0, 5.0)`` is MovieLens's star range); None for no bound. Learning uses
+        the unclipped estimate.
+    """
 
     task: Task = "regression"
 

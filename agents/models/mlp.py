@@ -36,7 +36,26 @@ Activation = Literal["tanh", "relu"]
 
 
 class Mlp(BatchWorkerLogic):
-    """Inputs ``n_inputs`` -> ``hidden`` units -> one output."""
+    """Inputs ``n_inputs`` -> ``hidden`` units -> one output.
+
+    Parameters
+    ----------
+    n_inputs
+        Length of every record's ``dense`` vector, >= 1.
+    hidden
+        Hidden units, >= 1.
+    activation
+        The hidden layer's activation, ``"tanh"`` or ``"relu"``.
+    task
+        ``"classification"`` (sigmoid output, logloss; labels > 0 are positive) or
+        ``"regression"`` (identity output, squared loss).
+    lr
+        Adam's learning rate, > 0 (see :class:`~tables.update_rules.Adam`).
+    block_size
+        Elements per stored block (per key) of each tensor, >= 1.
+    seed
+        Global seed of the weights' Glorot-uniform initialiser, a non-negative int.
+    """
 
     def __init__(
         self,

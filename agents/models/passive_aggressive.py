@@ -26,7 +26,25 @@ from kafka_ps.tables.update_rules import Add
 
 
 class PassiveAggressive(HashedLinearModel):
-    """PA-I with aggressiveness ``C``: the largest step any one record may take."""
+    """PA-I with aggressiveness ``C``: the largest step any one record may take.
+
+    Parameters
+    ----------
+    C
+        Aggressiveness, > 0: the step ``τ = min(C, l / ‖x‖²)`` never exceeds it. Smaller
+        values learn more cautiously from noisy labels; 1 by default.
+
+    buckets
+        Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
+        ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
+        features.
+    crosses
+        Feature crosses, each a non-empty sequence of feature names; a record holding all
+        of them gets one extra categorical feature per cross. None by default.
+    numeric
+        Names of features that hash by name alone and carry their numeric value; every
+        other feature is categorical (``name=value`` with value 1). None by default.
+    """
 
     task: Task = "classification"
 

@@ -37,6 +37,19 @@ class SparseBatch:
     Record ``r`` has features ``values[indptr[r]:indptr[r+1]]`` at positions
     ``indices[indptr[r]:indptr[r+1]]`` of ``keys``; positions within a record are unique
     (features that share a bucket are summed). ``labels`` is NaN where a record has none.
+
+    Parameters
+    ----------
+    keys
+        The unique keys of parameter ``w`` the mini-batch touches, what to pull and push.
+    indices
+        Positions into ``keys`` of every record's features, record after record (CSR).
+    values
+        The feature values, aligned with ``indices``.
+    indptr
+        ``len(records) + 1`` offsets: record ``r``'s features are ``indptr[r]:indptr[r+1]``.
+    labels
+        One label per record, NaN for an unlabelled record.
     """
 
     keys: list[bytes]
@@ -76,7 +89,20 @@ def batch_labels(records: Sequence[TrainingRecord]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureHasher:
-    """Turns records into a :class:`SparseBatch` over keys of parameter ``name``."""
+    """Turns records into a :class:`SparseBatch` over keys of parameter ``name``.
+
+    Parameters
+    ----------
+    name
+        The parameter whose keys the features hash to; ``"w"`` by default.
+    buckets
+        Hash buckets, >= 1; 2**20 by default.
+    crosses
+        Feature crosses, each a non-empty tuple of feature names; none by default.
+    numeric
+        Names of features that hash by name alone and carry their value; none by default,
+        so every feature is categorical.
+    """
 
     name: str = "w"
     buckets: int = 2**20
