@@ -223,11 +223,12 @@ class PendingPulls(Generic[T]):
     Parameters
     ----------
     limit
-        The most pulls held in total, >= 1; beyond it the oldest held pull is dropped (the
-        default 10 000 only guards against clients that do not say who they are).
+        The most pulls held in total, >= 1; one more raises :class:`PendingPullsFull`
+        (the default 10 000 guards against clients that do not say who they are).
     per_worker
-        The most pulls held per worker, >= 1: the worker's number of pulls in flight ``K``.
-        ``None`` (the default) sets no per-worker bound.
+        The most pulls held per worker, >= 1: the worker's number of pulls in flight ``K``;
+        one more drops that worker's oldest held pull, never answered. ``None`` (the
+        default) sets no per-worker bound.
     """
 
     def __init__(self, limit: int = 10_000, per_worker: int | None = None) -> None:

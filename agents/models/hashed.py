@@ -34,17 +34,15 @@ class HashedLinearModel(BatchWorkerLogic):
     ----------
     rule
         The server-side update rule of ``w``.
-
     buckets
         Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
-        ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
-        features.
+        ``w:bias``), >= 1.
     crosses
         Feature crosses, each a non-empty sequence of feature names; a record holding all
-        of them gets one extra categorical feature per cross. None by default.
+        of them gets one extra categorical feature per cross.
     numeric
         Names of features that hash by name alone and carry their numeric value; every
-        other feature is categorical (``name=value`` with value 1). None by default.
+        other feature is categorical (``name=value`` with value 1).
     """
 
     def __init__(

@@ -41,7 +41,6 @@ class LinearRegression(HashedLinearModel):
         Learn record by record on the local copy of the weights with step ``lr`` and push
         the accumulated change to an ``add`` shard; needs ``rule="sgd"``. False by default
         (one summed gradient per mini-batch).
-
     buckets
         Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
         ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct

@@ -34,7 +34,6 @@ class FtrlLogisticRegression(HashedLinearModel):
         L1 regularisation, >= 0; larger values keep more weights exactly 0.
     l2
         L2 regularisation, >= 0.
-
     buckets
         Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
         ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct

@@ -33,7 +33,6 @@ class PassiveAggressive(HashedLinearModel):
     C
         Aggressiveness, > 0: the step ``τ = min(C, l / ‖x‖²)`` never exceeds it. Smaller
         values learn more cautiously from noisy labels; 1 by default.
-
     buckets
         Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
         ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
