@@ -105,11 +105,15 @@ class ReplyRouter:
             batches = await self._started().getmany(timeout_ms=100)
             for records in batches.values():
                 for record in records:
-                    try:
-                        reply = decode_message(record.value)
-                    except MessageError as error:
-                        log.warning("dropping malformed reply: %s", error)
-                        continue
-                    future = self.pending.pop(reply.request_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(reply)
+                    self.receive(record.value)
+
+    def receive(self, value: bytes) -> None:
+        """Hand the reply in ``value`` to the pull waiting for it, if any."""
+        try:
+            reply = decode_message(value)
+        except MessageError as error:
+            log.warning("dropping malformed reply: %s", error)
+            return
+        future = self.pending.pop(reply.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)

@@ -24,6 +24,9 @@ holes in the acknowledged offsets (and skips its head check right after a rebala
 partition can come back past events whose effects never reached the table. Each shard
 state therefore checks that events arrive in offset order from its read position, seeks
 the partition back when one is missing, and ignores events from before a rebalance.
+
+:class:`ShardAgent` holds the shard partitions' states and steps; :func:`register_server`
+wires it to a Faust app.
 """
 
 from __future__ import annotations
@@ -32,17 +35,20 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import faust
 import numpy as np
 from faust.types import TP
 
 from kafka_ps.agents.api import ParamRegistry, UnknownParameterError
-from kafka_ps.agents.dead_letters import DeadLetters, report_counts
+from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, report_counts
 from kafka_ps.agents.publisher import ModelPublisher
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.telemetry import ServerTelemetry, serve_metrics
+from kafka_ps.agents.transport import Acknowledger, FaustTransport, Transport
 from kafka_ps.tables.clocks import Consistency, PendingPulls, VectorClock
 from kafka_ps.tables.messages import Kind, MessageError, PsMessage, decode_message, encode_message
 from kafka_ps.tables.replay import DeferredPushes, HighWaterMarks, ReadPosition
@@ -61,7 +67,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class ShardState:
-    """What a server process holds for one shard partition it owns."""
+    """What a server process holds for one shard partition it owns.
+
+    Parameters
+    ----------
+    shard
+        The partition's parameters: in-memory pages over its table.
+    book
+        The partition's bookkeeping (clocks, marks, deferred pushes, read position), written
+        back to the table with the pages.
+    held
+        Pulls held until the clocks allow them (BSP and SSP).
+    unacked
+        Events whose effects are not in the table yet: acknowledged by the next flush.
+    last_flush, tick_sent
+        When the partition last flushed, and whether a tick is on its way to make it flush.
+    sought, seeks
+        When the partition was last sent back to ``expected``, and how many times.
+    """
 
     shard: Shard
     book: WriteBack
@@ -83,44 +106,72 @@ class ShardState:
         self.durable = self.expected = self.position.get()
 
 
-def register_server(app: faust.App, settings: JobSettings, registry: ParamRegistry) -> None:
-    # Unflushed events stay unacknowledged until the next flush; a rebalance must not wait
-    # for them (nothing would flush them while the partitions are paused): their next
-    # owner replays them.
-    app.conf.stream_wait_empty = False
-    table = app.Table(
-        PARAMS_TABLE,
-        partitions=settings.shards,
-        key_type=bytes,
-        value_type=bytes,
-        options=rocksdb_options(),
-    )
-    shard_topic_name = settings.topic("shard")
-    shard_topic = app.topic(
-        shard_topic_name, key_type=bytes, value_type=bytes, partitions=settings.shards
-    )
-    reply_topic = settings.topic("replies")
-    publisher = ModelPublisher(settings)
-    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
-    report_counts(app, settings, "server", dead_letters)
-    telemetry = ServerTelemetry(settings.app_id, dead_letters.counts, settings.partitions)
-    serve_metrics(app, settings, telemetry, shard_topic_name)
+class Publisher(Protocol):
+    """Where a shard's parameters and marks go (:class:`ModelPublisher` in production)."""
 
-    consistency = Consistency.parse(settings.consistency)
-    workers = range(settings.partitions)
-    states: dict[int, ShardState] = {}
-    replays: Counter[str] = Counter()
+    def republish(self, shard: Shard) -> None: ...
 
-    def state_of(partition: int) -> ShardState:
+    def publish(self, shard: Shard, marks: np.ndarray | None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ShardAgent:
+    """The shard partitions a server process owns: pulls answered, pushes applied exactly
+    once, flushes, ticks, and states forgotten and reloaded as partitions move.
+
+    Faust delivers each event of the shard topic to :meth:`serve`; :func:`register_server`
+    wires the agent to the app.
+
+    Parameters
+    ----------
+    settings
+        The job: topics, partitions, consistency, flush interval, page size.
+    registry
+        The job's parameters.
+    table
+        The parameter table (Faust's, whose writes go to the current event's partition).
+    transport
+        Sends replies, ticks and dead letters, and seeks the shard topic.
+    publisher
+        Publishes flushed parameters and marks to model-updates.
+    dead_letters
+        Where rejected pushes and undecodable messages go.
+    """
+
+    def __init__(
+        self,
+        settings: JobSettings,
+        registry: ParamRegistry,
+        table: MutableMapping[bytes, bytes],
+        transport: Transport,
+        publisher: Publisher,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.table = table
+        self.transport = transport
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.telemetry = ServerTelemetry(settings.app_id, dead_letters.counts, settings.partitions)
+        self.shard_topic = settings.topic("shard")
+        self.reply_topic = settings.topic("replies")
+        self.consistency = Consistency.parse(settings.consistency)
+        self.workers = range(settings.partitions)
+        self.states: dict[int, ShardState] = {}
+        self.replays: Counter[str] = Counter()
+
+    def state_of(self, partition: int) -> ShardState:
         """The partition's state; loaded from the table on its first event here, inside
         that event, after Faust has recovered the partition."""
-        state = states.get(partition)
+        state = self.states.get(partition)
         if state is None:
-            shard = Shard(registry, partition, settings.page_size)
-            shard.load(table)
-            held = PendingPulls[PsMessage](per_worker=settings.max_pulls_in_flight)
-            state = states[partition] = ShardState(shard, WriteBack(table), held)
-            publisher.republish(shard)
+            shard = Shard(self.registry, partition, self.settings.page_size)
+            shard.load(self.table)
+            held = PendingPulls[PsMessage](per_worker=self.settings.max_pulls_in_flight)
+            state = self.states[partition] = ShardState(shard, WriteBack(self.table), held)
+            self.publisher.republish(shard)
             log.info(
                 "shard %s loaded: %s keys",
                 partition,
@@ -128,7 +179,42 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             )
         return state
 
-    async def answer(state: ShardState, pull: PsMessage) -> None:
+    async def serve(self, event: faust.EventT, stream: Acknowledger) -> None:
+        """Take one event of the shard topic: in sequence, then handled, then flushed when
+        due."""
+        if event.message.generation_id != self.transport.generation:
+            return  # read before a rebalance: its partition may have moved since
+        state = self.state_of(event.message.partition)
+        if not await self.in_sequence(state, event, stream):
+            return
+        state.unacked.append(event)
+        message = await self.receive(state, event)
+        due = time.monotonic() - state.last_flush >= self.settings.publish_interval
+        current = self.states.get(event.message.partition) is state  # not revoked meanwhile
+        if current and (due or (message is not None and message.kind is Kind.TICK)):
+            await self.flush(state, stream)
+
+    async def receive(self, state: ShardState, event: faust.EventT) -> PsMessage | None:
+        """Decode and handle the event; bad input goes to dead letters. The message, if it
+        decoded."""
+        message = None
+        try:
+            message = decode_message(event.value)
+            if message.kind is not Kind.TICK:
+                await self.handle(state, message, event)
+        except RejectedPush as error:
+            await self.dead_letters.send(event.value, event.key, error.reason, str(error), event)
+        except MessageError as error:
+            await self.dead_letters.send(
+                event.value, event.key, DeadLetterReason.MALFORMED, str(error), event
+            )
+        except UnknownParameterError as error:
+            await self.dead_letters.send(
+                event.value, event.key, DeadLetterReason.UNKNOWN_PARAMETER, str(error), event
+            )
+        return message
+
+    async def answer(self, state: ShardState, pull: PsMessage) -> None:
         """Reply with the values; ``clock`` carries the shard's slowest worker clock,
         ``first_offset`` the requesting worker's own clock and ``last_offset`` its
         high-water mark here."""
@@ -137,75 +223,91 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             pull.worker,
             pull.keys,
             state.shard.pull(pull.keys),
-            clock=state.clocks.minimum(workers),
+            clock=state.clocks.minimum(self.workers),
             request_id=pull.request_id,
             first_offset=state.clocks.get(pull.worker),
             last_offset=state.marks.get(pull.worker),
         )
-        await app.producer.send(reply_topic, None, encode_message(reply), pull.worker, None, None)
-        telemetry.answered(state.shard.shard)
+        await self.transport.send(self.reply_topic, encode_message(reply), pull.worker)
+        self.telemetry.answered(state.shard.shard)
 
-    async def accept(state: ShardState, push: PsMessage, event: faust.EventT) -> None:
+    async def accept(self, state: ShardState, push: PsMessage, event: faust.EventT) -> None:
         """Apply a push exactly once: drop old work (see tables/replay.py); under BSP hold
         it, durably, until every worker has pushed its clock."""
         offset = event.message.offset
         if state.marks.covers(push.worker, push.last_offset):
-            replays["dropped"] += 1
+            self.replays["dropped"] += 1
             log.info(
                 "dropped a replayed push of worker %s, training offsets %s..%s (%s so far)",
                 push.worker,
                 push.first_offset,
                 push.last_offset,
-                replays["dropped"],
+                self.replays["dropped"],
             )
             return
         if state.marks.straddles(push.worker, push.first_offset, push.last_offset):
-            replays["straddled"] += 1
+            self.replays["straddled"] += 1
             log.warning(
                 "push of worker %s straddles its high-water mark (%s so far)",
                 push.worker,
-                replays["straddled"],
+                self.replays["straddled"],
             )
-        if consistency.staleness == 0:
+        if self.consistency.staleness == 0:
             if push.keys:
                 state.deferred.add(push.clock, offset, event.value)
         else:
-            await apply(state, push, offset, event)
+            await self.apply(state, push, offset, event)
         state.marks.raise_to(push.worker, push.last_offset)
 
-    async def handle(state: ShardState, message: PsMessage, event: faust.EventT) -> None:
+    async def handle(self, state: ShardState, message: PsMessage, event: faust.EventT) -> None:
         if message.kind is Kind.PULL:
             # A pull without keys asks only for clocks, and reads nothing stale.
-            if not message.keys or state.clocks.ready(message.clock, workers, consistency):
-                await answer(state, message)
+            if not message.keys or self.ready(state, message):
+                await self.answer(state, message)
             else:
                 state.held.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
-            telemetry.push_read(state.shard.shard, event.message.timestamp)
-            state.clocks.advance(message.worker, message.clock + 1)
-            await accept(state, message, event)
-            if consistency.staleness == 0:
-                # Clock t's pushes apply only once every worker has pushed clock t, so
-                # that every pull of clock t saw exactly the model after clock t - 1.
-                due = state.deferred.take_due(state.clocks.minimum(workers))
-                for offset, raw in due:
-                    await apply(state, decode_message(raw), offset, event)
-                state.deferred.done([offset for offset, _ in due])
-            if consistency.bounded and state.held:
-                for pull in state.held.release(state.clocks.minimum(workers), consistency):
-                    await answer(state, pull)
+            await self.take_push(state, message, event)
 
-    async def apply(state: ShardState, push: PsMessage, offset: int, event: faust.EventT) -> None:
+    def ready(self, state: ShardState, pull: PsMessage) -> bool:
+        """May ``pull`` be answered now, within the job's staleness bound?"""
+        return state.clocks.ready(pull.clock, self.workers, self.consistency)
+
+    async def take_push(self, state: ShardState, push: PsMessage, event: faust.EventT) -> None:
+        """Advance the pushing worker's clock, accept the push, then apply the BSP pushes
+        and answer the held pulls that the clocks now allow."""
+        self.telemetry.push_read(state.shard.shard, event.message.timestamp)
+        state.clocks.advance(push.worker, push.clock + 1)
+        await self.accept(state, push, event)
+        if self.consistency.staleness == 0:
+            # Clock t's pushes apply only once every worker has pushed clock t, so
+            # that every pull of clock t saw exactly the model after clock t - 1.
+            due = state.deferred.take_due(state.clocks.minimum(self.workers))
+            for offset, raw in due:
+                await self.apply(state, decode_message(raw), offset, event)
+            state.deferred.done([offset for offset, _ in due])
+        if self.consistency.bounded and state.held:
+            minimum = state.clocks.minimum(self.workers)
+            for pull in state.held.release(minimum, self.consistency):
+                await self.answer(state, pull)
+
+    async def apply(
+        self, state: ShardState, push: PsMessage, offset: int, event: faust.EventT
+    ) -> None:
         if not len(push.keys):
             return
         try:
             result = state.shard.push(push.keys, push.values, offset)
         except RejectedPush as error:
-            await dead_letters.send(encode_message(push), None, error.reason, str(error), event)
+            await self.dead_letters.send(
+                encode_message(push), None, error.reason, str(error), event
+            )
         else:
-            telemetry.applied(state.shard.shard, result)
+            self.telemetry.applied(state.shard.shard, result)
 
-    async def in_sequence(state: ShardState, event: faust.EventT, stream: faust.StreamT) -> bool:
+    async def in_sequence(
+        self, state: ShardState, event: faust.EventT, stream: Acknowledger
+    ) -> bool:
         """Is ``event`` the next one the state needs? Events already in the table are
         acknowledged and skipped; a missing one sends the partition back to it."""
         message = event.message
@@ -237,76 +339,91 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
             offset - 1,
         )
         state.sought, state.seeks = now, state.seeks + 1
-        await app.consumer.seek_wait({message.tp: expected})
+        await self.transport.seek(message.tp, expected)
         return False
 
-    async def flush(state: ShardState, stream: faust.StreamT) -> None:
+    async def flush(self, state: ShardState, stream: Acknowledger) -> None:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
         started = time.monotonic()
-        written = state.shard.flush(table)
+        written = state.shard.flush(self.table)
         if state.expected is not None:
             state.position.set(state.expected)
         state.book.flush()
         state.durable = state.expected
-        publisher.publish(state.shard, marks(state))
-        clocks = [state.clocks.get(w) for w in workers]  # read inside the event, as marks
+        self.publisher.publish(state.shard, self.marks(state))
+        clocks = [state.clocks.get(w) for w in self.workers]  # read inside the event, as marks
         for event in state.unacked:
             await stream.ack(event)
         state.unacked.clear()
         state.last_flush = time.monotonic()
         state.tick_sent = False
-        telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
+        self.telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
 
-    def marks(state: ShardState) -> np.ndarray:
-        return np.array([state.marks.get(w) for w in workers], dtype="<i8")
+    def marks(self, state: ShardState) -> np.ndarray:
+        return np.array([state.marks.get(w) for w in self.workers], dtype="<i8")
+
+    async def tick(self) -> None:
+        """Ask each shard partition with unflushed events to flush, through its own topic."""
+        now = time.monotonic()
+        for partition, state in list(self.states.items()):
+            waiting = state.unacked and not state.tick_sent
+            if waiting and now - state.last_flush >= self.settings.publish_interval:
+                state.tick_sent = True
+                message = encode_message(PsMessage(Kind.TICK, 0, []))
+                await self.transport.send(self.shard_topic, message, partition)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """A revoked partition's unflushed work was never acknowledged: its next owner
+        replays it from the committed offset."""
+        for partition in partitions:
+            self.states.pop(partition, None)
+            self.telemetry.forget(partition)
+
+    async def stop(self) -> None:
+        """Publish what memory holds, flushed or not: the table gets the rest on replay."""
+        for state in self.states.values():
+            # No marks: outside an event Faust cannot read one partition's table for sure.
+            self.publisher.publish(state.shard, None)
+        await asyncio.to_thread(self.publisher.close)
+
+
+def register_server(app: faust.App, settings: JobSettings, registry: ParamRegistry) -> None:
+    """Host the job's shard agent in ``app``: its table, its agent, tick timer and signals."""
+    # Unflushed events stay unacknowledged until the next flush; a rebalance must not wait
+    # for them (nothing would flush them while the partitions are paused): their next
+    # owner replays them.
+    app.conf.stream_wait_empty = False
+    table = app.Table(
+        PARAMS_TABLE,
+        partitions=settings.shards,
+        key_type=bytes,
+        value_type=bytes,
+        options=rocksdb_options(),
+    )
+    shard_topic_name = settings.topic("shard")
+    shard_topic = app.topic(
+        shard_topic_name, key_type=bytes, value_type=bytes, partitions=settings.shards
+    )
+    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    report_counts(app, settings, "server", dead_letters)
+    shards = ShardAgent(
+        settings, registry, table, FaustTransport(app), ModelPublisher(settings), dead_letters
+    )
+    serve_metrics(app, settings, shards.telemetry, shard_topic_name)
 
     @app.agent(shard_topic)
     async def serve(stream: faust.StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
-            if event.message.generation_id != app.consumer_generation_id:
-                continue  # read before a rebalance: its partition may have moved since
-            state = state_of(event.message.partition)
-            if not await in_sequence(state, event, manual):
-                continue
-            state.unacked.append(event)
-            message = None
-            try:
-                message = decode_message(event.value)
-                if message.kind is not Kind.TICK:
-                    await handle(state, message, event)
-            except RejectedPush as error:
-                await dead_letters.send(event.value, event.key, error.reason, str(error), event)
-            except MessageError as error:
-                await dead_letters.send(event.value, event.key, "malformed", str(error), event)
-            except UnknownParameterError as error:
-                await dead_letters.send(
-                    event.value, event.key, "unknown_parameter", str(error), event
-                )
-            due = time.monotonic() - state.last_flush >= settings.publish_interval
-            current = states.get(event.message.partition) is state  # not revoked meanwhile
-            if current and (due or (message is not None and message.kind is Kind.TICK)):
-                await flush(state, manual)
+            await shards.serve(event, manual)
 
     @app.timer(settings.publish_interval / 2)
     async def tick() -> None:
-        """Ask each shard partition with unflushed events to flush, through its own topic."""
-        now = time.monotonic()
-        for partition, state in list(states.items()):
-            waiting = state.unacked and not state.tick_sent
-            if waiting and now - state.last_flush >= settings.publish_interval:
-                state.tick_sent = True
-                message = encode_message(PsMessage(Kind.TICK, 0, []))
-                await app.producer.send(shard_topic_name, None, message, partition, None, None)
+        await shards.tick()
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set[TP], **_: object) -> None:
-        """A revoked partition's unflushed work was never acknowledged: its next owner
-        replays it from the committed offset."""
-        for tp in revoked:
-            if tp.topic == shard_topic_name:
-                states.pop(tp.partition, None)
-                telemetry.forget(tp.partition)
+        shards.forget(tp.partition for tp in revoked if tp.topic == shard_topic_name)
 
     @app.on_partitions_assigned.connect
     async def reload(app: faust.App, assigned: set[TP], **_: object) -> None:
@@ -316,8 +433,4 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
 
     @app.on_before_shutdown.connect
     async def publish_last(app: faust.App, **_: object) -> None:
-        """Publish what memory holds, flushed or not: the table gets the rest on replay."""
-        for state in states.values():
-            # No marks: outside an event Faust cannot read one partition's table for sure.
-            publisher.publish(state.shard, None)
-        await asyncio.to_thread(publisher.close)
+        await shards.stop()

@@ -5,6 +5,9 @@ against :class:`KafkaPsClient` (one pull request per shard, answered on reply pa
 ``w``), then sends one push per shard and the batch's predictions. The push for a batch is
 produced before the next batch's pulls, on the same shard partitions, so a worker always
 reads its own writes.
+
+:class:`WorkerAgent` holds the logical workers' state and steps; :func:`register_worker`
+wires it to a Faust app.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import faust
@@ -29,13 +32,14 @@ from kafka_ps.agents.api import (
     UnknownParameterError,
 )
 from kafka_ps.agents.batches import split_message
-from kafka_ps.agents.dead_letters import DeadLetters, Origin, report_counts
+from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, Origin, report_counts
 from kafka_ps.agents.metrics import ProgressiveMetrics
 from kafka_ps.agents.packer import Packer, packs_input, training_topic
 from kafka_ps.agents.records import BadRecordError, parse_record
 from kafka_ps.agents.replies import ReplyRouter
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.telemetry import WorkerTelemetry, serve_metrics
+from kafka_ps.agents.transport import FaustTransport, Replies, Transport
 from kafka_ps.tables.clocks import Consistency
 from kafka_ps.tables.contract import add_deltas, pull_specs, pulled_value
 from kafka_ps.tables.keys import group_by_shard
@@ -54,8 +58,9 @@ class KafkaPsClient:
 
     Parameters
     ----------
-    app, settings, registry, router
-        The process's Faust app, the job's settings and parameters, and the reply router.
+    transport, settings, registry, router
+        How messages reach Kafka (:class:`~kafka_ps.agents.transport.Transport`), the job's
+        settings and parameters, and the reply router the pull replies arrive through.
     worker, clock
         The logical worker and its clock for this mini-batch.
     in_flight
@@ -66,17 +71,17 @@ class KafkaPsClient:
 
     def __init__(
         self,
-        app: faust.App,
+        transport: Transport,
         settings: JobSettings,
         registry: ParamRegistry,
-        router: ReplyRouter,
+        router: Replies,
         worker: int,
         clock: int,
         in_flight: asyncio.Semaphore,
         held_back: dict[bytes, np.ndarray],
         telemetry: WorkerTelemetry,
     ) -> None:
-        self.app = app
+        self.transport = transport
         self.settings = settings
         self.registry = registry
         self.router = router
@@ -118,9 +123,7 @@ class KafkaPsClient:
                 Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id
             )
             sent = time.monotonic()
-            await self.app.producer.send(
-                self.shard_topic, None, encode_message(request), shard, None, None
-            )
+            await self.transport.send(self.shard_topic, encode_message(request), shard)
             try:
                 reply = await asyncio.wait_for(future, self.settings.pull_timeout)
             except TimeoutError:
@@ -173,9 +176,7 @@ class KafkaPsClient:
                 last_offset=last_offset,
             )
             half = self.settings.push_dtype == "float16"
-            await self.app.producer.send(
-                self.shard_topic, None, encode_message(push, half), shard, None, None
-            )
+            await self.transport.send(self.shard_topic, encode_message(push, half), shard)
         self.deltas = {}
 
     def _filter(self) -> None:
@@ -199,19 +200,29 @@ class KafkaPsClient:
                 held[key] = total
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception) -> DeadLetterReason:
     """Why the logic failed on a record, as a dead-letter reason."""
     if isinstance(error, UnknownParameterError):
-        return "unknown_parameter"
+        return DeadLetterReason.UNKNOWN_PARAMETER
     if isinstance(error, RejectedPush):
         return error.reason
-    return "model_error"
+    return DeadLetterReason.MODEL_ERROR
 
 
 @dataclass
 class Unit:
     """The records read at one training offset: one message's, or one packed source
-    message's. Pushes cover whole units, so high-water marks never cut one."""
+    message's. Pushes cover whole units, so high-water marks never cut one.
+
+    Parameters
+    ----------
+    offset
+        The training offset the records were read at.
+    records
+        The parsed records, in order.
+    raw
+        Per record: its original bytes, Kafka key and where it was read, for dead letters.
+    """
 
     offset: int
     records: list[TrainingRecord] = field(default_factory=list)
@@ -256,44 +267,265 @@ def predictions_message(
     return key, json.dumps(body).encode()
 
 
-def register_worker(
-    app: faust.App, settings: JobSettings, logic: BatchWorkerLogic, registry: ParamRegistry
-) -> None:
-    training = app.topic(
-        training_topic(settings), key_type=bytes, value_type=bytes, partitions=settings.partitions
-    )
-    router = ReplyRouter(settings.broker, settings.topic("replies"))
-    clocks: dict[int, int] = {}
-    marks: dict[int, list[int]] = {}
-    #: Per logical worker, the highest training offset this process has learned: a
-    #: packed message repeated by a restarted packer is not learned twice.
-    learned: dict[int, int] = {}
-    metrics: dict[int, ProgressiveMetrics] = {}
+class WorkerAgent:
+    """The logical workers a worker process runs: their clocks, marks and learned offsets,
+    and each step of a mini-batch, from reading its records to publishing its predictions.
 
-    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
-    report_counts(app, settings, "worker", dead_letters)
-    telemetry = WorkerTelemetry(settings.app_id, dead_letters.counts, metrics)
-    serve_metrics(app, settings, telemetry, training.get_topic_name())
-    in_flight: dict[int, asyncio.Semaphore] = {}
-    held_back: dict[int, dict[bytes, np.ndarray]] = {}
+    Faust delivers each take of training events to :meth:`train`; :func:`register_worker`
+    wires the agent to the app.
 
-    def client_for(worker: int, clock: int) -> KafkaPsClient:
-        gate = in_flight.setdefault(worker, asyncio.Semaphore(settings.max_pulls_in_flight))
-        held = held_back.setdefault(worker, {})
-        return KafkaPsClient(app, settings, registry, router, worker, clock, gate, held, telemetry)
+    Parameters
+    ----------
+    settings
+        The job: topics, shards, batch size, consistency, intervals.
+    logic
+        The model's worker logic.
+    registry
+        The job's parameters.
+    transport
+        Sends pulls, pushes, predictions and metrics.
+    replies
+        Hands each pull its reply.
+    dead_letters
+        Where bad records, and records the logic misbehaves on, go.
+    """
 
-    async def _logic_accepts(
-        record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
-    ) -> bool:
-        probe = client_for(record.partition, clock)
+    def __init__(
+        self,
+        settings: JobSettings,
+        logic: BatchWorkerLogic,
+        registry: ParamRegistry,
+        transport: Transport,
+        replies: Replies,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.settings = settings
+        self.logic = logic
+        self.registry = registry
+        self.transport = transport
+        self.replies = replies
+        self.dead_letters = dead_letters
+        self.bounded = Consistency.parse(settings.consistency).bounded
+        #: Per logical worker: its clock, and the shards' high-water marks for it.
+        self.clocks: dict[int, int] = {}
+        self.marks: dict[int, list[int]] = {}
+        #: Per logical worker, the highest training offset this process has learned: a
+        #: packed message repeated by a restarted packer is not learned twice.
+        self.learned: dict[int, int] = {}
+        self.metrics: dict[int, ProgressiveMetrics] = {}
+        self.telemetry = WorkerTelemetry(settings.app_id, dead_letters.counts, self.metrics)
+        self.in_flight: dict[int, asyncio.Semaphore] = {}
+        self.held_back: dict[int, dict[bytes, np.ndarray]] = {}
+        self.last_batch: dict[int, float] = {}
+        self.busy: set[int] = set()
+        self.syncing: dict[int, asyncio.Lock] = {}
+
+    def client_for(self, worker: int, clock: int) -> KafkaPsClient:
+        """A client for one mini-batch of logical worker ``worker`` at ``clock``."""
+        gate = self.in_flight.setdefault(
+            worker, asyncio.Semaphore(self.settings.max_pulls_in_flight)
+        )
+        held = self.held_back.setdefault(worker, {})
+        return KafkaPsClient(
+            self.transport,
+            self.settings,
+            self.registry,
+            self.replies,
+            worker,
+            clock,
+            gate,
+            held,
+            self.telemetry,
+        )
+
+    async def clock_of(self, worker: int) -> int:
+        """The logical worker's clock, learned from the shards when this process takes it
+        over (at start or after a rebalance), so that a moved partition keeps its clock;
+        with it the shards' high-water marks, where replayed batches must be cut."""
+        async with self.syncing.setdefault(worker, asyncio.Lock()):
+            if worker not in self.clocks:
+                ask = self.client_for(worker, 0)
+                state = await ask.shard_state()
+                self.clocks[worker] = max(clock for clock, _ in state)
+                self.marks[worker] = [mark for _, mark in state]
+                self.learned[worker] = min(self.marks[worker])
+        return self.clocks[worker]
+
+    def forget(self, workers: Iterable[int]) -> None:
+        """Logical workers this process no longer runs: their next owner asks the shards."""
+        for worker in workers:
+            self.clocks.pop(worker, None)
+            self.marks.pop(worker, None)
+            self.learned.pop(worker, None)
+            self.held_back.pop(worker, None)
+
+    async def heartbeat(self, assigned: Iterable[int]) -> None:
+        """Advance the clocks of idle logical workers among ``assigned``, so BSP and SSP
+        never wait on them."""
+        if not self.bounded:
+            return
+        now = time.monotonic()
+        for worker in assigned:
+            if worker in self.busy:
+                continue
+            if now - self.last_batch.get(worker, 0.0) < self.settings.idle_interval:
+                continue
+            clock = await self.clock_of(worker)
+            self.clocks[worker], self.last_batch[worker] = clock + 1, now
+            idle = self.client_for(worker, clock)
+            await idle.flush(-1, -1, every_shard=True)
+
+    async def train(self, events: Sequence[faust.EventT]) -> None:
+        """Learn a take of training events, each logical worker's concurrently."""
+        by_worker: dict[int, list[faust.EventT]] = {}
+        for event in events:
+            by_worker.setdefault(event.message.partition, []).append(event)
+        await asyncio.gather(*(self.run_batch(w, evs) for w, evs in by_worker.items()))
+
+    async def read_units(self, worker: int, events: list[faust.EventT]) -> list[Unit]:
+        """The events' records, parsed and grouped by training offset; bad ones go to dead
+        letters (a unit whose records are all bad still counts as read)."""
+        units: list[Unit] = []
+        for event in events:
+            try:
+                items = split_message(event.value, event.message.offset, event.key)
+            except BadRecordError as error:
+                await self.dead_letters.send(
+                    event.value, event.key, error.reason, str(error), event
+                )
+                continue
+            for item in items:
+                if not units or units[-1].offset != item.offset:
+                    units.append(Unit(item.offset))
+                origin = Origin(self.settings.input_topic, worker, item.offset, item.index)
+                try:
+                    record = parse_record(
+                        item.value,
+                        worker,
+                        item.offset,
+                        require_label=not self.settings.predict_unlabelled,
+                    )
+                except BadRecordError as error:
+                    await self.dead_letters.send(
+                        item.value, item.key, error.reason, str(error), origin
+                    )
+                    continue
+                units[-1].records.append(record)
+                units[-1].raw.append((item.value, item.key, origin))
+        return units
+
+    async def run_batch(self, worker: int, events: list[faust.EventT]) -> None:
+        """Learn the events' records in mini-batches, cut where the shards' high-water
+        marks fall (after a takeover, some of it may be work a previous owner pushed but
+        never committed); what this process has already learned is skipped."""
+        self.busy.add(worker)
         try:
-            await logic.on_batch([record], probe)
+            await self.clock_of(worker)
+            units = self.unlearned(worker, await self.read_units(worker, events))
+            offsets = [unit.offset for unit in units]
+            for segment in replay_segments(offsets, self.marks[worker]):
+                for batch in mini_batches(units[segment], self.settings.batch_size):
+                    await self.learn_batch(worker, batch)
+        finally:
+            self.busy.discard(worker)
+
+    def unlearned(self, worker: int, units: list[Unit]) -> list[Unit]:
+        """The units past the highest training offset learned, which rises to theirs.
+
+        Training offsets only grow; one seen already is a restarted packer's repeat, in
+        this batch or an earlier one, and must not be learned twice."""
+        kept = []
+        for unit in units:
+            if unit.offset > self.learned[worker]:
+                kept.append(unit)
+                self.learned[worker] = unit.offset
+        return kept
+
+    async def learn_batch(self, worker: int, units: list[Unit]) -> None:
+        """Run the logic on one mini-batch, push its deltas, advance the clock and publish
+        the predictions."""
+        clock = await self.clock_of(worker)
+        client, records = await self.run_logic(worker, clock, units)
+        sent = time.monotonic()
+        await client.flush(units[0].offset, units[-1].offset, self.bounded)
+        self.telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
+        self.clocks[worker] = clock + 1
+        self.last_batch[worker] = time.monotonic()
+        if client.predictions:
+            await self.publish_predictions(worker, units, client.predictions)
+
+    async def run_logic(
+        self, worker: int, clock: int, units: list[Unit]
+    ) -> tuple[KafkaPsClient, list[TrainingRecord]]:
+        """The client that ran the logic on the units' records, and the records learned.
+
+        When the batch fails, the records the logic cannot take are found one by one,
+        sent to dead letters and dropped from ``units``; the rest are learned."""
+        records = [record for unit in units for record in unit.records]
+        client = self.client_for(worker, clock)
+        if not records:
+            return client, records
+        try:
+            await self.logic.on_batch(records, client)
+        except Exception:
+            client = self.client_for(worker, clock)
+            for unit in units:
+                kept = [
+                    (record, raw)
+                    for record, raw in zip(unit.records, unit.raw, strict=True)
+                    if await self.logic_accepts(record, raw, clock)
+                ]
+                unit.records = [record for record, _ in kept]
+                unit.raw = [raw for _, raw in kept]
+            records = [record for unit in units for record in unit.records]
+            await self.logic.on_batch(records, client)
+        return client, records
+
+    async def logic_accepts(
+        self, record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
+    ) -> bool:
+        """Does the logic take ``record`` alone? If not, it goes to dead letters."""
+        probe = self.client_for(record.partition, clock)
+        try:
+            await self.logic.on_batch([record], probe)
         except Exception as error:
             value, key, origin = raw
-            await dead_letters.send(value, key, _reason(error), repr(error), origin)
+            await self.dead_letters.send(value, key, _reason(error), repr(error), origin)
             return False
         return True
 
+    async def publish_predictions(
+        self, worker: int, units: list[Unit], predictions: list[Prediction]
+    ) -> None:
+        """One predictions message for the mini-batch; a metrics report when a progressive
+        window is full."""
+        progress = self.metrics.setdefault(worker, ProgressiveMetrics(self.logic.task))
+        for prediction in predictions:
+            progress.add(prediction)
+        key, value = predictions_message(worker, units, predictions)
+        await self.transport.send(self.settings.topic("predictions"), value, worker, key)
+        if progress.window_records >= self.settings.metrics_window:
+            report = json.dumps(
+                {**progress.report(worker), "dead_letters": dict(self.dead_letters.counts)}
+            ).encode()
+            log.info("metrics %s", report.decode())
+            await self.transport.send(self.settings.topic("metrics"), report)
+
+
+def register_worker(
+    app: faust.App, settings: JobSettings, logic: BatchWorkerLogic, registry: ParamRegistry
+) -> None:
+    """Host the job's worker agent in ``app``: its training agent, reply router, packer,
+    heartbeat timer and signals."""
+    training = app.topic(
+        training_topic(settings), key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    training_name = training.get_topic_name()
+    router = ReplyRouter(settings.broker, settings.topic("replies"))
+    dead_letters = DeadLetters(app, settings.topic("dead-letters"))
+    report_counts(app, settings, "worker", dead_letters)
+    workers = WorkerAgent(settings, logic, registry, FaustTransport(app), router, dead_letters)
+    serve_metrics(app, settings, workers.telemetry, training_name)
     packer = Packer(settings) if packs_input(settings) else None
 
     @app.task
@@ -308,146 +540,16 @@ def register_worker(
             await asyncio.to_thread(packer.stop)
         await router.stop()
 
-    bounded = Consistency.parse(settings.consistency).bounded
-    last_batch: dict[int, float] = {}
-    busy: set[int] = set()
-    syncing: dict[int, asyncio.Lock] = {}
-
-    async def clock_of(worker: int) -> int:
-        """The logical worker's clock, learned from the shards when this process takes it
-        over (at start or after a rebalance), so that a moved partition keeps its clock;
-        with it the shards' high-water marks, where replayed batches must be cut."""
-        async with syncing.setdefault(worker, asyncio.Lock()):
-            if worker not in clocks:
-                ask = client_for(worker, 0)
-                state = await ask.shard_state()
-                clocks[worker] = max(clock for clock, _ in state)
-                marks[worker] = [mark for _, mark in state]
-                learned[worker] = min(marks[worker])
-        return clocks[worker]
-
     @app.on_partitions_revoked.connect
     async def forget_clocks(app: faust.App, revoked: set[TP], **_: object) -> None:
-        for tp in revoked:
-            if tp.topic == training.get_topic_name():
-                clocks.pop(tp.partition, None)
-                marks.pop(tp.partition, None)
-                learned.pop(tp.partition, None)
-                held_back.pop(tp.partition, None)
+        workers.forget(tp.partition for tp in revoked if tp.topic == training_name)
 
     @app.timer(settings.idle_interval)
     async def heartbeat() -> None:
-        """Advance the clocks of idle logical workers, so BSP and SSP never wait on them."""
-        if not bounded:
-            return
-        now = time.monotonic()
-        for tp in app.consumer.assignment():
-            worker = tp.partition
-            if tp.topic != training.get_topic_name() or worker in busy:
-                continue
-            if now - last_batch.get(worker, 0.0) < settings.idle_interval:
-                continue
-            clock = await clock_of(worker)
-            clocks[worker], last_batch[worker] = clock + 1, now
-            idle = client_for(worker, clock)
-            await idle.flush(-1, -1, every_shard=True)
-
-    async def read_units(worker: int, events: list[faust.EventT]) -> list[Unit]:
-        """The events' records, parsed and grouped by training offset; bad ones go to dead
-        letters (a unit whose records are all bad still counts as read)."""
-        units: list[Unit] = []
-        for event in events:
-            try:
-                items = split_message(event.value, event.message.offset, event.key)
-            except BadRecordError as error:
-                await dead_letters.send(event.value, event.key, error.reason, str(error), event)
-                continue
-            for item in items:
-                if not units or units[-1].offset != item.offset:
-                    units.append(Unit(item.offset))
-                origin = Origin(settings.input_topic, worker, item.offset, item.index)
-                try:
-                    record = parse_record(
-                        item.value,
-                        worker,
-                        item.offset,
-                        require_label=not settings.predict_unlabelled,
-                    )
-                except BadRecordError as error:
-                    await dead_letters.send(item.value, item.key, error.reason, str(error), origin)
-                    continue
-                units[-1].records.append(record)
-                units[-1].raw.append((item.value, item.key, origin))
-        return units
-
-    async def run_batch(worker: int, events: list[faust.EventT]) -> None:
-        """Learn the events' records in mini-batches, cut where the shards' high-water
-        marks fall (after a takeover, some of it may be work a previous owner pushed but
-        never committed); what this process has already learned is skipped."""
-        busy.add(worker)
-        try:
-            await clock_of(worker)
-            units = []
-            for unit in await read_units(worker, events):
-                # Training offsets only grow; one seen already is a restarted packer's
-                # repeat, in this batch or an earlier one, and must not be learned twice.
-                if unit.offset > learned[worker]:
-                    units.append(unit)
-                    learned[worker] = unit.offset
-            offsets = [unit.offset for unit in units]
-            for segment in replay_segments(offsets, marks[worker]):
-                for batch in mini_batches(units[segment], settings.batch_size):
-                    await learn_batch(worker, batch)
-        finally:
-            busy.discard(worker)
-
-    async def learn_batch(worker: int, units: list[Unit]) -> None:
-        records = [record for unit in units for record in unit.records]
-        clock = await clock_of(worker)
-        client = client_for(worker, clock)
-        if records:
-            try:
-                await logic.on_batch(records, client)
-            except Exception:
-                # Find the records the logic cannot take, one by one; learn from the rest.
-                client = client_for(worker, clock)
-                for unit in units:
-                    kept = [
-                        (record, raw)
-                        for record, raw in zip(unit.records, unit.raw, strict=True)
-                        if await _logic_accepts(record, raw, clock)
-                    ]
-                    unit.records = [record for record, _ in kept]
-                    unit.raw = [raw for _, raw in kept]
-                records = [record for unit in units for record in unit.records]
-                await logic.on_batch(records, client)
-        sent = time.monotonic()
-        await client.flush(units[0].offset, units[-1].offset, bounded)
-        telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
-        clocks[worker] = clock + 1
-        last_batch[worker] = time.monotonic()
-        if client.predictions:
-            await publish_predictions(worker, units, client.predictions)
-
-    async def publish_predictions(
-        worker: int, units: list[Unit], predictions: list[Prediction]
-    ) -> None:
-        progress = metrics.setdefault(worker, ProgressiveMetrics(logic.task))
-        for prediction in predictions:
-            progress.add(prediction)
-        key, value = predictions_message(worker, units, predictions)
-        await app.producer.send(settings.topic("predictions"), key, value, worker, None, None)
-        if progress.window_records >= settings.metrics_window:
-            report = json.dumps(
-                {**progress.report(worker), "dead_letters": dict(dead_letters.counts)}
-            ).encode()
-            log.info("metrics %s", report.decode())
-            await app.producer.send(settings.topic("metrics"), None, report, None, None, None)
+        assigned = app.consumer.assignment()
+        await workers.heartbeat(tp.partition for tp in assigned if tp.topic == training_name)
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=0.1):
-            by_worker: dict[int, list[faust.EventT]] = {}
-            for event in events:
-                by_worker.setdefault(event.message.partition, []).append(event)
-            await asyncio.gather(*(run_batch(w, evs) for w, evs in by_worker.items()))
+            await workers.train(events)

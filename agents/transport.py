@@ -1,0 +1,92 @@
+"""What the worker and shard agents need of Kafka, as a seam they can be tested through.
+
+In production :class:`FaustTransport` sends through the Faust app's producer and seeks its
+consumer, and a :class:`~kafka_ps.agents.replies.ReplyRouter` hands pull replies back; a
+test drives :class:`~kafka_ps.agents.worker.WorkerAgent` and
+:class:`~kafka_ps.agents.server.ShardAgent` through in-memory fakes of both instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+import faust
+from faust.types import TP
+
+from kafka_ps.tables.messages import PsMessage
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class Transport(Protocol):
+    """Sends messages and positions the consumer, as the agents' Faust app does."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        partition: int | None = None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Produce ``value`` to ``partition`` of ``topic`` (the key's when ``None``)."""
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        """Read the consumed partition ``tp`` again from ``offset``."""
+
+    @property
+    def generation(self) -> int:
+        """The consumer group's current generation: events of an older one predate a
+        rebalance."""
+
+
+class Replies(Protocol):
+    """Pull replies addressed to a logical worker's reply partition, by request id."""
+
+    async def ensure(self, worker: int) -> None:
+        """Make sure replies to logical worker ``worker`` are being read."""
+
+    def expect(self, request_id: int) -> asyncio.Future[PsMessage]:
+        """A future for the reply to ``request_id``."""
+
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for the reply to ``request_id``."""
+
+
+class Acknowledger(Protocol):
+    """Where a shard acknowledges the events whose effects are in its table (a Faust
+    stream in ``noack`` mode)."""
+
+    async def ack(self, event: faust.EventT) -> bool: ...
+
+
+class FaustTransport:
+    """The transport of a Faust app: its producer and consumer.
+
+    Parameters
+    ----------
+    app
+        The Faust app the agents run in.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        partition: int | None = None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        await self.app.consumer.seek_wait({tp: offset})
+
+    @property
+    def generation(self) -> int:
+        return self.app.consumer_generation_id

@@ -1,0 +1,185 @@
+"""The worker agent, against shard agents, through an in-memory transport: pushes reach
+the shard of each key, clocks advance, work already learned or pushed is not learned
+again, bad records go to dead letters, and predictions go out one message per mini-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+import pytest
+
+from kafka_ps.agents.api import (
+    BatchParameterServerClient,
+    BatchWorkerLogic,
+    ParamSpec,
+    Prediction,
+    TrainingRecord,
+)
+from kafka_ps.agents.records import encode_record
+from kafka_ps.agents.settings import JobSettings
+from kafka_ps.tables.keys import param_key, shard_of
+from kafka_ps.tables.messages import Kind
+from kafka_ps.tables.update_rules import make_rule
+from tests.fakes import InMemoryJob
+
+
+class Count(BatchWorkerLogic):
+    """Counts records per feature ``k`` in ``c:<k>``; predicts the count so far; fails on
+    a record with feature ``bug``."""
+
+    task = "regression"
+    params = (ParamSpec("c", (1,), make_rule("add")),)
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        keys = [key_of(record) for record in records]
+        counts = await ps.pull_many(sorted(set(keys)))
+        deltas: Counter[bytes] = Counter()
+        for record, key in zip(records, keys, strict=True):
+            if "bug" in record.features:
+                raise ValueError("cannot learn this record")
+            ps.output(Prediction(float(counts[key][0][0]), record.label))
+            deltas[key] += 1
+        ps.push_many({key: np.array([[n]], dtype=float) for key, n in deltas.items()})
+
+
+def key_of(record: TrainingRecord) -> bytes:
+    return param_key("c", int(record.features["k"]))
+
+
+def records(*ks: int) -> list[bytes]:
+    return [encode_record({"k": k}, label=1.0) for k in ks]
+
+
+def job(**fields: object) -> InMemoryJob:
+    fields = {"app_id": "j", "partitions": 1, "shards": 2, "pack_input": False} | fields
+    return InMemoryJob(JobSettings(**fields), Count())  # type: ignore[arg-type]
+
+
+def run(ps: InMemoryJob, steps: Callable[[InMemoryJob], Awaitable[None]]) -> None:
+    """Run ``steps`` while the shards serve; when they have served it all, flush them."""
+
+    async def main() -> None:
+        async with ps.running():
+            await asyncio.wait_for(steps(ps), timeout=20)
+            await asyncio.wait_for(ps.drain(), timeout=20)
+            await ps.flush_shards()
+
+    asyncio.run(main())
+
+
+def count(ps: InMemoryJob, k: int) -> float:
+    return float(ps.value(param_key("c", k))[0])
+
+
+def test_a_mini_batch_s_pushes_reach_the_shard_of_each_key_and_are_counted() -> None:
+    ps = job(shards=3, batch_size=4)
+    events = ps.feed(records(*range(8), 0))
+    run(ps, lambda ps: ps.worker.train(events))
+    pushed: Counter[int] = Counter()
+    for shard in range(3):
+        for message in ps.transport.messages(ps.settings.topic("shard"), shard):
+            if message.kind is Kind.PUSH:
+                assert {shard_of(key, 3) for key in message.keys} <= {shard}
+                pushed[shard] += len(message.keys)
+    assert sum(pushed.values()) == 9 - 1 + 1  # keys 0..7 once each, key 0 again in batch 3
+    assert [count(ps, k) for k in range(8)] == [2.0] + [1.0] * 7
+
+
+@pytest.mark.parametrize("consistency", ["bsp", "ssp:1"])
+def test_clocks_advance_one_per_mini_batch_on_every_shard(consistency: str) -> None:
+    ps = job(consistency=consistency, batch_size=2)
+    events = ps.feed(records(1, 2, 3, 4, 5, 6))
+    run(ps, lambda ps: ps.worker.train(events))
+    assert ps.worker.clocks[0] == 3
+    assert [agent.states[p].clocks.get(0) for p, agent in enumerate(ps.shards)] == [3, 3]
+    assert [count(ps, k) for k in range(1, 7)] == [1.0] * 6
+
+
+def test_predictions_go_out_one_message_per_mini_batch_and_read_the_batch_s_own_writes() -> None:
+    ps = job(batch_size=2)
+    events = ps.feed(records(5, 5, 5, 5))
+    run(ps, lambda ps: ps.worker.train(events))
+    published = ps.transport.records(ps.settings.topic("predictions"), 0)
+    assert [record.key for record in published] == [b"0:0-1", b"0:2-3"]
+    assert [json.loads(record.value)["values"] for record in published] == [[0, 0], [2, 2]]
+    assert count(ps, 5) == 4.0
+
+
+def test_records_delivered_again_are_not_learned_twice() -> None:
+    ps = job(batch_size=3)
+    events = ps.feed(records(1, 2, 3, 4))
+
+    async def twice(ps: InMemoryJob) -> None:
+        await ps.worker.train(events)
+        await ps.worker.train(events[1:])  # a restarted packer's repeat
+
+    run(ps, twice)
+    assert [count(ps, k) for k in (1, 2, 3, 4)] == [1.0] * 4
+    assert ps.worker.learned[0] == 3
+
+
+def test_a_takeover_learns_again_only_what_no_shard_has() -> None:
+    ps = job(batch_size=2)
+    events = ps.feed(records(1, 2, 3, 4, 5, 6))
+
+    async def taken_over(ps: InMemoryJob) -> None:
+        await ps.worker.train(events[:4])
+        # The partition moves away and back before its offsets were committed.
+        ps.worker.forget([0])
+        assert ps.worker.clocks == {}
+        await ps.worker.train(events)
+
+    run(ps, taken_over)
+    assert [count(ps, k) for k in range(1, 7)] == [1.0] * 6
+    assert ps.worker.clocks[0] == 3
+
+
+def test_a_replayed_mini_batch_is_cut_where_a_shard_s_mark_falls() -> None:
+    a, b = 0, 4
+    assert (shard_of(param_key("c", a), 2), shard_of(param_key("c", b), 2)) == (0, 1)
+    ps = job(batch_size=2)
+    events = ps.feed(records(a, b, a, b, a, b))
+
+    async def taken_over(ps: InMemoryJob) -> None:
+        await ps.worker.train(events[:3])  # batches 0-1 (both shards), 2 (shard 0 only)
+        ps.worker.forget([0])
+        await ps.worker.train(events)  # marks 2 and 1: 2-3 would straddle shard 0's mark
+
+    run(ps, taken_over)
+    assert (count(ps, a), count(ps, b)) == (3.0, 3.0)
+    assert sum(agent.replays["straddled"] for agent in ps.shards) == 0
+
+
+def test_bad_records_go_to_dead_letters_and_the_rest_are_learned() -> None:
+    ps = job(batch_size=10)
+    bug = encode_record({"k": 3, "bug": 1}, label=1.0)
+    events = ps.feed([*records(1), b"{not json", bug, *records(2)])
+    run(ps, lambda ps: ps.worker.train(events))
+    dead = ps.transport.records(ps.settings.topic("dead-letters"))
+    headers = [dict(record.headers) for record in dead]
+    assert [(h["kps-reason"], h["kps-offset"]) for h in headers] == [
+        (b"malformed", b"1"),
+        (b"model_error", b"2"),
+    ]
+    assert [count(ps, k) for k in (1, 2, 3)] == [1.0, 1.0, 0.0]
+
+
+def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> None:
+    bounded, asynchronous = job(consistency="ssp:1", partitions=2), job(partitions=2)
+
+    async def beat(ps: InMemoryJob) -> None:
+        ps.worker.busy.add(1)
+        await ps.worker.heartbeat([0, 1])
+
+    run(bounded, beat)
+    assert bounded.worker.clocks == {0: 1}
+    assert [agent.states[p].clocks.get(0) for p, agent in enumerate(bounded.shards)] == [1, 1]
+    run(asynchronous, beat)
+    assert asynchronous.worker.clocks == {}
+    assert asynchronous.transport.records(asynchronous.settings.topic("shard"), 0) == []
