@@ -82,8 +82,9 @@ class ShardState:
         Events whose effects are not in the table yet: acknowledged by the next flush.
     last_flush, tick_sent
         When the partition last flushed, and whether a tick is on its way to make it flush.
-    sought, seeks
-        When the partition was last sent back to ``expected``, and how many times.
+    sought, seeks, sought_tp
+        When the partition was last sent back to ``expected``, how many times, and the
+        topic partition sent back (None once ``expected`` arrives).
     """
 
     shard: Shard
@@ -96,6 +97,12 @@ class ShardState:
     #: When the partition was last sent back to ``expected``, and how many times.
     sought: float | None = None
     seeks: int = 0
+    sought_tp: TP | None = None
+
+    def in_order(self, offset: int) -> None:
+        """``offset`` is taken in order: the next expected is the one after it, and no seek
+        is pending."""
+        self.expected, self.sought, self.seeks, self.sought_tp = offset + 1, None, 0, None
 
     def __post_init__(self) -> None:
         self.clocks = VectorClock(self.book)
@@ -313,7 +320,7 @@ class ShardAgent:
         message = event.message
         offset, expected = message.offset, state.expected
         if expected is None or offset == expected:
-            state.expected, state.sought, state.seeks = offset + 1, None, 0
+            state.in_order(offset)
             return True
         if offset < expected:
             if state.durable is not None and offset < state.durable:
@@ -330,7 +337,7 @@ class ShardAgent:
                 offset - 1,
                 offset,
             )
-            state.expected, state.sought, state.seeks = offset + 1, None, 0
+            state.in_order(offset)
             return True
         log.warning(
             "shard %s: offsets %s..%s arrived committed but not applied; reading them again",
@@ -338,9 +345,18 @@ class ShardAgent:
             expected,
             offset - 1,
         )
-        state.sought, state.seeks = now, state.seeks + 1
-        await self.transport.seek(message.tp, expected)
+        state.seeks += 1
+        await self.seek_back(state, message.tp)
         return False
+
+    async def seek_back(self, state: ShardState, tp: TP) -> None:
+        """Send ``tp`` back to the state's next expected offset, waiting at most
+        ``SEEK_PATIENCE`` for the consumer: a seek that hangs must not stop the agent."""
+        state.sought, state.sought_tp = time.monotonic(), tp
+        try:
+            await asyncio.wait_for(self.transport.seek(tp, state.expected), SEEK_PATIENCE)
+        except TimeoutError:
+            log.warning("shard %s: seeking back to %s timed out", tp.partition, state.expected)
 
     async def flush(self, state: ShardState, stream: Acknowledger) -> None:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
@@ -366,6 +382,16 @@ class ShardAgent:
         """Ask each shard partition with unflushed events to flush, through its own topic."""
         now = time.monotonic()
         for partition, state in list(self.states.items()):
+            sought = state.sought is not None and state.sought_tp is not None
+            if sought and now - state.sought >= SEEK_PATIENCE:
+                # Nothing in order arrived since the seek (Faust can drop refetched events
+                # as read already): seek again, without waiting for an event to do so.
+                log.warning(
+                    "shard %s: offset %s has not arrived since the seek; seeking again",
+                    partition,
+                    state.expected,
+                )
+                await self.seek_back(state, state.sought_tp)
             waiting = state.unacked and not state.tick_sent
             if waiting and now - state.last_flush >= self.settings.publish_interval:
                 state.tick_sent = True

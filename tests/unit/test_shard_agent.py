@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from faust.types import TP
 
+from kafka_ps.agents import server
 from kafka_ps.agents.api import ParamRegistry, ParamSpec
 from kafka_ps.agents.server import ShardAgent
 from kafka_ps.agents.settings import JobSettings
@@ -153,6 +154,35 @@ def test_a_hole_in_the_offsets_sends_the_partition_back_before_anything_is_appli
     assert shard.agent.states[0].expected == 1
     shard.serve(records[1], records[2])
     assert value_of(shard.pull()) == [3.5, 3.5]
+
+
+def test_a_seek_nothing_answers_is_repeated_by_the_timer_not_left_to_wait_forever() -> None:
+    shard = Harness()
+    records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
+    shard.serve(records[0], records[2])
+    tp = TP(shard.settings.topic("shard"), 0)
+    shard.transport.sought.clear()
+    asyncio.run(shard.agent.tick())
+    assert shard.transport.sought == {}  # still within SEEK_PATIENCE
+    shard.agent.states[0].sought -= server.SEEK_PATIENCE  # nothing arrived meanwhile
+    asyncio.run(shard.agent.tick())
+    assert shard.transport.sought == {tp: 1}
+    shard.serve(records[1], records[2])
+    assert shard.agent.states[0].sought_tp is None  # in order again: no more seeks
+    assert value_of(shard.pull()) == [3.5, 3.5]
+
+
+def test_a_seek_that_hangs_does_not_stop_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    shard = Harness()
+
+    async def hang(tp: TP, offset: int) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(shard.transport, "seek", hang)
+    monkeypatch.setattr(server, "SEEK_PATIENCE", 0.05)
+    records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
+    shard.serve(records[0], records[2])  # returns: the seek gave up after SEEK_PATIENCE
+    assert shard.agent.states[0].expected == 1 and shard.agent.states[0].seeks == 1
 
 
 def test_an_event_read_before_a_rebalance_is_ignored() -> None:
