@@ -128,11 +128,15 @@ class BatchParameterServerClient(Protocol):
 
     ``pull_many`` returns, per key, an array of shape ``(n_slots, *shape)``: the value and
     its optimizer state. ``push_many`` takes, per key, an array of shape
-    ``(rule.delta_slots, *shape)``.
+    ``(rule.delta_slots, *shape)``. ``pull_rows`` and ``push_rows`` do the same for
+    distinct keys of one parameter with one array of a row per key, ``(n_keys, n_slots,
+    *shape)`` and ``(n_keys, rule.delta_slots, *shape)``: no array object per key.
     """
 
     async def pull_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]: ...
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None: ...
+    async def pull_rows(self, keys: Sequence[bytes]) -> np.ndarray: ...
+    def push_rows(self, keys: Sequence[bytes], deltas: np.ndarray) -> None: ...
     def output(self, prediction: Prediction) -> None: ...
 
 

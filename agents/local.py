@@ -44,7 +44,14 @@ from kafka_ps.agents.api import (
     WorkerLogic,
 )
 from kafka_ps.agents.logic import Logic
-from kafka_ps.tables.contract import add_deltas, pull_specs, pulled_value
+from kafka_ps.tables.contract import (
+    add_deltas,
+    as_delta_rows,
+    pull_specs,
+    pulled_rows,
+    pulled_value,
+    rows_spec,
+)
 from kafka_ps.tables.keys import shard_of
 from kafka_ps.tables.update_rules import Slots
 
@@ -99,6 +106,15 @@ class Session:
         worker's client applies (tables/contract.py); the update rule checks the rest when
         the push is applied."""
         add_deltas(self._server.registry, self.pushes, deltas)
+
+    async def pull_rows(self, keys: Sequence[bytes]) -> np.ndarray:
+        spec = rows_spec(self._server.registry, keys)
+        values = self._server.read(keys)
+        return pulled_rows(spec, np.stack([values[key] for key in keys]))
+
+    def push_rows(self, keys: Sequence[bytes], deltas: np.ndarray) -> None:
+        rows = as_delta_rows(rows_spec(self._server.registry, keys), keys, deltas)
+        self.push_many(dict(zip(keys, rows, strict=True)))
 
     def output(self, prediction: Prediction) -> None:
         self.outputs.append(prediction)

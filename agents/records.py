@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import msgpack
 import numpy as np
+import orjson
 
 from kafka_ps.agents.api import TrainingRecord
 from kafka_ps.tables.dead_letters import RECORD_REASONS, DeadLetterReason, RejectedError
@@ -56,6 +57,11 @@ MAX_GOOD_NAMES = 100_000
 _JSON_WHITESPACE = b" \t\n\r"
 _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _spaced_quote(data: bytes) -> bool:
+    """A quote then whitespace: where a name may have whitespace before its colon."""
+    return b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data
 
 
 class BadRecordError(RejectedError):
@@ -262,10 +268,91 @@ def parse_record(
         raise BadRecordError(
             DeadLetterReason.TOO_LARGE, f"{len(data)} bytes, at most {max_size} allowed"
         )
-    record = record_from_object(_decode(data), partition, offset)
+    record = _fast_record(data, partition, offset)
+    if record is None:
+        record = record_from_object(_decode(data), partition, offset)
     if require_label and record.label is None:
         raise BadRecordError(DeadLetterReason.MISSING_LABEL, "the record has no label")
     return record
+
+
+#: Floats at least this large may be integers too big for 64 bits, which orjson reads as
+#: floats and the exact path as integers (a categorical feature hashes their text).
+_EXACT_FLOAT = float(2**53)
+
+
+def _fast_number(value: object) -> float | None:
+    """A plain finite number as a float; None for anything the exact path must judge."""
+    kind = type(value)
+    if kind is float:
+        return value if -_EXACT_FLOAT < value < _EXACT_FLOAT else None  # type: ignore[operator,return-value]
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
+def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | None:
+    """The common record, parsed with orjson (or msgpack's C decoder) and checked in bulk;
+    None for anything else, which the exact path (:func:`_decode`,
+    :func:`record_from_object`) then parses, accepts or rejects with its reason.
+
+    Whatever this accepts, the exact path accepts as the same record. orjson and msgpack
+    keep the last of duplicate names, so a record is taken here only when it provably has
+    none: in JSON without whitespace before a colon every name is a string followed by
+    ``":`` (an escaped quote inside a string can only add to the count), so as many ``":``
+    as names means no name twice; a msgpack record
+    must encode back to the same bytes. orjson refuses NaN, infinities and lone surrogates
+    itself.
+    """
+    first = data[:1]
+    try:
+        if first == b"{":
+            obj = orjson.loads(data)
+            msgpack_record = False
+        elif first and data[0] in _MSGPACK_MAP_BYTES:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            msgpack_record = True
+        else:
+            return None
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if type(obj) is not dict or not FIELDS.issuperset(obj):
+        return None
+    features = obj.get("features")
+    names = len(obj)
+    if features is not None:
+        if type(features) is not dict or len(features) > MAX_FEATURES:
+            return None
+        names += len(features)
+        if not _GOOD_NAMES.issuperset(features):
+            return None
+        for value in features.values():
+            if type(value) is not str and _fast_number(value) is None:
+                return None
+    if msgpack_record:
+        if msgpack.packb(obj, use_bin_type=True) != data:
+            return None
+    elif data.count(b'":') != names or _spaced_quote(data):
+        return None
+    dense = obj.get("dense")
+    if dense is not None:
+        if type(dense) is not list or not all(_fast_number(v) is not None for v in dense):
+            return None
+        dense = np.array(dense, dtype=np.float64)
+    label = obj.get("label")
+    if label is not None and (label := _fast_number(label)) is None:
+        return None
+    ts = obj.get("ts")
+    if ts is not None and (ts := _fast_number(ts)) is None:
+        return None
+    key = obj.get("key")
+    if key is not None:
+        if type(key) is not str or not key:
+            return None
+        key = key.encode()
+    if features is None and dense is None:
+        return None
+    return TrainingRecord(features or {}, dense, label, key, ts, partition, offset)
 
 
 def _plain(value: object) -> object:

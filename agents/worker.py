@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,8 +42,15 @@ from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.telemetry import WorkerTelemetry, serve_metrics
 from kafka_ps.agents.transport import FaustTransport, Replies, Transport
 from kafka_ps.tables.clocks import Consistency
-from kafka_ps.tables.contract import add_deltas, pull_specs, pulled_value
-from kafka_ps.tables.keys import group_by_shard
+from kafka_ps.tables.contract import (
+    add_deltas,
+    as_delta_rows,
+    pull_specs,
+    pulled_rows,
+    pulled_value,
+    rows_spec,
+)
+from kafka_ps.tables.keys import group_by_shard, shards_of
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from kafka_ps.tables.replay import replay_segments
 from kafka_ps.tables.shard import RejectedPush
@@ -91,6 +99,8 @@ class KafkaPsClient:
         self.in_flight = in_flight
         self.shard_topic = settings.topic("shard")
         self.deltas: dict[bytes, np.ndarray] = {}
+        #: The mini-batch's first push by rows, kept as its keys and one array.
+        self.rows: tuple[list[bytes], np.ndarray] | None = None
         self.predictions: list[Prediction] = []
         #: Deltas the significance filter held back, per key, for this logical worker.
         self.held_back = held_back
@@ -109,6 +119,20 @@ class KafkaPsClient:
             for key, flat in zip(reply.keys, reply.values, strict=True):
                 values[key] = pulled_value(specs[key], flat)
         return values
+
+    async def pull_rows(self, keys: Sequence[bytes]) -> np.ndarray:
+        """One array of a row per key, ``(n_keys, n_slots, *shape)``: the rows arrive as
+        they travel, one array per shard, and are placed without an object per key."""
+        spec = rows_spec(self.registry, keys)
+        await self.router.ensure(self.worker)
+        groups = _by_shard(keys, self.settings.shards)
+        replies = await asyncio.gather(
+            *(self._pull_shard(shard, [keys[i] for i in rows]) for shard, rows in groups)
+        )
+        out = np.empty((len(keys), math.prod(spec.slot_shape)))
+        for (_, rows), reply in zip(groups, replies, strict=True):
+            out[rows] = np.reshape(reply.values, (len(rows), -1))
+        return pulled_rows(spec, out)
 
     async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
         """Ask until answered: a shard may be moving to another process mid-request."""
@@ -148,7 +172,23 @@ class KafkaPsClient:
         """Refuse at once what a shard would reject (by the rule agents/local.py applies
         too, tables/contract.py), so that the logic's batch fails here and the worker can
         find the records it misbehaves on."""
+        self._fold_rows()
         add_deltas(self.registry, self.deltas, deltas)
+
+    def _fold_rows(self) -> None:
+        """The push by rows into the deltas by key, where more is to be added to it."""
+        if self.rows is not None:
+            rows, self.rows = self.rows, None
+            self.deltas.update(zip(*rows, strict=True))
+
+    def push_rows(self, keys: Sequence[bytes], deltas: np.ndarray) -> None:
+        """The mini-batch's first push goes out as the rows it is; any later push is added
+        key by key (:meth:`push_many`), so that deltas to one key are summed."""
+        rows = as_delta_rows(rows_spec(self.registry, keys), keys, deltas)
+        if self.deltas or self.rows is not None:
+            self.push_many(dict(zip(keys, rows, strict=True)))  # summed by key
+        else:
+            self.rows = (list(keys), rows)
 
     def output(self, prediction: Prediction) -> None:
         self.predictions.append(prediction)
@@ -159,25 +199,41 @@ class KafkaPsClient:
         With ``every_shard`` a shard this batch has no keys for gets an empty push too:
         under BSP and SSP it is what advances this worker's clock there.
         """
+        if self.settings.push_threshold > 0:
+            self._fold_rows()
         self._filter()
-        by_shard = group_by_shard(list(self.deltas), self.settings.shards)
+        if self.rows is not None:
+            keys, values = self.rows
+            by_shard = {
+                shard: ([keys[i] for i in rows], values[rows])
+                for shard, rows in _by_shard(keys, self.settings.shards)
+            }
+        else:
+            by_shard = {
+                shard: (shard_keys, [self.deltas[k] for k in shard_keys])
+                for shard, shard_keys in group_by_shard(
+                    list(self.deltas), self.settings.shards
+                ).items()
+            }
         if every_shard:
-            by_shard = {shard: by_shard.get(shard, []) for shard in range(self.settings.shards)}
+            by_shard = {
+                shard: by_shard.get(shard, ([], [])) for shard in range(self.settings.shards)
+            }
         elif not by_shard:
-            by_shard = {0: []}  # still say which training offsets this worker is past
-        for shard, shard_keys in by_shard.items():
+            by_shard = {0: ([], [])}  # still say which training offsets this worker is past
+        half = self.settings.push_dtype == "float16"
+        for shard, (shard_keys, deltas) in by_shard.items():
             push = PsMessage(
                 Kind.PUSH,
                 self.worker,
                 shard_keys,
-                [self.deltas[k] for k in shard_keys],
+                deltas,
                 clock=self.clock,
                 first_offset=first_offset,
                 last_offset=last_offset,
             )
-            half = self.settings.push_dtype == "float16"
             await self.transport.send(self.shard_topic, encode_message(push, half), shard)
-        self.deltas = {}
+        self.deltas, self.rows = {}, None
 
     def _filter(self) -> None:
         """Push only significant changes (Li et al.): a key's delta, plus what was held back
@@ -198,6 +254,14 @@ class KafkaPsClient:
                 self.deltas[key] = total
             else:
                 held[key] = total
+
+
+def _by_shard(keys: Sequence[bytes], shards: int) -> list[tuple[int, np.ndarray]]:
+    """Each shard the keys live on, with the positions of its keys, in order."""
+    owners = shards_of(keys, shards)
+    order = np.argsort(owners, kind="stable")
+    present, starts = np.unique(owners[order], return_index=True)
+    return list(zip(present.tolist(), np.split(order, starts[1:]), strict=True))
 
 
 def _reason(error: Exception) -> DeadLetterReason:

@@ -15,6 +15,9 @@ that passes one passes the other, and both hand it arrays of the same kind:
   reshaped to that shape in C order and converted to float64, the wire type. Deltas to
   one key within a mini-batch are summed; a sum with NaN or Inf is refused. One call is
   all or nothing: a refused call leaves the mini-batch's pending deltas as they were.
+- **Rows.** ``pull_rows``/``push_rows`` are the same pulls and pushes for distinct keys of
+  one parameter, with the values as one array of a row per key (:func:`rows_spec`,
+  :func:`as_delta_rows`): no array object per key, for models that touch thousands.
 
 Refusals raise :class:`BadPushError`, which is both the shard's :class:`RejectedPush`
 (its ``reason`` names the dead-letter reason) and :class:`~tables.update_rules.BadDeltaError`.
@@ -38,9 +41,12 @@ __all__ = [
     "UnknownParameterError",
     "add_deltas",
     "as_delta",
+    "as_delta_rows",
     "as_numbers",
     "pull_specs",
+    "pulled_rows",
     "pulled_value",
+    "rows_spec",
 ]
 
 
@@ -123,3 +129,53 @@ def add_deltas(
         bad = next(key for key, total in totals.items() if not np.isfinite(total).all())
         raise BadPushError(DeadLetterReason.NON_FINITE_DELTA, f"{bad!r}: the delta has NaN or Inf")
     pending.update(totals)
+
+
+def rows_spec(registry: ParamRegistry, keys: Sequence[bytes]) -> ParamSpec:
+    """The parameter of a pull or push by rows: ``keys`` are distinct keys of one parameter.
+
+    Raises :class:`UnknownParameterError` for a key no parameter declares, ``ValueError``
+    for keys of several parameters, none, or one twice.
+    """
+    if not keys:
+        raise ValueError("a pull or push by rows needs at least one key")
+    spec = registry.spec_for(keys[0])
+    prefix = spec.name.encode() + b":"
+    cut = len(prefix)
+    # An index holds no ":", so a key of this parameter has its last ":" at the prefix.
+    if not all(
+        len(key) > cut and key.startswith(prefix) and key.rfind(b":") == cut - 1 for key in keys
+    ):
+        for key in keys:
+            registry.spec_for(key)  # an undeclared parameter is named as such
+        raise ValueError(f"a pull or push by rows takes keys of one parameter ({spec.name!r})")
+    if len(set(keys)) != len(keys):
+        raise ValueError("a pull or push by rows names a key twice")
+    return spec
+
+
+def pulled_rows(spec: ParamSpec, rows: np.ndarray) -> np.ndarray:
+    """What ``pull_rows`` returns: float64, ``(n_keys, *spec.slot_shape)``, read-only."""
+    value = np.asarray(rows, dtype=np.float64).reshape(-1, *spec.slot_shape)
+    if value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
+def as_delta_rows(spec: ParamSpec, keys: Sequence[bytes], deltas: object) -> np.ndarray:
+    """``deltas`` for distinct ``keys`` of ``spec`` as a new float64 array of a row per key,
+    ``(n_keys, *spec.delta_shape)``; :class:`BadPushError` as for :func:`add_deltas`."""
+    shape = (len(keys), *spec.delta_shape)
+    array = as_numbers(f"{spec.name} rows", deltas)
+    if array.size != math.prod(shape):
+        raise BadPushError(
+            DeadLetterReason.WRONG_SHAPE,
+            f"{spec.name} rows: the deltas have shape {list(array.shape)} ({array.size} "
+            f"values), expected {list(shape)}",
+        )
+    rows = np.array(array, dtype=np.float64).reshape(shape)
+    if not np.isfinite(rows).all():
+        bad = keys[int(np.flatnonzero(~np.isfinite(rows.reshape(len(keys), -1)).all(axis=1))[0])]
+        raise BadPushError(DeadLetterReason.NON_FINITE_DELTA, f"{bad!r}: the delta has NaN or Inf")
+    return rows

@@ -78,6 +78,14 @@ def shard_of(key: bytes, partitions: int) -> int:
     return stable_hash(key) % partitions
 
 
+def shards_of(keys: Sequence[bytes], partitions: int) -> np.ndarray:
+    """The shard of each key (:func:`shard_of`), as one integer array."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    crc32 = zlib.crc32
+    return np.fromiter((crc32(key) for key in keys), dtype=np.int64, count=len(keys)) % partitions
+
+
 def group_by_shard(keys: Sequence[bytes], partitions: int) -> dict[int, list[bytes]]:
     """Keys grouped by owning shard, keeping their order within each shard."""
     groups: dict[int, list[bytes]] = {}

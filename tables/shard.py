@@ -134,10 +134,16 @@ class Shard:
             group[1].append(i)
         return groups
 
-    def pull(self, keys: Sequence[bytes]) -> list[np.ndarray]:
-        """Per key, all slots stacked: shape ``(n_slots, *shape)``."""
+    def pull(self, keys: Sequence[bytes]) -> Sequence[np.ndarray]:
+        """Per key, all slots stacked: shape ``(n_slots, *shape)``; one array of a row per
+        key when the keys are of one parameter."""
+        groups = self._group(keys)
+        if len(groups) == 1:
+            ((spec, indices),) = groups.values()
+            if len(indices) == len(keys):
+                return self.slab(spec).values(keys)
         values: list[np.ndarray] = [np.empty(0)] * len(keys)
-        for spec, indices in self._group(keys).values():
+        for spec, indices in groups.values():
             slots = self.slab(spec).values([keys[i] for i in indices])
             for row, i in enumerate(indices):
                 values[i] = slots[row]

@@ -59,12 +59,12 @@ class HashedLinearModel(BatchWorkerLogic):
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None:
         batch = self.hasher.encode(records)
-        pulled = await ps.pull_many(batch.keys)
-        state = np.stack([pulled[key][:, 0] for key in batch.keys])
+        state = (await ps.pull_rows(batch.keys))[:, :, 0]
         delta = self.learn(records, batch, state, ps)
         changed = np.flatnonzero(delta.reshape(len(batch.keys), -1).any(axis=1))
-        delta_shape = self.params[0].delta_shape
-        ps.push_many({batch.keys[j]: delta[j].reshape(delta_shape) for j in changed})
+        if len(changed):
+            rows = delta.reshape(len(batch.keys), *self.params[0].delta_shape)[changed]
+            ps.push_rows([batch.keys[j] for j in changed.tolist()], rows)
 
     @abstractmethod
     def learn(

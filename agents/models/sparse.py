@@ -113,6 +113,10 @@ class FeatureHasher:
     _buckets: dict[tuple[object, ...], tuple[object, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: Per feature name (or cross), the bucket of each string value (tuple of them) seen.
+    _strings: dict[tuple[str, ...], dict[object, int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         positive_int("buckets", self.buckets)
@@ -167,6 +171,89 @@ class FeatureHasher:
         return self._remember(memo, types, hash_cross(pairs, self.buckets))
 
     def encode(self, records: Sequence[TrainingRecord]) -> SparseBatch:
+        """The mini-batch's keys and CSR rows: record ``r`` has the bias, then its features
+        in its own order (a numeric one carrying its value), then its crosses."""
+        return self._encode_columns(records) or self._encode_rows(records)
+
+    def _columns(self, records: Sequence[TrainingRecord]) -> list[list[Feature]] | None:
+        """One list of values per feature name, when every record has the same names and
+        every value is a string; None otherwise."""
+        if not records:
+            return None
+        names = list(records[0].features)
+        count = len(names)
+        features = [record.features for record in records]
+        if any(len(row) != count for row in features):
+            return None
+        try:
+            columns = [[row[name] for row in features] for name in names]
+        except KeyError:
+            return None
+        for name, column in zip(names, columns, strict=True):
+            if name not in self.numeric and not all(type(v) is str for v in column):
+                return None
+        return columns
+
+    def _encode_columns(self, records: Sequence[TrainingRecord]) -> SparseBatch | None:
+        """:meth:`encode` a column at a time: each distinct value (or combination, for a
+        cross) is looked up once per mini-batch column instead of once per record.
+
+        The same keys, rows and values as :meth:`_encode_rows`, for the records it takes:
+        every record has the same feature names, categorical ones with string values.
+        """
+        columns = self._columns(records)
+        if columns is None:
+            return None
+        names = list(records[0].features)
+        by_name = dict(zip(names, columns, strict=True))
+        if any(part not in by_name for cross in self.crosses for part in cross):
+            return None
+        rows = len(records)
+        buckets = [np.full(rows, -1, dtype=np.int64)]  # -1: the bias
+        weights = [np.ones(rows)]
+        for name, column in zip(names, columns, strict=True):
+            if name in self.numeric:
+                buckets.append(np.full(rows, self._bucket(name, None), dtype=np.int64))
+                weights.append(np.array([self._value(name, v) for v in column]))
+            else:
+                buckets.append(self._column_buckets((name,), column))
+                weights.append(np.ones(rows))
+        for cross in self.crosses:
+            combos = list(zip(*(by_name[part] for part in cross), strict=True))
+            buckets.append(self._column_buckets(cross, combos))
+            weights.append(np.ones(rows))
+        table = np.stack(buckets, axis=1)
+        values = np.stack(weights, axis=1)
+        keep = _first_in_row(table, values)
+        keys, inverse = np.unique(table, return_inverse=True)
+        prefix = self.name.encode() + b":"
+        return SparseBatch(
+            keys=[prefix + (b"%d" % b if b >= 0 else BIAS.encode()) for b in keys.tolist()],
+            indices=inverse.reshape(table.shape)[keep].astype(np.intp),
+            values=values[keep],
+            indptr=np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.intp),
+            labels=batch_labels(records),
+        )
+
+    def _column_buckets(self, names: tuple[str, ...], column: list) -> np.ndarray:
+        """Buckets of one column of string values (a cross: tuples of them), each distinct
+        one hashed once and remembered."""
+        memo = self._strings.setdefault(names, {})
+        found = [memo.get(value) for value in column]
+        if None in found:
+            for i, bucket in enumerate(found):
+                if bucket is None:
+                    value = column[i]
+                    if len(names) == 1:
+                        bucket = hash_feature(names[0], value, self.buckets)
+                    else:
+                        bucket = hash_cross(list(zip(names, value, strict=True)), self.buckets)
+                    if len(memo) >= MAX_CACHED:
+                        memo.clear()
+                    memo[value] = found[i] = bucket
+        return np.array(found, dtype=np.int64)
+
+    def _encode_rows(self, records: Sequence[TrainingRecord]) -> SparseBatch:
         positions: dict[int | str, int] = {BIAS: 0}
         slot_of = positions.setdefault
         indices: list[int] = []
@@ -206,6 +293,23 @@ class FeatureHasher:
             indptr=np.array(indptr, dtype=np.intp),
             labels=batch_labels(records),
         )
+
+
+def _first_in_row(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which cells of ``table`` (a row of buckets per record) are the first of their bucket
+    in their row; a later one's value is added to the first's in ``values`` (as
+    :func:`_merge` does for one record)."""
+    keep = np.ones(table.shape, dtype=bool)
+    ordered = np.sort(table, axis=1)
+    for r in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)).tolist():
+        first: dict[int, int] = {}
+        for c, bucket in enumerate(table[r].tolist()):
+            if bucket in first:
+                values[r, first[bucket]] += values[r, c]
+                keep[r, c] = False
+            else:
+                first[bucket] = c
+    return keep
 
 
 def _merge(slots: list[int], weights: list[float]) -> tuple[list[int], list[float]]:

@@ -105,3 +105,64 @@ def test_pulled_values_are_read_only_float64_in_slot_shape() -> None:
     mine = np.zeros(3)
     pulled_value(SPECS[0], mine)
     assert mine.flags.writeable  # the caller's own array is left writable
+
+
+def pending_rows(client: Any) -> dict[bytes, np.ndarray]:
+    """A client's pending deltas by key, its first push by rows included."""
+    if isinstance(client, KafkaPsClient) and client.rows is not None:
+        return {**client.deltas, **dict(zip(*client.rows, strict=True))}
+    return pending(client)
+
+
+@pytest.mark.parametrize("make", CLIENTS)
+@pytest.mark.parametrize(
+    ("keys", "error", "match"),
+    [
+        ([], ValueError, "at least one key"),
+        ([b"w:0", b"z:0"], ValueError, "one parameter"),
+        ([b"w:0", b"w:0"], ValueError, "twice"),
+        ([b"w:0", b"w:1:2"], UnknownParameterError, "w:1"),
+    ],
+)
+def test_both_clients_refuse_the_same_rows(
+    make: Any, keys: list[bytes], error: type[Exception], match: str
+) -> None:
+    client = make()
+    with pytest.raises(error, match=match):
+        client.push_rows(keys, np.ones((len(keys), 1, 3)))
+    with pytest.raises(error, match=match):
+        asyncio.run(client.pull_rows(keys))
+    assert pending_rows(client) == {}
+
+
+@pytest.mark.parametrize("make", CLIENTS)
+@pytest.mark.parametrize(
+    ("delta", "reason"),
+    [(np.ones((2, 4)), "wrong_shape"), (np.array([[1.0, 2, 3], [np.inf, 0, 0]]), "non_finite")],
+)
+def test_both_clients_refuse_bad_rows_alike(make: Any, delta: np.ndarray, reason: str) -> None:
+    client = make()
+    with pytest.raises(BadPushError) as refused:
+        client.push_rows([b"w:0", b"w:1"], delta)
+    assert refused.value.reason.startswith(reason)
+    assert pending_rows(client) == {}
+
+
+@pytest.mark.parametrize("make", CLIENTS)
+def test_rows_are_summed_with_pushes_by_key(make: Any) -> None:
+    client = make()
+    client.push_rows([b"w:0", b"w:1"], np.arange(6.0).reshape(2, 1, 3))
+    client.push_many({W: np.ones(3)})
+    client.push_rows([b"w:1"], np.ones((1, 3)))
+    summed = pending_rows(client)
+    assert np.array_equal(summed[W], [[1.0, 2, 3]])
+    assert np.array_equal(summed[b"w:1"], [[4.0, 5, 6]])
+
+
+def test_pulled_rows_are_read_only_float64_of_a_row_per_key() -> None:
+    server = LocalParameterServer(SPECS)
+    server.apply({b"z:1": np.array([[1.0, 2.0], [3.0, 4.0]])})
+    rows = asyncio.run(Session(server).pull_rows([b"z:0", b"z:1"]))
+    assert rows.shape == (2, 3, 2) and rows.dtype == np.float64 and not rows.flags.writeable
+    assert np.array_equal(rows[0], np.zeros((3, 2)))
+    assert np.array_equal(rows[1], np.stack(server.slots(b"z:1")))

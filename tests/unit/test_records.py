@@ -286,3 +286,59 @@ def test_fuzz_raises_only_bad_record_error() -> None:
             assert record.dense is None or np.isfinite(record.dense).all()
             assert record.label is None or np.isfinite(record.label)
     assert outcomes.get("ok", 0) > 100 and len(outcomes) >= 6
+
+
+FAST_CASES = [
+    b'{"features":{"a":"x","b":2,"c":1.5},"label":1,"key":"k","ts":3}',
+    b'{"features":{"a":"x","a":"y"},"label":1}',
+    b'{"features":{"a" :"x","a":"y"},"label":1}',
+    b'{"features":{"a":"\\":","b":"y"},"label":1}',
+    b'{"features":{"a":123456789012345678901234567890},"label":1}',
+    b'{"features":{"a":1e300},"label":true}',
+    b'{"dense":[1,2.5,-3],"label":0}',
+    b'{"dense":[1,"x"],"label":0}',
+    b'{"features":{},"label":null,"key":""}',
+    b'{"features":null,"dense":null}',
+    b'{"features":{"a":"x"},"extra":1}',
+    b'{"features":{"a=b":"x"}}',
+    b'{"features":{"a":"\\ud800"}}',
+    b'{"features":{"a":null}}',
+    b'{"features":{"a":"x"}} ',
+    msgpack.packb({"features": {"a": "x", "b": 2.5}, "label": 1.0}),
+    msgpack.packb({"features": {"a": "x"}, "label": 1.0}, use_single_float=True),
+    msgpack.packb({"features": {b"a": "x"}, "label": 1}),
+]
+
+
+@pytest.mark.parametrize("data", FAST_CASES)
+def test_fast_path_takes_only_what_the_exact_path_takes_the_same_way(data: bytes) -> None:
+    from kafka_ps.agents import records
+
+    parse_record(b'{"features":{"a":"x","b":1,"c":1}}')  # names now known
+    fast = records._fast_record(data, 1, 7)
+    try:
+        exact = records.record_from_object(records._decode(data), 1, 7)
+    except BadRecordError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast.features == exact.features
+        assert [type(v) for v in fast.features.values()] == [
+            type(v) for v in exact.features.values()
+        ]
+        assert (fast.label, fast.key, fast.timestamp) == (exact.label, exact.key, exact.timestamp)
+        assert (fast.dense is None) == (exact.dense is None)
+        if fast.dense is not None:
+            assert np.array_equal(fast.dense, exact.dense)
+
+
+def test_fast_path_takes_the_common_records() -> None:
+    from kafka_ps.agents import records
+
+    parse_record(b'{"features":{"a":"x","b":1}}')
+    assert records._fast_record(FAST_CASES[0].replace(b'"c":1.5,', b""), 0, 0) is not None
+    assert records._fast_record(FAST_CASES[15], 0, 0) is not None
+    # Duplicate names are left to the exact path, which rejects them.
+    assert records._fast_record(FAST_CASES[1], 0, 0) is None
+    with pytest.raises(BadRecordError, match="duplicate"):
+        parse_record(FAST_CASES[1])

@@ -183,3 +183,41 @@ def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> Non
     run(asynchronous, beat)
     assert asynchronous.worker.clocks == {}
     assert asynchronous.transport.records(asynchronous.settings.topic("shard"), 0) == []
+
+
+def test_a_hashed_model_learns_through_the_agents_what_it_learns_in_process() -> None:
+    """Pulls and pushes by rows (agents/worker.py) against real shard agents give the
+    parameters the in-process server (agents/local.py) gives, on the same mini-batches."""
+    from kafka_ps.agents.local import LocalParameterServer
+    from kafka_ps.agents.models import FtrlLogisticRegression
+    from kafka_ps.agents.records import parse_record
+
+    rng = np.random.default_rng(3)
+    values = [
+        encode_record(
+            {"a": str(rng.integers(20)), "b": str(rng.integers(5)), "n": float(rng.normal())},
+            label=float(rng.integers(2)),
+        )
+        for _ in range(300)
+    ]
+    model = FtrlLogisticRegression(crosses=[("a", "b")], numeric=["n"], buckets=64)
+    settings = JobSettings(app_id="j", partitions=1, shards=3, pack_input=False, batch_size=50)
+    ps = InMemoryJob(settings, model)
+    events = ps.feed(values)
+
+    async def steps(ps: InMemoryJob) -> None:
+        for start in range(0, len(events), 50):
+            await ps.worker.train(events[start : start + 50])
+
+    run(ps, steps)
+    local = LocalParameterServer(model.params)
+    records = [parse_record(value) for value in values]
+    local.run(
+        FtrlLogisticRegression(crosses=[("a", "b")], numeric=["n"], buckets=64),
+        records,
+        batch_size=50,
+    )
+    snapshot = local.snapshot()
+    assert len(snapshot) > 30
+    for key, value in snapshot.items():
+        assert np.array_equal(ps.value(key), value), key
