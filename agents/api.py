@@ -206,6 +206,13 @@ class BatchWorkerLogic(Hooks, ABC):
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None: ...
 
+    def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes] | None:
+        """The keys ``on_batch(records, ps)`` will pass to ``ps.pull_rows`` first, if the
+        logic knows them beforehand (the same sequence object); None (the default) if not.
+
+        Under ASP a worker then pulls them while the mini-batch before learns."""
+        return None
+
 
 class WrappedLogic(BatchWorkerLogic, ABC):
     """Mini-batch logic that runs another logic, whose hooks are its own.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +27,7 @@ from faust.types import TP
 from kafka_ps.agents.api import (
     BatchWorkerLogic,
     ParamRegistry,
+    ParamSpec,
     Prediction,
     TrainingRecord,
     UnknownParameterError,
@@ -53,7 +53,7 @@ from kafka_ps.tables.contract import (
 from kafka_ps.tables.keys import group_by_shard, shards_of
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from kafka_ps.tables.replay import replay_segments
-from kafka_ps.tables.shard import RejectedPush
+from kafka_ps.tables.shard import RejectedPush, apply_deltas
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,10 @@ class KafkaPsClient:
         self.deltas: dict[bytes, np.ndarray] = {}
         #: The mini-batch's first push by rows, kept as its keys and one array.
         self.rows: tuple[list[bytes], np.ndarray] | None = None
+        #: Rows pulled for this mini-batch while the one before learned.
+        self.ahead: PulledAhead | None = None
+        #: What :meth:`flush` sent, by key: what rows pulled ahead of it lack.
+        self.pushed: dict[bytes, np.ndarray] | tuple[list[bytes], np.ndarray] = {}
         self.predictions: list[Prediction] = []
         #: Deltas the significance filter held back, per key, for this logical worker.
         self.held_back = held_back
@@ -122,17 +126,41 @@ class KafkaPsClient:
 
     async def pull_rows(self, keys: Sequence[bytes]) -> np.ndarray:
         """One array of a row per key, ``(n_keys, n_slots, *shape)``: the rows arrive as
-        they travel, one array per shard, and are placed without an object per key."""
+        they travel, one array per shard, and are placed without an object per key.
+
+        Rows pulled ahead for these very keys (:meth:`prefetch`) are taken when they came
+        back in time, with the push they lack added."""
         spec = rows_spec(self.registry, keys)
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.keys is keys:
+            rows = await ahead.rows(self.settings.pull_timeout)
+            if rows is not None:
+                return pulled_rows(spec, rows)
         await self.router.ensure(self.worker)
         groups = _by_shard(keys, self.settings.shards)
         replies = await asyncio.gather(
             *(self._pull_shard(shard, [keys[i] for i in rows]) for shard, rows in groups)
         )
-        out = np.empty((len(keys), math.prod(spec.slot_shape)))
-        for (_, rows), reply in zip(groups, replies, strict=True):
-            out[rows] = np.reshape(reply.values, (len(rows), -1))
-        return pulled_rows(spec, out)
+        return pulled_rows(spec, _placed(spec, groups, replies))
+
+    async def prefetch(self, keys: Sequence[bytes]) -> PulledAhead:
+        """Send the pulls of ``keys`` now, for the next mini-batch's client to take (ASP).
+
+        They reach each shard before this mini-batch's push, so their rows lack it; the
+        next client adds it (:meth:`PulledAhead.missing`)."""
+        spec = rows_spec(self.registry, keys)
+        await self.router.ensure(self.worker)
+        groups = _by_shard(keys, self.settings.shards)
+        asked = [await self._request(shard, [keys[i] for i in rows]) for shard, rows in groups]
+        return PulledAhead(keys, spec, groups, asked, self.router)
+
+    async def _request(self, shard: int, keys: list[bytes]) -> tuple[int, asyncio.Future]:
+        """Send one pull; its request id and the future its reply completes."""
+        request_id = random.getrandbits(63)
+        future = self.router.expect(request_id)
+        request = PsMessage(Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id)
+        await self.transport.send(self.shard_topic, encode_message(request), shard)
+        return request_id, future
 
     async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
         """Ask until answered: a shard may be moving to another process mid-request."""
@@ -141,13 +169,8 @@ class KafkaPsClient:
 
     async def _ask(self, shard: int, keys: list[bytes]) -> PsMessage:
         while True:
-            request_id = random.getrandbits(63)
-            future = self.router.expect(request_id)
-            request = PsMessage(
-                Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id
-            )
             sent = time.monotonic()
-            await self.transport.send(self.shard_topic, encode_message(request), shard)
+            request_id, future = await self._request(shard, keys)
             try:
                 reply = await asyncio.wait_for(future, self.settings.pull_timeout)
             except TimeoutError:
@@ -233,6 +256,7 @@ class KafkaPsClient:
                 last_offset=last_offset,
             )
             await self.transport.send(self.shard_topic, encode_message(push, half), shard)
+        self.pushed = self.rows if self.rows is not None else self.deltas
         self.deltas, self.rows = {}, None
 
     def _filter(self) -> None:
@@ -254,6 +278,91 @@ class KafkaPsClient:
                 self.deltas[key] = total
             else:
                 held[key] = total
+
+
+def _placed(
+    spec: ParamSpec, groups: list[tuple[int, np.ndarray]], replies: Sequence[PsMessage]
+) -> np.ndarray:
+    """Each shard's reply rows at their keys' positions: ``(n_keys, n_slots, *shape)``."""
+    out = np.empty((sum(len(rows) for _, rows in groups), *spec.slot_shape))
+    for (_, rows), reply in zip(groups, replies, strict=True):
+        out[rows] = np.reshape(reply.values, (len(rows), *spec.slot_shape))
+    return out
+
+
+class PulledAhead:
+    """Pulls sent for a mini-batch before the one ahead of it pushed (ASP pipelining).
+
+    Parameters
+    ----------
+    keys, spec
+        The keys pulled, all of parameter ``spec``.
+    groups
+        Each shard asked, with the positions of its keys in ``keys``.
+    asked
+        Per shard, the request id and the future of its reply.
+    router
+        Where the replies arrive; a request given up is forgotten there.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[bytes],
+        spec: ParamSpec,
+        groups: list[tuple[int, np.ndarray]],
+        asked: list[tuple[int, asyncio.Future]],
+        router: Replies,
+    ) -> None:
+        self.keys = keys
+        self.spec = spec
+        self.groups = groups
+        self.asked = asked
+        self.router = router
+        #: The push the rows lack: the one sent after these pulls, by the mini-batch before.
+        self.missing: dict[bytes, np.ndarray] | tuple[list[bytes], np.ndarray] = {}
+
+    async def rows(self, timeout: float) -> np.ndarray | None:
+        """The rows with the missing push applied as the shard applies it; None if a shard
+        did not answer in time (a pull asked again would see that push: not these rows)."""
+        futures = [future for _, future in self.asked]
+        done, _ = await asyncio.wait(futures, timeout=timeout)
+        if len(done) < len(futures):
+            self.cancel()
+            return None
+        rows = _placed(self.spec, self.groups, [future.result() for future in futures])
+        return with_push(self.spec, self.keys, rows, self.missing)
+
+    def cancel(self) -> None:
+        for request_id, future in self.asked:
+            self.router.forget(request_id)
+            future.cancel()
+
+
+def with_push(
+    spec: ParamSpec,
+    keys: Sequence[bytes],
+    rows: np.ndarray,
+    push: Mapping[bytes, np.ndarray] | tuple[list[bytes], np.ndarray],
+) -> np.ndarray:
+    """``rows`` of ``keys`` after the shard applies ``push`` (by key, or keys and rows) to
+    the keys it shares with them, in the parameter's dtype as the shard computes."""
+    pushed_keys, deltas = push if isinstance(push, tuple) else (list(push), None)
+    if not pushed_keys:
+        return rows
+    position = {key: j for j, key in enumerate(pushed_keys)}
+    pairs = [(i, position[key]) for i, key in enumerate(keys) if key in position]
+    if not pairs:
+        return rows
+    here, there = np.array(pairs).T
+    if deltas is None:
+        delta = np.stack([np.asarray(push[pushed_keys[j]]) for j in there.tolist()])  # type: ignore[index]
+    else:
+        delta = deltas[there]
+    slots = rows[here].astype(spec.dtype, copy=False)
+    rows[here] = apply_deltas(
+        spec, slots, delta.reshape(len(here), *spec.delta_shape).astype(spec.dtype)
+    )
+    return rows
 
 
 def _by_shard(keys: Sequence[bytes], shards: int) -> list[tuple[int, np.ndarray]]:
@@ -487,11 +596,31 @@ class WorkerAgent:
             await self.clock_of(worker)
             units = self.unlearned(worker, await self.read_units(worker, events))
             offsets = [unit.offset for unit in units]
-            for segment in replay_segments(offsets, self.marks[worker]):
-                for batch in mini_batches(units[segment], self.settings.batch_size):
-                    await self.learn_batch(worker, batch)
+            batches = [
+                batch
+                for segment in replay_segments(offsets, self.marks[worker])
+                for batch in mini_batches(units[segment], self.settings.batch_size)
+            ]
+            # One list per mini-batch: the logic knows a mini-batch by its list of records.
+            records = [[record for unit in batch for record in unit.records] for batch in batches]
+            ahead: PulledAhead | None = None
+            for i, batch in enumerate(batches):
+                after = records[i + 1] if i + 1 < len(batches) else None
+                ahead = await self.learn_batch(worker, batch, records[i], ahead, after)
         finally:
             self.busy.discard(worker)
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether a logical worker pulls a mini-batch's rows while the one before learns.
+
+        Under ASP only (a BSP or SSP pull may be held until after the push it would lack),
+        and with pushes applied as sent (no float16 rounding, no significance filter), so
+        that the worker adds exactly what the shard added."""
+        settings = self.settings
+        return (
+            not self.bounded and settings.push_dtype != "float16" and settings.push_threshold <= 0
+        )
 
     def unlearned(self, worker: int, units: list[Unit]) -> list[Unit]:
         """The units past the highest training offset learned, which rises to theirs.
@@ -505,32 +634,62 @@ class WorkerAgent:
                 self.learned[worker] = unit.offset
         return kept
 
-    async def learn_batch(self, worker: int, units: list[Unit]) -> None:
+    async def learn_batch(
+        self,
+        worker: int,
+        units: list[Unit],
+        records: list[TrainingRecord],
+        ahead: PulledAhead | None = None,
+        after: list[TrainingRecord] | None = None,
+    ) -> PulledAhead | None:
         """Run the logic on one mini-batch, push its deltas, advance the clock and publish
-        the predictions."""
+        the predictions.
+
+        ``ahead`` holds rows pulled for it while the mini-batch before learned; with the
+        next mini-batch's records ``after``, its rows are pulled now and returned."""
         clock = await self.clock_of(worker)
-        client, records = await self.run_logic(worker, clock, units)
+        following = None
+        if after is not None and self.pipelined:
+            following = await self.pull_ahead(worker, clock + 1, after)
+        client, records = await self.run_logic(worker, clock, units, records, ahead)
         sent = time.monotonic()
         await client.flush(units[0].offset, units[-1].offset, self.bounded)
         self.telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
         self.clocks[worker] = clock + 1
         self.last_batch[worker] = time.monotonic()
+        if following is not None:
+            following.missing = client.pushed
         if client.predictions:
             await self.publish_predictions(worker, units, client.predictions)
+        return following
+
+    async def pull_ahead(
+        self, worker: int, clock: int, records: list[TrainingRecord]
+    ) -> PulledAhead | None:
+        """Send the pulls of the mini-batch of ``records`` if the logic can say its keys."""
+        keys = self.logic.rows_to_pull(records) if records else None
+        if not keys:
+            return None
+        return await self.client_for(worker, clock).prefetch(keys)
 
     async def run_logic(
-        self, worker: int, clock: int, units: list[Unit]
+        self,
+        worker: int,
+        clock: int,
+        units: list[Unit],
+        records: list[TrainingRecord],
+        ahead: PulledAhead | None = None,
     ) -> tuple[KafkaPsClient, list[TrainingRecord]]:
-        """The client that ran the logic on the units' records, and the records learned.
+        """The client that ran the logic on the units' ``records``, and the records learned.
 
         When the batch fails, the records the logic cannot take are found one by one,
         sent to dead letters and dropped from ``units``; the rest are learned."""
-        records = [record for unit in units for record in unit.records]
         client = self.client_for(worker, clock)
-        if not records:
-            return client, records
+        client.ahead = ahead
         try:
-            await self.logic.on_batch(records, client)
+            if records:
+                await self.logic.on_batch(records, client)
+            return client, records
         except Exception:
             client = self.client_for(worker, clock)
             for unit in units:
@@ -543,7 +702,10 @@ class WorkerAgent:
                 unit.raw = [raw for _, raw in kept]
             records = [record for unit in units for record in unit.records]
             await self.logic.on_batch(records, client)
-        return client, records
+            return client, records
+        finally:
+            if ahead is not None:
+                ahead.cancel()  # taken already, or never to be: its replies are not awaited
 
     async def logic_accepts(
         self, record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int

@@ -188,23 +188,24 @@ class Shard:
             if not len(chosen):
                 continue
             delta = _stack(deltas, [indices[i] for i in chosen.tolist()], spec.delta_shape)
-            new = self._apply(spec, slab.slots[rows[chosen]], delta.astype(spec.dtype, copy=False))
+            new = apply_deltas(spec, slab.slots[rows[chosen]], delta.astype(spec.dtype, copy=False))
             slab.write(rows[chosen], new, offset)
             applied += len(chosen)
         return PushResult(applied, skipped)
 
-    @staticmethod
-    def _apply(spec: ParamSpec, slots: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """New slots ``(m, n_slots, *shape)`` from ``m`` stacked deltas."""
-        try:
-            if spec.rule.elementwise:
-                new = spec.rule.apply(tuple(np.moveaxis(slots, 1, 0)), np.moveaxis(delta, 1, 0))
-                return np.stack(new, axis=1)
-            return np.stack(
-                [np.stack(spec.rule.apply(tuple(s), d)) for s, d in zip(slots, delta, strict=True)]
-            )
-        except BadDeltaError as error:
-            raise RejectedPush(DeadLetterReason.BAD_DELTA, str(error)) from None
+
+def apply_deltas(spec: ParamSpec, slots: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """New slots ``(m, n_slots, *shape)`` of ``m`` keys from their stacked deltas, by the
+    parameter's rule; :class:`RejectedPush` if the rule refuses a delta."""
+    try:
+        if spec.rule.elementwise:
+            new = spec.rule.apply(tuple(np.moveaxis(slots, 1, 0)), np.moveaxis(delta, 1, 0))
+            return np.stack(new, axis=1)
+        return np.stack(
+            [np.stack(spec.rule.apply(tuple(s), d)) for s, d in zip(slots, delta, strict=True)]
+        )
+    except BadDeltaError as error:
+        raise RejectedPush(DeadLetterReason.BAD_DELTA, str(error)) from None
 
 
 def _all_finite(deltas: Sequence[np.ndarray]) -> bool:

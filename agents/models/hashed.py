@@ -53,12 +53,27 @@ class HashedLinearModel(BatchWorkerLogic):
         numeric: Collection[str],
     ) -> None:
         self.hasher = make_hasher(buckets, crosses, numeric)
+        #: The last two mini-batches encoded: a worker asks for their keys first.
+        self._planned: list[tuple[Sequence[TrainingRecord], SparseBatch]] = []
         self.params: tuple[ParamSpec, ...] = (ParamSpec(self.hasher.name, (1,), rule),)
+
+    def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes]:
+        return self._encoded(records).keys
+
+    def _encoded(self, records: Sequence[TrainingRecord]) -> SparseBatch:
+        """The records' batch, encoded once for :meth:`rows_to_pull` and :meth:`on_batch`."""
+        for planned, batch in self._planned:
+            if planned is records:
+                return batch
+        batch = self.hasher.encode(records)
+        # The mini-batch learning and the next one, whose keys are pulled meanwhile.
+        self._planned = [*self._planned[-1:], (records, batch)]
+        return batch
 
     async def on_batch(
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None:
-        batch = self.hasher.encode(records)
+        batch = self._encoded(records)
         state = (await ps.pull_rows(batch.keys))[:, :, 0]
         delta = self.learn(records, batch, state, ps)
         changed = np.flatnonzero(delta.reshape(len(batch.keys), -1).any(axis=1))

@@ -186,8 +186,9 @@ def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> Non
 
 
 def test_a_hashed_model_learns_through_the_agents_what_it_learns_in_process() -> None:
-    """Pulls and pushes by rows (agents/worker.py) against real shard agents give the
-    parameters the in-process server (agents/local.py) gives, on the same mini-batches."""
+    """Pulls and pushes by rows (agents/worker.py), pulled ahead of the push before them,
+    against real shard agents give the parameters the in-process server (agents/local.py)
+    gives, on the same mini-batches."""
     from kafka_ps.agents.local import LocalParameterServer
     from kafka_ps.agents.models import FtrlLogisticRegression
     from kafka_ps.agents.records import parse_record
@@ -206,8 +207,9 @@ def test_a_hashed_model_learns_through_the_agents_what_it_learns_in_process() ->
     events = ps.feed(values)
 
     async def steps(ps: InMemoryJob) -> None:
-        for start in range(0, len(events), 50):
-            await ps.worker.train(events[start : start + 50])
+        # Three mini-batches a take: the second's and third's rows are pulled ahead.
+        for start in range(0, len(events), 150):
+            await ps.worker.train(events[start : start + 150])
 
     run(ps, steps)
     local = LocalParameterServer(model.params)
