@@ -22,7 +22,7 @@ Anything else is a one-record message. :func:`split_message` turns any of them i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 
@@ -35,8 +35,7 @@ VERSION = 1
 _ARRAY_BYTES = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One record's bytes and where it came from.
 
     Parameters

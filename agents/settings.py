@@ -171,6 +171,10 @@ class JobSettings(FileSettings):
         ``KPS_PUBLISH_INTERVAL``: seconds (> 0) between a shard's flushes of its changed
         pages to the table and of its changed parameters to model-updates; pushes are
         acknowledged after the flush.
+    pull_ahead
+        ``KPS_PULL_AHEAD``: under ASP, pull a mini-batch's rows while the mini-batch
+        before learns, for logic that can name its keys beforehand (the hashed models);
+        on by default.
     pack_input
         ``KPS_PACK_INPUT``: pack one-record input messages many to a message before the
         workers read them (agents/packer.py); turn off when producers write ``kps-batch``
@@ -276,6 +280,9 @@ class JobSettings(FileSettings):
     #: Pack one-record input messages many to a message before the workers read them
     #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.
     pack_input: bool = True
+    #: Under ASP, pull a mini-batch's rows while the mini-batch before learns, for logic
+    #: that can name its keys beforehand (the hashed models).
+    pull_ahead: bool = True
     #: Li et al.'s significance filter: a key's push is held back while the largest
     #: magnitude of its accumulated delta is at most this (0: push every change); what is
     #: held back joins the key's next push from the same logical worker.

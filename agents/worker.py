@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import faust
 import numpy as np
+import orjson
 from faust.types import TP
 
 from kafka_ps.agents.api import (
@@ -394,13 +395,14 @@ class Unit:
     records
         The parsed records, in order.
     raw
-        Per record: its original bytes, Kafka key and where it was read, for dead letters.
+        Per record: its original bytes, Kafka key and index in a ``kps-batch`` message (or
+        None), for dead letters and the predictions message.
     """
 
     offset: int
     records: list[TrainingRecord] = field(default_factory=list)
-    #: Per record: its original bytes, Kafka key and where it was read, for dead letters.
-    raw: list[tuple[bytes, bytes | None, Origin]] = field(default_factory=list)
+    #: Per record: its original bytes, Kafka key and index in a ``kps-batch`` message.
+    raw: list[tuple[bytes, bytes | None, int | None]] = field(default_factory=list)
 
 
 def mini_batches(units: list[Unit], size: int) -> list[list[Unit]]:
@@ -423,11 +425,10 @@ def predictions_message(
     """Key and value of a mini-batch's predictions (docs/formats.md): one message per
     mini-batch, keyed by the training offsets it covers, so a reader can drop a batch
     published twice after a takeover."""
-    origins = [origin for unit in units for _, _, origin in unit.raw]
     body = {
         "partition": worker,
-        "offsets": [origin.offset for origin in origins],
-        "indexes": [origin.index for origin in origins],
+        "offsets": [unit.offset for unit in units for _ in unit.raw],
+        "indexes": [index for unit in units for _, _, index in unit.raw],
         "keys": [
             p.record_key.decode(errors="replace") if p.record_key else None for p in predictions
         ],
@@ -437,7 +438,7 @@ def predictions_message(
     if any(p.extra for p in predictions):
         body["extras"] = [dict(p.extra) for p in predictions]
     key = b"%d:%d-%d" % (worker, units[0].offset, units[-1].offset)
-    return key, json.dumps(body).encode()
+    return key, orjson.dumps(body)
 
 
 class WorkerAgent:
@@ -570,7 +571,6 @@ class WorkerAgent:
             for item in items:
                 if not units or units[-1].offset != item.offset:
                     units.append(Unit(item.offset))
-                origin = Origin(self.settings.input_topic, worker, item.offset, item.index)
                 try:
                     record = parse_record(
                         item.value,
@@ -579,12 +579,13 @@ class WorkerAgent:
                         require_label=not self.settings.predict_unlabelled,
                     )
                 except BadRecordError as error:
+                    origin = Origin(self.settings.input_topic, worker, item.offset, item.index)
                     await self.dead_letters.send(
                         item.value, item.key, error.reason, str(error), origin
                     )
                     continue
                 units[-1].records.append(record)
-                units[-1].raw.append((item.value, item.key, origin))
+                units[-1].raw.append((item.value, item.key, item.index))
         return units
 
     async def run_batch(self, worker: int, events: list[faust.EventT]) -> None:
@@ -619,7 +620,10 @@ class WorkerAgent:
         that the worker adds exactly what the shard added."""
         settings = self.settings
         return (
-            not self.bounded and settings.push_dtype != "float16" and settings.push_threshold <= 0
+            settings.pull_ahead
+            and not self.bounded
+            and settings.push_dtype != "float16"
+            and settings.push_threshold <= 0
         )
 
     def unlearned(self, worker: int, units: list[Unit]) -> list[Unit]:
@@ -708,14 +712,15 @@ class WorkerAgent:
                 ahead.cancel()  # taken already, or never to be: its replies are not awaited
 
     async def logic_accepts(
-        self, record: TrainingRecord, raw: tuple[bytes, bytes | None, Origin], clock: int
+        self, record: TrainingRecord, raw: tuple[bytes, bytes | None, int | None], clock: int
     ) -> bool:
         """Does the logic take ``record`` alone? If not, it goes to dead letters."""
         probe = self.client_for(record.partition, clock)
         try:
             await self.logic.on_batch([record], probe)
         except Exception as error:
-            value, key, origin = raw
+            value, key, index = raw
+            origin = Origin(self.settings.input_topic, record.partition, record.offset, index)
             await self.dead_letters.send(value, key, _reason(error), repr(error), origin)
             return False
         return True

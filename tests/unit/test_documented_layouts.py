@@ -12,7 +12,6 @@ import numpy as np
 
 from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.batches import encode_batch, split_message
-from kafka_ps.agents.dead_letters import Origin
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.worker import Unit, predictions_message
 from kafka_ps.tables.pages import page_key
@@ -60,7 +59,7 @@ def test_a_kps_packed_message_keeps_each_source_offset_and_bytes() -> None:
 
 
 def test_a_predictions_message_has_one_entry_per_record() -> None:
-    unit = Unit(40, [TrainingRecord(features={}, label=1.0)], [(b"", None, Origin("in", 2, 40, 0))])
+    unit = Unit(40, [TrainingRecord(features={}, label=1.0)], [(b"", None, 0)])
     key, value = predictions_message(2, [unit], [Prediction(0.25, 1.0, b"r1")])
     assert key == b"2:40-40"
     assert json.loads(value) == {
