@@ -36,7 +36,7 @@ import msgpack
 import numpy as np
 import orjson
 
-from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.api import TrainingRecord, frozen
 from kafka_ps.tables.dead_letters import RECORD_REASONS, DeadLetterReason, RejectedError
 
 Format = Literal["json", "msgpack"]
@@ -57,11 +57,6 @@ MAX_GOOD_NAMES = 100_000
 _JSON_WHITESPACE = b" \t\n\r"
 _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _spaced_quote(data: bytes) -> bool:
-    """A quote then whitespace: where a name may have whitespace before its colon."""
-    return b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data
 
 
 class BadRecordError(RejectedError):
@@ -259,11 +254,12 @@ def parse_record(
 
     Raises :class:`BadRecordError` and nothing else, whatever the bytes.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise BadRecordError(
-            DeadLetterReason.WRONG_TYPE, f"a record must be bytes, got {_type_name(data)}"
-        )
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise BadRecordError(
+                DeadLetterReason.WRONG_TYPE, f"a record must be bytes, got {_type_name(data)}"
+            )
+        data = bytes(data)
     if len(data) > max_size:
         raise BadRecordError(
             DeadLetterReason.TOO_LARGE, f"{len(data)} bytes, at most {max_size} allowed"
@@ -332,7 +328,10 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
     if msgpack_record:
         if msgpack.packb(obj, use_bin_type=True) != data:
             return None
-    elif data.count(b'":') != names or _spaced_quote(data):
+    elif data.count(b'":') != names or (
+        # A quote then whitespace: a name may have whitespace before its colon.
+        b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data
+    ):
         return None
     dense = obj.get("dense")
     if dense is not None:
@@ -352,7 +351,16 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
         key = key.encode()
     if features is None and dense is None:
         return None
-    return TrainingRecord(features or {}, dense, label, key, ts, partition, offset)
+    return frozen(
+        TrainingRecord,
+        features=features or {},
+        dense=dense,
+        label=label,
+        key=key,
+        timestamp=ts,
+        partition=partition,
+        offset=offset,
+    )
 
 
 def _plain(value: object) -> object:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from kafka_ps.agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
+from kafka_ps.agents.api import BatchParameterServerClient, Task, TrainingRecord, predictions
 from kafka_ps.agents.models.hashed import HashedLinearModel
 from kafka_ps.agents.models.hyper import non_negative, positive
 from kafka_ps.agents.models.kernels import ftrl_logistic_pass
@@ -80,6 +80,6 @@ class FtrlLogisticRegression(HashedLinearModel):
         probabilities = ftrl_logistic_pass(
             batch.indices, batch.values, batch.indptr, batch.labels, z, n, *hyper
         )
-        for p, record in zip(probabilities.tolist(), records, strict=True):
-            ps.output(Prediction(p, record.label, record.key))
+        for prediction in predictions(probabilities.tolist(), records):
+            ps.output(prediction)
         return np.stack([z - z0, n - n0], axis=1)  # (Δz, Δn) per key
