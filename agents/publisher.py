@@ -49,7 +49,10 @@ class ModelPublisher:
         self.failed: set[int] = set()
 
     def start(self) -> None:
-        self.producer = Producer(producer_config(self.bootstrap, linger_ms=5))
+        # Reports of failed deliveries only: a Python callback per published key would
+        # cost more than the publishing.
+        config = producer_config(self.bootstrap, linger_ms=5)
+        self.producer = Producer({**config, "delivery.report.only.error": True})
 
     def republish(self, shard: Shard) -> None:
         """Publish every key of ``shard`` at its next flush."""
@@ -67,9 +70,12 @@ class ModelPublisher:
         sent = 0
         for slab in shard.slabs.values():
             keys, values, stamps = slab.take_changed()
-            encoded = encode_values(values, stamps)
-            for key, value in zip(keys, encoded, strict=True):
-                self._produce(key, value, shard.shard)
+            produce, topic, partition = self.producer.produce, self.topic, shard.shard
+            for key, value in zip(keys, encode_values(values, stamps), strict=True):
+                try:
+                    produce(topic, value, key, partition, on_delivery=self._delivered)
+                except BufferError:
+                    self._produce(key, value, partition)
             sent += len(keys)
         if marks is not None:
             self._produce(marks_key(shard.shard), marks.astype("<i8").tobytes(), shard.shard)

@@ -162,6 +162,9 @@ class JobSettings(FileSettings):
         ``KPS_MODEL_PARAMS``: the model's hyper-parameters, a JSON object.
     batch_size
         ``KPS_BATCH_SIZE``: records per mini-batch, >= 1.
+    batch_wait
+        ``KPS_BATCH_WAIT``: seconds (> 0) a worker waits for more input messages before it
+        learns what it has read.
     max_pulls_in_flight
         ``KPS_MAX_PULLS_IN_FLIGHT``: K, the pull requests one logical worker may have
         unanswered at once (>= 1); shards hold at most K pulls per worker.
@@ -265,6 +268,12 @@ class JobSettings(FileSettings):
         default_factory=dict, description="the model's hyper-parameters, a JSON object"
     )
     batch_size: int = Field(default=1024, ge=1, description="records per mini-batch")
+    batch_wait: float = Field(
+        default=0.1,
+        gt=0,
+        description="seconds a worker waits for more input messages before it learns what "
+        "it has read",
+    )
     #: K: pull requests one logical worker may have unanswered at once (one per shard
     #: it reads per mini-batch); shards hold at most K pulls per worker.
     max_pulls_in_flight: int = Field(default=8, ge=1)

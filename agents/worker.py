@@ -782,5 +782,5 @@ def register_worker(
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=0.1):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             await workers.train(events)
