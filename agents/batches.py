@@ -141,4 +141,7 @@ def _packed_items(unpacker: msgpack.Unpacker, count: int) -> Iterable[Item]:
     for source, key, value in zip(offsets, keys, values, strict=True):
         if type(source) is not int or not isinstance(value, bytes):
             raise TypeError("packed offsets must be integers and values bytes")
-        yield from split_message(value, source, key)
+        if value and value[0] in _ARRAY_BYTES:
+            yield from split_message(value, source, key)
+        else:
+            yield Item(source, value, key)  # a one-record message, as split_message says

@@ -569,8 +569,6 @@ class WorkerAgent:
                 )
                 continue
             for item in items:
-                if not units or units[-1].offset != item.offset:
-                    units.append(Unit(item.offset))
                 try:
                     record = parse_record(
                         item.value,
@@ -583,9 +581,15 @@ class WorkerAgent:
                     await self.dead_letters.send(
                         item.value, item.key, error.reason, str(error), origin
                     )
+                    if not units or units[-1].offset != item.offset:
+                        units.append(Unit(item.offset))  # read, though none of it learned
                     continue
-                units[-1].records.append(record)
-                units[-1].raw.append((item.value, item.key, item.index))
+                raw = (item.value, item.key, item.index)
+                if units and units[-1].offset == item.offset:
+                    units[-1].records.append(record)
+                    units[-1].raw.append(raw)
+                else:
+                    units.append(Unit(item.offset, [record], [raw]))
         return units
 
     async def run_batch(self, worker: int, events: list[faust.EventT]) -> None:

@@ -113,6 +113,8 @@ class FeatureHasher:
     _buckets: dict[tuple[object, ...], tuple[object, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: The key of each bucket seen (-1: the bias).
+    _key_of: dict[int, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: Per feature name (or cross), the bucket of each string value (tuple of them) seen.
     _strings: dict[tuple[str, ...], dict[object, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -176,8 +178,8 @@ class FeatureHasher:
         return self._encode_columns(records) or self._encode_rows(records)
 
     def _columns(self, records: Sequence[TrainingRecord]) -> list[list[Feature]] | None:
-        """One list of values per feature name, when every record has the same names and
-        every value is a string; None otherwise."""
+        """One list of values per feature name, when every record has the same names;
+        None otherwise."""
         if not records:
             return None
         names = list(records[0].features)
@@ -189,9 +191,6 @@ class FeatureHasher:
             columns = [[row[name] for row in features] for name in names]
         except KeyError:
             return None
-        for name, column in zip(names, columns, strict=True):
-            if name not in self.numeric and not all(type(v) is str for v in column):
-                return None
         return columns
 
     def _encode_columns(self, records: Sequence[TrainingRecord]) -> SparseBatch | None:
@@ -199,7 +198,7 @@ class FeatureHasher:
         cross) is looked up once per mini-batch column instead of once per record.
 
         The same keys, rows and values as :meth:`_encode_rows`, for the records it takes:
-        every record has the same feature names, categorical ones with string values.
+        every record has the same feature names.
         """
         columns = self._columns(records)
         if columns is None:
@@ -225,32 +224,53 @@ class FeatureHasher:
         table = np.stack(buckets, axis=1)
         values = np.stack(weights, axis=1)
         keep = _first_in_row(table, values)
-        keys, inverse = np.unique(table, return_inverse=True)
-        prefix = self.name.encode() + b":"
+        buckets_used, inverse = np.unique(table, return_inverse=True)
         return SparseBatch(
-            keys=[prefix + (b"%d" % b if b >= 0 else BIAS.encode()) for b in keys.tolist()],
+            keys=self._keys(buckets_used.tolist()),
             indices=inverse.reshape(table.shape)[keep].astype(np.intp),
             values=values[keep],
             indptr=np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.intp),
             labels=batch_labels(records),
         )
 
+    def _keys(self, buckets: list[int]) -> list[bytes]:
+        """The keys of ``buckets`` (-1: the bias), each made once and remembered."""
+        memo = self._key_of
+        found = [memo.get(bucket) for bucket in buckets]
+        if None in found:
+            prefix = self.name.encode() + b":"
+            if len(memo) >= MAX_CACHED:
+                memo.clear()
+            for i, key in enumerate(found):
+                if key is None:
+                    bucket = buckets[i]
+                    key = prefix + (b"%d" % bucket if bucket >= 0 else BIAS.encode())
+                    memo[bucket] = found[i] = key
+        return found  # type: ignore[return-value]
+
     def _column_buckets(self, names: tuple[str, ...], column: list) -> np.ndarray:
-        """Buckets of one column of string values (a cross: tuples of them), each distinct
-        one hashed once and remembered."""
+        """Buckets of one column of categorical values (a cross: tuples of them), each
+        distinct one hashed once.
+
+        Only strings (tuples of strings) are remembered: equal values of other types (1,
+        1.0, True) hash apart, and no number equals a string, so a hit is always right."""
         memo = self._strings.setdefault(names, {})
         found = [memo.get(value) for value in column]
         if None in found:
+            if len(memo) >= MAX_CACHED:
+                memo.clear()
             for i, bucket in enumerate(found):
                 if bucket is None:
                     value = column[i]
                     if len(names) == 1:
-                        bucket = hash_feature(names[0], value, self.buckets)
+                        bucket = found[i] = hash_feature(names[0], value, self.buckets)
+                        strings = type(value) is str
                     else:
-                        bucket = hash_cross(list(zip(names, value, strict=True)), self.buckets)
-                    if len(memo) >= MAX_CACHED:
-                        memo.clear()
-                    memo[value] = found[i] = bucket
+                        pairs = list(zip(names, value, strict=True))
+                        bucket = found[i] = hash_cross(pairs, self.buckets)
+                        strings = all(type(part) is str for part in value)
+                    if strings:
+                        memo[value] = bucket
         return np.array(found, dtype=np.int64)
 
     def _encode_rows(self, records: Sequence[TrainingRecord]) -> SparseBatch:

@@ -51,7 +51,12 @@ def test_a_mini_batch_encoded_by_column_has_the_rows_of_one_encoded_record_by_re
     rng = random.Random(5)
     records = [
         TrainingRecord(
-            features={"a": rng.choice("pqrs"), "x": rng.uniform(-2, 2), "b": str(i % 7), "c": "z"},
+            features={
+                "a": rng.choice("pqrs"),
+                "x": rng.uniform(-2, 2),
+                "b": str(i % 7),
+                "c": rng.choice(["z", 1, 1.0, "1"]),  # equal values of other types
+            },
             label=float(i % 2),
         )
         for i in range(300)
