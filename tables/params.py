@@ -59,6 +59,10 @@ class ParamSpec:
         return self.rule.init_state(self.init(key, self.shape, self.dtype))
 
 
+#: Keys a registry remembers per parameter as checked (:meth:`ParamRegistry.keys_of`).
+MAX_KEYS_SEEN = 1 << 21
+
+
 class UnknownParameterError(KafkaPsError, KeyError):
     """A key names a parameter the job does not declare."""
 
@@ -79,6 +83,15 @@ class ParamRegistry:
         self.specs = {spec.name: spec for spec in specs}
         if len(self.specs) != len(specs):
             raise ValueError("parameter names must be unique")
+        self._keys: dict[str, set[bytes]] = {}
+
+    def keys_of(self, name: str) -> set[bytes]:
+        """Keys already found to be parameter ``name``'s: checking a key again, for every
+        mini-batch that touches it, would cost more than the pull. Emptied when large."""
+        keys = self._keys.setdefault(name, set())
+        if len(keys) > MAX_KEYS_SEEN:
+            keys.clear()
+        return keys
 
     def spec_for(self, key: bytes) -> ParamSpec:
         try:
