@@ -15,8 +15,8 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,12 @@ def job_processes(
     ]
 
 
+#: Given the job's processes once every one is ready, a context that is entered as the
+#: clock of :attr:`Summary.seconds` starts and exited as it stops (``kps bench`` reads
+#: each process's CPU time there).
+Window = Callable[[Sequence[JobProcess]], AbstractContextManager[object]]
+
+
 def run_job(
     settings: JobSettings,
     records: Iterable[RecordFields] | None,
@@ -211,13 +217,15 @@ def run_job(
     servers: int = 1,
     logs: Path | None = None,
     feed: Iterable[Record] | None = None,
+    window: Window | None = None,
 ) -> Summary:
     """Start ``servers`` + ``workers`` processes, stream ``records`` through, stop them all.
 
     With ``records`` None the job learns what the training topic already holds, up to the
     end offsets it had at the start (``kps train --until-end``). ``feed``, if given, is
     produced instead of ``records``: Kafka records ready to send, in another encoding than
-    :func:`training_records` or paced (as ``kps bench`` does).
+    :func:`training_records` or paced (as ``kps bench`` does). ``window``, if given, is
+    entered and exited around the timed part of the job (:data:`Window`).
 
     Returns once every record is learned and every push applied (:mod:`app.termination`).
     Then, or when stopped by :class:`Stopped` or Ctrl-C, it stops the processes and writes
@@ -232,7 +240,7 @@ def run_job(
     try:
         if feed is None and records is not None:
             feed = training_records(records, settings.partitions)
-        seconds = _learn(settings, feed, processes)
+        seconds = _learn(settings, feed, processes, window or nullcontext)
         ended = True
         mark_end_of_input(processes)
     except (Stopped, KeyboardInterrupt):
@@ -281,25 +289,29 @@ def export_on_exit(settings: JobSettings) -> None:
 
 
 def _learn(
-    settings: JobSettings, feed: Iterable[Record] | None, processes: list[JobProcess]
+    settings: JobSettings,
+    feed: Iterable[Record] | None,
+    processes: list[JobProcess],
+    window: Window,
 ) -> float:
     """Start the processes and follow the job until it has learned its input; seconds taken."""
     for process in processes:
         process.start()
     for process in processes:
         process.wait_ready()
-    started = time.monotonic()
-    if feed is None:
-        ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
-        _follow(settings, None, processes, ends)
+    with window(processes):
+        started = time.monotonic()
+        if feed is None:
+            ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+            _follow(settings, None, processes, ends)
+        else:
+            feeder = threading.Thread(
+                target=produce,
+                args=(settings.broker, settings.input_topic, feed),
+            )
+            feeder.start()
+            _follow(settings, feeder, processes)
         return time.monotonic() - started
-    feeder = threading.Thread(
-        target=produce,
-        args=(settings.broker, settings.input_topic, feed),
-    )
-    feeder.start()
-    _follow(settings, feeder, processes)
-    return time.monotonic() - started
 
 
 def stop_all(processes: list[JobProcess], grace: float = 30.0) -> None:

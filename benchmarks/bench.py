@@ -6,11 +6,13 @@
 For flights (the README job's model and features) it measures River's LogisticRegression,
 the raw confluent-kafka consume rate of the job's training topic, and kafka-ps end to end in
 each configuration of :data:`FLIGHTS_CONFIGS` (the topic preloaded first, only the learning
-timed), then freshness in a run paced at half the best kafka-ps throughput. For ML-100K it
-measures River's BiasedMF and kafka-ps's ``mf``. For every kafka-ps run it reports the bytes
-each wire topic carried per applied key update. The table goes to stdout and the same
-figures to ``--json`` (``bench.json``). The exit status is 1 if any job counted another
-number of records than it was given (the table says MISMATCH).
+timed, except for the README job's row, produced while it learns), then freshness in a run
+paced at half the best kafka-ps throughput. For ML-100K it measures River's BiasedMF and
+kafka-ps's ``mf``. For every kafka-ps run it reports the bytes each wire topic carried per
+applied key update, and the CPU-seconds per 1,000 samples of each of its processes, the
+broker's and River's. The table goes to stdout and the same figures to ``--json``
+(``bench.json``). The exit status is 1 if any job counted another number of records than it
+was given (the table says MISMATCH).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.cpu import CpuMeter
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times, summarize
 from benchmarks.jobs import job_settings
 from benchmarks.measure import (
@@ -69,18 +72,38 @@ Encoding = Callable[[Iterable[RecordFields], int], Iterable[Record]]
 
 @dataclass(frozen=True)
 class Config:
-    """One kafka-ps configuration the bench runs: processes, settings, input encoding."""
+    """One kafka-ps configuration the bench runs: processes, settings, input encoding.
+
+    Parameters
+    ----------
+    name
+        The row's name in the tables.
+    workers
+        Learning processes.
+    servers
+        Server processes.
+    overrides
+        :class:`JobSettings` fields set for this configuration.
+    encoding
+        How the records become Kafka records on the training topic.
+    preload
+        Whether the training topic is filled before the clock starts; if not, the records
+        are produced while the job learns, as ``kps train --dataset`` does.
+    """
 
     name: str
     workers: int
     servers: int
     overrides: Mapping[str, object] = field(default_factory=dict)
     encoding: Encoding = training_records
+    preload: bool = True
 
 
 #: Producers that write kps-batch messages need no packer.
 BATCHED = {"pack_input": False}
 FLIGHTS_CONFIGS = [
+    # What a user running the README job (``kps train --dataset flights``) sees.
+    Config("README job: 2 workers + 1 server, JSON produced while learning", 2, 1, preload=False),
     Config("2 workers + 1 server, one-record JSON", workers=2, servers=1),
     Config("2 workers + 1 server, kps-batch", 2, 1, BATCHED, batched_training_records),
     Config("1 worker + 1 server, kps-batch", 1, 1, BATCHED, batched_training_records),
@@ -105,18 +128,31 @@ FILTER_CONFIGS = [
 MF_CONFIGS = [Config("2 workers + 1 server", workers=2, servers=1)]
 
 
+def river_timed(learn: Callable[[], T], samples: int) -> tuple[T, dict[str, Any]]:
+    """``learn()``'s result, and its samples/s and CPU-seconds per 1,000 samples (this
+    process's CPU time around the loop)."""
+    cpu = time.process_time()
+    result, seconds = timed(learn)
+    cpu = time.process_time() - cpu
+    figures = {
+        "records": samples,
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "cpu_seconds": cpu,
+        "cpu_per_1k": 1000 * cpu / samples,
+    }
+    return result, figures
+
+
 def river_logloss(records: Sequence[RecordFields]) -> dict[str, Any]:
     """River's LogisticRegression in progressive validation; it builds each record's
     ``"name=value": 1.0`` features and crosses inside the timed loop."""
     import river.linear_model  # noqa: F401  (imported before the clock starts)
 
-    result, seconds = timed(river_logistic, records, crosses=FLIGHT_CROSSES)
-    return {
-        "records": len(records),
-        "seconds": seconds,
-        "samples_per_s": len(records) / seconds,
-        "logloss": result.logloss,
-    }
+    result, figures = river_timed(
+        lambda: river_logistic(records, crosses=FLIGHT_CROSSES), len(records)
+    )
+    return {**figures, "logloss": result.logloss}
 
 
 def river_mf(ratings: Sequence[RecordFields]) -> dict[str, Any]:
@@ -141,13 +177,8 @@ def river_mf(ratings: Sequence[RecordFields]) -> dict[str, Any]:
             labels.append(rating["label"])
         return predictions, labels
 
-    (predictions, labels), seconds = timed(learn)
-    return {
-        "records": len(ratings),
-        "seconds": seconds,
-        "samples_per_s": len(ratings) / seconds,
-        "rmse": rmse(labels, predictions),
-    }
+    (predictions, labels), figures = river_timed(learn, len(ratings))
+    return {**figures, "rmse": rmse(labels, predictions)}
 
 
 def say(step: str) -> None:
@@ -171,14 +202,28 @@ def end_to_end(
     records: Sequence[RecordFields],
     task: Task,
     base: Mapping[str, object],
-) -> tuple[JobSettings, Summary]:
-    """Preload the job's training topic in the config's encoding (not timed), then time the
-    job learning up to the end offsets it finds (``kps train --until-end``)."""
+) -> tuple[JobSettings, Summary, CpuMeter]:
+    """Time the job learning ``records`` in the config's encoding, with every process's CPU
+    time over the same window. With ``config.preload`` the training topic is filled first
+    (not timed) and the job learns up to the end offsets it finds (``kps train
+    --until-end``); without, the records are produced while it learns (``kps train``)."""
     settings = _settings(dataset, config, base)
-    say(f"kafka-ps {dataset} {config.name}: preloading {len(records):,} records")
-    produce(settings.broker, settings.input_topic, config.encoding(records, settings.partitions))
+    feed = config.encoding(records, settings.partitions)
+    if config.preload:
+        say(f"kafka-ps {dataset} {config.name}: preloading {len(records):,} records")
+        produce(settings.broker, settings.input_topic, feed)
     say(f"kafka-ps {dataset} {config.name}: learning")
-    return settings, run_job(settings, None, task, config.workers, config.servers)
+    meter = CpuMeter(settings.broker)
+    summary = run_job(
+        settings,
+        None,
+        task,
+        config.workers,
+        config.servers,
+        feed=None if config.preload else feed,
+        window=meter.window,
+    )
+    return settings, summary, meter
 
 
 def paced(records: Iterable[T], per_s: float) -> Iterator[T]:
@@ -254,8 +299,15 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _run_figures(
-    dataset: str, config: Config, settings: JobSettings, summary: Summary, produced: int
+    dataset: str,
+    config: Config,
+    job: tuple[JobSettings, Summary, CpuMeter],
+    produced: int,
+    river: Mapping[str, Any],
+    loss: str,
 ) -> dict[str, Any]:
+    """A kafka-ps run's figures, its ratios to River's (``loss`` names the loss in both)."""
+    settings, summary, meter = job
     updates = applied_key_updates(settings.broker, settings.topic("shard"))
     return {
         "dataset": dataset,
@@ -264,12 +316,17 @@ def _run_figures(
         "servers": config.servers,
         "overrides": dict(config.overrides),
         "encoding": config.encoding.__name__,
+        "preloaded": config.preload,
         "records_produced": produced,
         "records_counted": summary.records,
         "seconds": summary.seconds,
         "samples_per_s": summary.samples_per_s,
+        loss: summary.loss,
+        "vs_river_samples_per_s": _ratio(summary.samples_per_s, river["samples_per_s"]),
+        f"vs_river_{loss}": _ratio(summary.loss, river[loss]),
         "key_updates": updates,
         "bytes_per_update": bytes_per_update(settings, updates),
+        **meter.figures(summary.records, river["cpu_per_1k"]),
     }
 
 
@@ -307,14 +364,10 @@ def bench_flights(
     river = river_logloss(records)
     runs, first = [], None
     for config in FLIGHTS_CONFIGS + (FILTER_CONFIGS if filters else []):
-        settings, summary = end_to_end("flights", config, records, "classification", base)
-        cleanup.add(settings)
+        job = end_to_end("flights", config, records, "classification", base)
+        settings = cleanup.add(job[0])
         first = first or settings
-        run = _run_figures("flights", config, settings, summary, len(records))
-        run["logloss"] = summary.loss
-        run["vs_river_samples_per_s"] = _ratio(summary.samples_per_s, river["samples_per_s"])
-        run["vs_river_logloss"] = _ratio(summary.loss, river["logloss"])
-        runs.append(run)
+        runs.append(_run_figures("flights", config, job, len(records), river, "logloss"))
     assert first is not None
     say(f"raw consume of {first.input_topic}")
     rate = raw_consume_rate(first.broker, first.input_topic, first.partitions)
@@ -351,13 +404,9 @@ def bench_mf(limit: int | None, cleanup: Cleanup) -> dict[str, Any]:
     runs = []
     for config in MF_CONFIGS:
         base = {"model": "mf", "model_params": MF}
-        settings, summary = end_to_end("ml100k", config, ratings, "regression", base)
-        cleanup.add(settings)
-        run = _run_figures("ML-100K", config, settings, summary, len(ratings))
-        run["rmse"] = summary.loss
-        run["vs_river_samples_per_s"] = _ratio(summary.samples_per_s, river["samples_per_s"])
-        run["vs_river_rmse"] = _ratio(summary.loss, river["rmse"])
-        runs.append(run)
+        job = end_to_end("ml100k", config, ratings, "regression", base)
+        cleanup.add(job[0])
+        runs.append(_run_figures("ML-100K", config, job, len(ratings), river, "rmse"))
     return {"records": len(ratings), "river": river, "kafka_ps": runs}
 
 

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from benchmarks.cpu import BROKER, DRIVER
+
 MISMATCH = "MISMATCH"
 
 
@@ -97,6 +99,37 @@ def wire_table(runs: Sequence[Mapping[str, Any]]) -> str:
     return table(["bytes per applied key update", "key updates", *topics], rows)
 
 
+#: The process readings of a kafka-ps run that are not learning or server processes.
+OTHER_PROCESSES = (BROKER, DRIVER)
+
+
+def processes(run: Mapping[str, Any], job: str) -> str:
+    """The CPU-seconds per 1,000 samples of each of a run's ``job`` processes, ``a+b``."""
+    cpu = run["cpu_per_1k"]
+    return "+".join(number(cpu[name], 3) for name in cpu if name.startswith(f"{job}-"))
+
+
+def cpu_table(sections: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """CPU-seconds per 1,000 samples: per data set, River's, then each kafka-ps run's by
+    process (``-`` for a broker that was not measured) with the total and its ratio."""
+    header = ["CPU-seconds per 1,000 samples", "learning", "server", *OTHER_PROCESSES]
+    rows = []
+    for river_name, section in sections:
+        river = section["river"]
+        rows.append([river_name, "-", "-", "-", "-", number(river["cpu_per_1k"], 3), "1"])
+        for run in section["kafka_ps"]:
+            rows.append(
+                [
+                    f"kafka-ps {run['dataset']} {run['name']}",
+                    *(processes(run, "worker"), processes(run, "server")),
+                    *(number(run["cpu_per_1k"].get(name), 3) for name in OTHER_PROCESSES),
+                    number(run["cpu_per_1k_total"], 3),
+                    number(run["vs_river_cpu"], 2),
+                ]
+            )
+    return table([*header, "total", "x River"], rows)
+
+
 def render(report: Mapping[str, Any]) -> str:
     """Every table of a bench report, separated by blank lines, then any mismatch."""
     flights = report["flights"]
@@ -106,9 +139,11 @@ def render(report: Mapping[str, Any]) -> str:
         freshness_line(flights.get("freshness")),
     ]
     runs = list(flights["kafka_ps"])
+    cpu = [(f"{river_lr} (flights)", flights)]
     if report.get("mf"):
         parts.append(versus_river("ML-100K", report["mf"], "rmse", river_mf, "RMSE"))
         runs += report["mf"]["kafka_ps"]
-    parts.append(wire_table(runs))
+        cpu.append((f"{river_mf} (ML-100K)", report["mf"]))
+    parts += [wire_table(runs), cpu_table(cpu)]
     parts += [f"{MISMATCH}: {problem}" for problem in report["mismatches"]]
     return "\n\n".join(parts)

@@ -1,13 +1,15 @@
 """``kps bench`` in its small form: it runs against the broker and its figures are sane.
 
 Speed is never asserted: only that every figure was measured, is finite, and that the
-table and the JSON file say the same thing.
+table and the JSON file say the same thing. CPU time is asserted to be read over each job's
+window, for each of its processes and the broker, and to add up.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +20,12 @@ import pytest
 from confluent_kafka import Producer
 
 from benchmarks.bench import FLIGHTS_CONFIGS
+from benchmarks.cpu import BROKER, DRIVER
 from benchmarks.freshness import freshness_ms, read_marks, read_produce_times
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.topics import TopicSpec, delete_topics, ensure_topics
 
-# Three flights jobs, a paced one and an MF job, each starting its processes: on a busy
+# Four flights jobs, a paced one and an MF job, each starting its processes: on a busy
 # 2-core machine the module's fixture alone can take over ten minutes.
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(1500)]
 
@@ -42,6 +45,25 @@ def row(lines: list[str], name: str) -> list[str]:
     """The cells after the name of the one row that starts with ``name``."""
     (line,) = [line for line in lines if line.startswith(name + "  ")]
     return line[len(name) :].split()
+
+
+def processes(run: dict[str, Any], job: str) -> list[str]:
+    """The CPU readings' names of a run's learning (``worker``) or server processes."""
+    return [f"{job}-{i}" for i in range(run[f"{job}s"])]
+
+
+def assert_cpu_sane(run: dict[str, Any], river: dict[str, Any]) -> None:
+    """Every process of the job, the broker and the driver read once, over the job's window:
+    positive, at most what the machine's cores could give in that time, adding up."""
+    names = [*processes(run, "worker"), *processes(run, "server"), BROKER, DRIVER]
+    assert sorted(run["cpu_per_1k"]) == sorted(names), run
+    assert len(set(run["cpu_pids"].values())) == len(names)  # the broker is not the bench
+    window = run["seconds"] * (os.cpu_count() or 1) + 0.5
+    for name, seconds in run["cpu_seconds"].items():
+        assert 0 < seconds <= window, (name, run["cpu_seconds"])
+        assert run["cpu_per_1k"][name] == pytest.approx(1000 * seconds / run["records_counted"])
+    assert run["cpu_per_1k_total"] == pytest.approx(sum(run["cpu_per_1k"].values()))
+    assert run["vs_river_cpu"] == pytest.approx(run["cpu_per_1k_total"] / river["cpu_per_1k"])
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +96,18 @@ def test_flights_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
     river = flights["river"]
     assert positive(river["samples_per_s"])
     assert 0 < river["logloss"] < 1.0
+    assert positive(river["cpu_per_1k"])
+    assert river["cpu_per_1k"] == pytest.approx(1000 * river["cpu_seconds"] / LIMIT)
     raw = flights["raw_consume"]
     assert raw["messages"] == LIMIT
     assert positive(raw["messages_per_s"])
     names = [run["name"] for run in flights["kafka_ps"]]
     assert names == [config.name for config in FLIGHTS_CONFIGS]
+    # The README job's row: its records produced while it learned, as kps train does.
+    readme = flights["kafka_ps"][0]
+    assert readme["name"].startswith("README job")
+    assert (readme["preloaded"], readme["encoding"]) == (False, "training_records")
+    assert all(run["preloaded"] for run in flights["kafka_ps"][1:])
     for run in flights["kafka_ps"]:
         assert run["records_produced"] == run["records_counted"] == LIMIT, run
         assert positive(run["samples_per_s"])
@@ -88,6 +117,7 @@ def test_flights_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
         assert run["key_updates"] > LIMIT  # each record updates a dozen or more keys
         assert set(run["bytes_per_update"]) == {"shard", "replies", "changelog", "model-updates"}
         assert all(positive(b) for b in run["bytes_per_update"].values()), run
+        assert_cpu_sane(run, river)
     assert report["mismatches"] == []
 
 
@@ -113,6 +143,8 @@ def test_mf_figures_are_sane(bench: tuple[str, dict[str, Any]]) -> None:
     assert positive(run["samples_per_s"])
     assert 0.5 < run["rmse"] < 2.0
     assert all(positive(b) for b in run["bytes_per_update"].values())
+    assert positive(mf["river"]["cpu_per_1k"])
+    assert_cpu_sane(run, mf["river"])
 
 
 def test_table_shows_the_json_figures(bench: tuple[str, dict[str, Any]]) -> None:
@@ -143,6 +175,23 @@ def test_table_shows_the_json_figures(bench: tuple[str, dict[str, Any]]) -> None
     (run,) = report["mf"]["kafka_ps"]
     assert row(mf, f"kafka-ps {run['name']}")[3] == f"{run['rmse']:.4f}"
     assert tables["freshness"][0].startswith("freshness (kafka-ps")
+    cpu = tables["CPU-seconds"]
+    for name, section in [
+        ("LogisticRegression (flights)", "flights"),
+        ("reco.BiasedMF (ML-100K)", "mf"),
+    ]:
+        river_cpu = report[section]["river"]["cpu_per_1k"]
+        assert row(cpu, f"River {name}") == ["-", "-", "-", "-", f"{river_cpu:,.3f}", "1"]
+    for run in report["flights"]["kafka_ps"] + report["mf"]["kafka_ps"]:
+        per_1k = run["cpu_per_1k"]
+        assert row(cpu, f"kafka-ps {run['dataset']} {run['name']}") == [
+            "+".join(f"{per_1k[name]:,.3f}" for name in processes(run, "worker")),
+            "+".join(f"{per_1k[name]:,.3f}" for name in processes(run, "server")),
+            f"{per_1k[BROKER]:,.3f}",
+            f"{per_1k[DRIVER]:,.3f}",
+            f"{run['cpu_per_1k_total']:,.3f}",
+            f"{run['vs_river_cpu']:,.2f}",
+        ]
 
 
 def test_freshness_reads_create_times_and_marks_off_the_topics(

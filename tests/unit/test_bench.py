@@ -1,13 +1,23 @@
-"""The bench's pure parts: freshness from marks records, and its table, without a broker."""
+"""The bench's parts that need no broker: freshness from marks records, CPU readings from
+/proc, and its tables."""
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from subprocess import PIPE
 
 import numpy as np
 import pytest
 
+from benchmarks.cpu import BROKER, DRIVER, CpuMeter, broker_pid, cpu_seconds, process_names
 from benchmarks.freshness import freshness_ms, marks_by_shard, summarize
 from benchmarks.report import MISMATCH, render, table
 
@@ -127,11 +137,14 @@ def _run(counted: int) -> dict[str, object]:
         "vs_raw_consume": 0.0063,
         "key_updates": 45000,
         "bytes_per_update": {"shard": 49.34, "replies": 44.7},
+        "cpu_per_1k": {"worker-0": 0.0512, "worker-1": 0.0488, "server-0": 0.061, "broker": 0.04},
+        "cpu_per_1k_total": 0.201,
+        "vs_river_cpu": 8.7391,
     }
 
 
 def test_render_marks_a_count_mismatch_loudly() -> None:
-    river = {"records": 3000, "samples_per_s": 113110.0, "logloss": 0.4391}
+    river = {"records": 3000, "samples_per_s": 113110.0, "logloss": 0.4391, "cpu_per_1k": 0.023}
     report = {
         "flights": {"river": river, "raw_consume": None, "freshness": None},
         "mf": None,
@@ -150,3 +163,133 @@ def test_render_marks_a_count_mismatch_loudly() -> None:
 def test_a_shard_without_marks_leaves_every_record_uncovered() -> None:
     shards = {0: marks((100, [5, 5])), 1: []}
     assert np.isnan(freshness_ms([(0, 1, 0), (1, 1, 0)], shards)).all()
+
+
+def test_render_lists_each_process_cpu_per_thousand_samples() -> None:
+    river = {"records": 3000, "samples_per_s": 113110.0, "logloss": 0.4391, "cpu_per_1k": 0.023}
+    report = {
+        "flights": {
+            "river": river,
+            "raw_consume": None,
+            "freshness": None,
+            "kafka_ps": [_run(3000)],
+        },
+        "mf": None,
+        "mismatches": [],
+    }
+    lines = render(report).split("\n\n")[-1].splitlines()
+    assert lines[0].split()[:4] == ["CPU-seconds", "per", "1,000", "samples"]
+    assert lines[1].split()[-2:] == ["0.023", "1"]
+    # Two learning processes in one cell, then the server, the broker, no reading of the
+    # driver (-), the total and its ratio to River's.
+    cells = lines[2].removeprefix("kafka-ps flights 2 workers + 1 server").split()
+    assert cells == ["0.051+0.049", "0.061", "0.040", "-", "0.201", "8.74"]
+
+
+def burn(seconds: float) -> None:
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+
+
+def test_cpu_seconds_counts_this_process_cpu_time() -> None:
+    before = cpu_seconds(os.getpid())
+    burn(0.3)
+    # /proc counts in clock ticks (10 ms here); process_time is finer.
+    assert 0.25 <= cpu_seconds(os.getpid()) - before <= 1.0
+
+
+@dataclass
+class Child:
+    """What the meter reads of a job's process: its job and pid."""
+
+    job: str
+    pid: int
+
+
+@pytest.fixture
+def listening() -> Iterator[str]:
+    """A loopback address this process listens on, as a local broker would."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_the_broker_is_the_process_listening_on_a_loopback_address(listening: str) -> None:
+    assert broker_pid(listening) == os.getpid()
+    assert broker_pid(listening.replace("127.0.0.1", "localhost")) == os.getpid()
+    assert broker_pid(f"{listening},{listening}") is None  # several brokers
+    assert broker_pid("192.0.2.1:" + listening.rsplit(":", 1)[1]) is None  # not this machine
+
+
+def test_nothing_listening_is_no_broker() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert broker_pid(f"127.0.0.1:{port}") is None
+
+
+def test_processes_are_named_by_job_and_rank() -> None:
+    children = [Child("worker", 11), Child("worker", 12), Child("server", 13)]
+    assert process_names(children) == {"worker-0": 11, "worker-1": 12, "server-0": 13}
+
+
+#: A job's process stand-in: burns argv[1] CPU-seconds, says "ready", and on a line from
+#: its stdin burns argv[2] more and says "done".
+CHILD = """
+import sys, time
+def burn(seconds):
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+burn(float(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+burn(float(sys.argv[2]))
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_meter_reads_every_process_over_the_window_only(listening: str) -> None:
+    # The server burns its CPU before the window opens, the worker inside it.
+    children = {
+        "server": subprocess.Popen(
+            [sys.executable, "-c", CHILD, "0.4", "0"], stdin=PIPE, stdout=PIPE, text=True
+        ),
+        "worker": subprocess.Popen(
+            [sys.executable, "-c", CHILD, "0", "0.4"], stdin=PIPE, stdout=PIPE, text=True
+        ),
+    }
+    try:
+        for child in children.values():
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        meter = CpuMeter(listening)
+        with meter.window([Child(job, child.pid) for job, child in children.items()]):
+            burn(0.2)
+            for child in children.values():
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write("\n")
+                child.stdin.flush()
+                assert child.stdout.readline() == "done\n"
+    finally:
+        for child in children.values():
+            child.kill()
+            child.wait()
+    assert meter.pids == {
+        "server-0": children["server"].pid,
+        "worker-0": children["worker"].pid,
+        BROKER: os.getpid(),
+        DRIVER: os.getpid(),
+    }
+    # /proc counts in clock ticks, 10 ms.
+    assert 0.38 <= meter.seconds["worker-0"] <= 0.6
+    assert meter.seconds["server-0"] <= 0.05
+    assert meter.seconds[DRIVER] >= 0.18
+    figures = meter.figures(samples=500, river_per_1k=0.25)
+    per_1k = figures["cpu_per_1k"]
+    assert per_1k["worker-0"] == pytest.approx(2 * meter.seconds["worker-0"])
+    assert figures["cpu_per_1k_total"] == pytest.approx(sum(per_1k.values()))
+    assert figures["vs_river_cpu"] == pytest.approx(figures["cpu_per_1k_total"] / 0.25)
+    assert math.isnan(meter.figures(samples=0, river_per_1k=0.25)["cpu_per_1k_total"])
