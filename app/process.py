@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -95,6 +95,19 @@ PR_SET_PDEATHSIG = 1
 _JOB_VARIABLES = {f"KPS_{name.upper()}" for name in JobSettings.model_fields}
 
 
+#: Seconds a process may take to log Faust's "Ready" line.
+READY_TIMEOUT = 60.0
+
+
+def wait_first_ready(processes: Sequence[JobProcess], timeout: float = READY_TIMEOUT) -> None:
+    """Wait until any of ``processes`` is ready (:attr:`JobProcess.ready`)."""
+    deadline = Deadline(timeout)
+    while not any(process.ready for process in processes):
+        if deadline.passed():
+            raise TimeoutError(f"no process ready after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 class JobProcess:
     """One child process hosting ``job``, with its own log file and data directory.
 
@@ -152,21 +165,31 @@ class JobProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait for Faust's "Ready" line in this run's log (the process has started; its
         tables may still be recovering)."""
         self.wait_log(b"Ready", timeout)
+
+    @property
+    def ready(self) -> bool:
+        """Whether Faust's "Ready" line is in this run's log yet."""
+        return self.logged(b"Ready")
+
+    def logged(self, text: bytes) -> bool:
+        """Whether ``text`` is in what this run has logged so far; RuntimeError if the
+        process has exited."""
+        if not self.running:
+            raise RuntimeError(f"process exited early:\n{self.log_tail()}")
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return text in log.read()
 
     def wait_log(self, text: bytes, timeout: float) -> None:
         """Wait for ``text`` in what this run has logged so far."""
         deadline = Deadline(timeout)
         while not deadline.passed():
-            if not self.running:
-                raise RuntimeError(f"process exited early:\n{self.log_tail()}")
-            with self.log_path.open("rb") as log:
-                log.seek(self._log_start)
-                if text in log.read():
-                    return
+            if self.logged(text):
+                return
             time.sleep(0.2)
         raise TimeoutError(f"no {text!r} after {timeout:.0f}s:\n{self.log_tail()}")
 

@@ -36,7 +36,7 @@ from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
 from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
 from kafka_ps.app.preflight import require_access
-from kafka_ps.app.process import JobProcess, job_access
+from kafka_ps.app.process import JobProcess, job_access, wait_first_ready
 from kafka_ps.app.termination import Termination, end_offsets
 
 DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
@@ -297,10 +297,13 @@ def _learn(
     """Start the processes and follow the job until it has learned its input; seconds taken."""
     for process in processes:
         process.start()
-    for process in processes:
-        process.wait_ready()
+    # The clock starts as the first process is ready: from then on it may learn what the
+    # topic holds, while the others are still starting.
+    wait_first_ready(processes)
     with window(processes):
         started = time.monotonic()
+        for process in processes:
+            process.wait_ready()
         if feed is None:
             ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
             _follow(settings, None, processes, ends)
