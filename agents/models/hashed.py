@@ -24,6 +24,10 @@ from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
 from kafka_ps.tables.update_rules import UpdateRule
 
 
+#: Mini-batches a model keeps encoded between rows_to_pull and on_batch.
+PLANNED = 4
+
+
 class HashedLinearModel(BatchWorkerLogic):
     """A :class:`BatchWorkerLogic` over parameter ``w``, one weight per hashed feature.
 
@@ -53,22 +57,24 @@ class HashedLinearModel(BatchWorkerLogic):
         numeric: Collection[str],
     ) -> None:
         self.hasher = make_hasher(buckets, crosses, numeric)
-        #: The last two mini-batches encoded: a worker asks for their keys first.
+        #: Mini-batches whose keys a worker asked for, encoded, until they are learned.
         self._planned: list[tuple[Sequence[TrainingRecord], SparseBatch]] = []
         self.params: tuple[ParamSpec, ...] = (ParamSpec(self.hasher.name, (1,), rule),)
 
     def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes]:
-        return self._encoded(records).keys
+        batch = self.hasher.encode(records)
+        # Kept for on_batch(records): a worker asks for the next mini-batch's keys while
+        # the one before learns. A few at most, in case a planned one never comes.
+        self._planned = [*self._planned[-(PLANNED - 1) :], (records, batch)]
+        return batch.keys
 
     def _encoded(self, records: Sequence[TrainingRecord]) -> SparseBatch:
-        """The records' batch, encoded once for :meth:`rows_to_pull` and :meth:`on_batch`."""
-        for planned, batch in self._planned:
+        """The records' batch: the one :meth:`rows_to_pull` encoded, or a new one."""
+        for i, (planned, batch) in enumerate(self._planned):
             if planned is records:
+                del self._planned[i]
                 return batch
-        batch = self.hasher.encode(records)
-        # The mini-batch learning and the next one, whose keys are pulled meanwhile.
-        self._planned = [*self._planned[-1:], (records, batch)]
-        return batch
+        return self.hasher.encode(records)
 
     async def on_batch(
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
