@@ -23,7 +23,6 @@ from kafka_ps.agents.api import (
 from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
 from kafka_ps.tables.update_rules import UpdateRule
 
-
 #: Mini-batches a model keeps encoded between rows_to_pull and on_batch.
 PLANNED = 4
 
