@@ -383,7 +383,7 @@ def _reason(error: Exception) -> DeadLetterReason:
     return DeadLetterReason.MODEL_ERROR
 
 
-@dataclass
+@dataclass(slots=True)
 class Unit:
     """The records read at one training offset: one message's, or one packed source
     message's. Pushes cover whole units, so high-water marks never cut one.
