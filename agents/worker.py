@@ -438,7 +438,7 @@ def predictions_message(
     if any(p.extra for p in predictions):
         body["extras"] = [dict(p.extra) for p in predictions]
     key = b"%d:%d-%d" % (worker, units[0].offset, units[-1].offset)
-    return key, orjson.dumps(body)
+    return key, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)  # numpy scalars too
 
 
 class WorkerAgent:

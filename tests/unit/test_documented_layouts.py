@@ -82,3 +82,12 @@ def test_the_documented_dead_letter_reasons_are_the_enum() -> None:
     section = text.split("## Dead letters", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.MULTILINE)
     assert sorted(rows) == sorted(reason.value for reason in DeadLetterReason)
+
+
+def test_a_predictions_message_takes_numpy_numbers() -> None:
+    """Models output numpy scalars (mf clips with numpy): they are written as numbers."""
+    import numpy as np
+
+    unit = Unit(1, [TrainingRecord(features={}, label=1.0)], [(b"", None, None)])
+    _, value = predictions_message(0, [unit], [Prediction(np.float64(0.5), np.float32(1.0))])
+    assert json.loads(value)["values"] == [0.5] and json.loads(value)["labels"] == [1.0]
