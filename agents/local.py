@@ -147,32 +147,49 @@ class LocalParameterServer:
         logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
+        workers: int = 1,
     ) -> list[Prediction]:
         """Feed ``records`` to ``logic`` in mini-batches; return the predictions output.
+
+        With ``workers`` > 1 the records are dealt round-robin to that many logical
+        workers (as ``kps train`` deals them to training partitions), and each cuts its own
+        into mini-batches. In each round every logical worker learns its next mini-batch
+        from the state before the round, and then the round's pushes are applied, worker
+        by worker: what BSP computes on Kafka, and the staleness ASP has when the logical
+        workers keep pace. Outputs come round by round, worker by worker.
 
         The logic's ``open()`` runs first, ``end_of_input()`` after the last mini-batch
         and ``close()`` last, also when the logic raises.
         """
-        return asyncio.run(self.arun(logic, records, batch_size))
+        return asyncio.run(self.arun(logic, records, batch_size, workers))
 
     async def arun(
         self,
         logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
+        workers: int = 1,
     ) -> list[Prediction]:
         """:meth:`run` for callers already inside an event loop."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         batch_logic = as_batch_logic(logic)
+        dealt = [records[w::workers] for w in range(workers)] if workers > 1 else [records]
         outputs: list[Prediction] = []
         batch_logic.open()
         try:
-            for start in range(0, len(records), batch_size):
-                session = Session(self)
-                await batch_logic.on_batch(records[start : start + batch_size], session)
-                self.apply(session.pushes)
-                outputs.extend(session.outputs)
+            for start in range(0, len(dealt[0]), batch_size):
+                sessions = []
+                for part in dealt:
+                    if start < len(part):
+                        session = Session(self)
+                        await batch_logic.on_batch(part[start : start + batch_size], session)
+                        sessions.append(session)
+                for session in sessions:
+                    self.apply(session.pushes)
+                    outputs.extend(session.outputs)
             batch_logic.end_of_input()
         finally:
             self.outputs.extend(outputs)

@@ -111,7 +111,7 @@ def _produce(args: argparse.Namespace) -> int:
     from kafka_ps.agents.client import produce
     from kafka_ps.agents.progress import tracked
     from kafka_ps.agents.topics import TopicSpec, ensure_topics
-    from kafka_ps.app.datasets import load
+    from kafka_ps.app.datasets import DATASETS, load
     from kafka_ps.app.input_schema import schema_topic, write_numeric
     from kafka_ps.app.sources import read_file
     from kafka_ps.app.train import batched_training_records, training_records
@@ -130,14 +130,16 @@ def _produce(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
         )
         records = source.records[: args.limit] if args.limit else source.records
+        numeric = source.numeric
     else:
         records = load(args.dataset, limit=args.limit)
+        numeric = list(DATASETS[args.dataset].numeric)
     require_broker(settings.broker, settings.connect_timeout)
-    written = (topic, schema_topic(topic)) if source is not None else (topic,)
+    written = (topic, schema_topic(topic)) if source is not None or numeric else (topic,)
     require_access(settings.broker, Access(write=written), settings.connect_timeout)
     ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
-    if source is not None:
-        write_numeric(settings.broker, topic, source.numeric)
+    if source is not None or numeric:
+        write_numeric(settings.broker, topic, numeric)
     total = len(records) if isinstance(records, Sized) else None
     counted = _Counted(tracked(records, "producing records", total))
     if args.one_per_message:

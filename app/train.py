@@ -34,16 +34,20 @@ from kafka_ps.agents.records import BadRecordError, encode_record
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
-from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
+from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, PHISHING_FEATURES, RecordFields, load
 from kafka_ps.app.preflight import require_access
 from kafka_ps.app.process import JobProcess, job_access
 from kafka_ps.app.termination import Termination, end_offsets
 
-DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
+DEFAULT_MODELS = {
+    "flights": "logreg_ftrl",
+    "phishing": "logreg_ftrl",
+    "ml-100k": "mf",
+    "ml-1m": "mf",
+}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
-    # alpha 0.3: sequential FTRL on all of flights reaches logloss 0.435 (0.444 at the
-    # default 0.1), below River's LogisticRegression (0.439) on the same features.
-    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES], "alpha": 0.3},
+    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES]},
+    "phishing": {"numeric": list(PHISHING_FEATURES)},
 }
 
 

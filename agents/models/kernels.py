@@ -1,5 +1,6 @@
-"""Compiled per-record learning loops (numba): the same arithmetic as the numpy reference
-(:func:`tables.update_rules.ftrl_weights` and :func:`~tables.update_rules.ftrl_step`),
+"""Compiled per-record learning loops (numba): the same arithmetic as the numpy references
+(:func:`tables.update_rules.ftrl_weights` and :func:`~tables.update_rules.ftrl_step`; the
+steps :class:`~tables.update_rules.Sgd` and :class:`~tables.update_rules.AdaGrad` take),
 without a Python round trip per record. ``tests/unit/test_kernels.py`` holds them equal to
 the reference to 1e-9.
 """
@@ -58,4 +59,43 @@ def ftrl_logistic_pass(
             n_new = nj + g * g
             z[j] = zj + g - (math.sqrt(n_new) - math.sqrt(nj)) / alpha * w
             n[j] = n_new
+    return out
+
+
+@njit(cache=True, nogil=True)
+def linear_pass(
+    indices: np.ndarray,
+    values: np.ndarray,
+    indptr: np.ndarray,
+    labels: np.ndarray,
+    w: np.ndarray,
+    acc: np.ndarray,
+    lr: float,
+    eps: float,
+    adagrad: bool,
+) -> np.ndarray:  # pragma: no cover - compiled; tested against the reference
+    """Predict each CSR row ``w · x``, then take a squared-loss step on it, updating ``w``
+    (and, with ``adagrad``, the squared-gradient sums ``acc``) in place: plain SGD
+    ``w -= lr g``, or AdaGrad ``acc += g²; w -= lr g / (√acc + eps)``, for ``g = (ŷ - y) x``.
+    A NaN label is predicted only. Returns the predictions."""
+    rows = len(indptr) - 1
+    out = np.empty(rows)
+    for r in range(rows):
+        start, stop = indptr[r], indptr[r + 1]
+        y_hat = 0.0
+        for k in range(start, stop):
+            y_hat += w[indices[k]] * values[k]
+        out[r] = y_hat
+        y = labels[r]
+        if math.isnan(y):
+            continue
+        error = y_hat - y
+        for k in range(start, stop):
+            j = indices[k]
+            g = error * values[k]
+            if adagrad:
+                acc[j] += g * g
+                w[j] -= lr * g / (math.sqrt(acc[j]) + eps)
+            else:
+                w[j] -= lr * g
     return out

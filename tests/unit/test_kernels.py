@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kafka_ps.agents.api import TrainingRecord
-from kafka_ps.agents.models.kernels import ftrl_logistic_pass
+from kafka_ps.agents.models.kernels import ftrl_logistic_pass, linear_pass
 from kafka_ps.agents.models.maths import logistic
 from kafka_ps.agents.models.sparse import FeatureHasher, SparseBatch
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
@@ -52,3 +52,39 @@ def ftrl_logistic_reference(
         g = (p - float(y > 0)) * x
         z[idx], n[idx] = ftrl_step(zi, ni, w, g, hyper[0])
     return out
+
+
+def test_the_compiled_linear_pass_equals_the_numpy_loop_to_1e_9() -> None:
+    rng = np.random.default_rng(9)
+    records = [
+        TrainingRecord(
+            features={"a": f"v{rng.integers(0, 20)}", "x": float(rng.normal())},
+            label=None if r % 13 == 0 else float(rng.normal()),
+        )
+        for r in range(400)
+    ]
+    batch = FeatureHasher(buckets=64, numeric=frozenset({"x"})).encode(records)
+    w0 = rng.normal(0, 0.1, len(batch.keys))
+    acc0 = rng.uniform(0, 2, len(batch.keys))
+    for adagrad in (False, True):
+        w, acc = w0.copy(), acc0.copy()
+        expected = np.empty(len(batch))
+        for r in range(len(batch)):
+            idx, x = batch.row(r)
+            expected[r] = y_hat = float(w[idx] @ x)
+            if np.isnan(batch.labels[r]):
+                continue
+            g = (y_hat - batch.labels[r]) * x
+            if adagrad:
+                acc[idx] += g * g
+                w[idx] -= 0.05 * g / (np.sqrt(acc[idx]) + 1e-8)
+            else:
+                w[idx] -= 0.05 * g
+        w_fast, acc_fast = w0.copy(), acc0.copy()
+        got = linear_pass(
+            batch.indices, batch.values, batch.indptr, batch.labels, w_fast, acc_fast,
+            0.05, 1e-8, adagrad,
+        )  # fmt: skip
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(w_fast, w, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(acc_fast, acc, rtol=0, atol=1e-9)
