@@ -18,7 +18,14 @@ import pytest
 from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.local import LocalParameterServer
 from kafka_ps.agents.models import FtrlLogisticRegression, LinearRegression, make_model
-from kafka_ps.app.datasets import FLIGHT_CROSSES, PHISHING_FEATURES, flights, phishing
+from kafka_ps.app.datasets import (
+    FLIGHT_CROSSES,
+    FLIGHTS_DENSE_DIM,
+    PHISHING_FEATURES,
+    flights,
+    flights_dense,
+    phishing,
+)
 from kafka_ps.app.train import DEFAULT_PARAMS
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 from tests.reference import ftrl_logloss, logloss, river_logistic
@@ -198,3 +205,17 @@ def test_a_drifting_numeric_stream_at_batch_1024_beats_river_with_two_workers() 
     assert two_workers <= 1.02 * river, (two_workers, river)
     # The staleness between the two: under 3% on 18,000 drifting records.
     assert two_workers <= 1.03 * one_worker, (two_workers, one_worker)
+
+
+def test_the_mlp_at_batch_1024_learns_what_it_learns_one_record_at_a_time() -> None:
+    records = [
+        TrainingRecord(dense=np.array(f["dense"]), label=f["label"])
+        for f in flights_dense(limit=4_000)
+    ]
+    losses = []
+    for batch in (1, 1024):
+        model = make_model("mlp", n_inputs=FLIGHTS_DENSE_DIM)
+        losses.append(
+            progressive_logloss(LocalParameterServer(model.params).run(model, records, batch))
+        )
+    assert losses[1] == pytest.approx(losses[0], rel=1e-9)

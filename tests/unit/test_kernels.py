@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kafka_ps.agents.api import TrainingRecord
-from kafka_ps.agents.models.kernels import ftrl_logistic_pass, linear_pass
+from kafka_ps.agents.models.kernels import ftrl_logistic_pass, linear_pass, mlp_pass
 from kafka_ps.agents.models.maths import logistic
 from kafka_ps.agents.models.sparse import FeatureHasher, SparseBatch
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
@@ -88,3 +89,38 @@ def test_the_compiled_linear_pass_equals_the_numpy_loop_to_1e_9() -> None:
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
         np.testing.assert_allclose(w_fast, w, rtol=0, atol=1e-9)
         np.testing.assert_allclose(acc_fast, acc, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("tanh", "classification"), [(True, True), (False, False)])
+def test_the_compiled_mlp_pass_equals_the_numpy_loop_to_1e_9(
+    tanh: bool, classification: bool
+) -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 5))
+    labels = (x[:, 0] * x[:, 1] > 0).astype(float) if classification else x @ rng.normal(size=5)
+    labels[::23] = np.nan
+    weights0 = (rng.normal(0, 0.5, (6, 5)), rng.normal(0, 0.1, 6), rng.normal(0, 0.5, 6), [0.1])
+    sums0 = tuple(rng.uniform(0, 1, np.shape(w)) for w in weights0)
+    lr, eps = 0.05, 1e-8
+    w1, b1, w2, b2 = (np.array(w, dtype=float) for w in weights0)
+    s1, sb1, s2, sb2 = (s.copy() for s in sums0)
+    expected = np.empty(len(x))
+    for r, (xr, y) in enumerate(zip(x, labels, strict=True)):
+        pre = w1 @ xr + b1
+        h = np.tanh(pre) if tanh else np.maximum(pre, 0.0)
+        out = float(h @ w2 + b2[0])
+        expected[r] = y_hat = logistic(out) if classification else out
+        if np.isnan(y):
+            continue
+        d_out = y_hat - float(y > 0 if classification else y)
+        d_pre = d_out * w2 * ((1.0 - h * h) if tanh else (pre > 0.0))
+        grads = (np.outer(d_pre, xr), d_pre, d_out * h, np.array([d_out]))
+        for w, s, g in zip((w1, b1, w2, b2), (s1, sb1, s2, sb2), grads, strict=True):
+            s += g * g
+            w -= lr * g / (np.sqrt(s) + eps)
+    weights = tuple(np.array(w, dtype=float) for w in weights0)
+    sums = tuple(s.copy() for s in sums0)
+    got = mlp_pass(x, labels, weights, sums, lr, eps, tanh, classification)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    for fast, slow in zip((*weights, *sums), (w1, b1, w2, b2, s1, sb1, s2, sb2), strict=True):
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)
