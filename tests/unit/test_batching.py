@@ -10,6 +10,7 @@ measured here and bounded, not zero.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.local import LocalParameterServer
 from kafka_ps.agents.models import FtrlLogisticRegression, LinearRegression, make_model
 from kafka_ps.app.datasets import (
+    DATASETS,
     FLIGHT_CROSSES,
     FLIGHTS_DENSE_DIM,
     PHISHING_FEATURES,
@@ -26,7 +28,7 @@ from kafka_ps.app.datasets import (
     flights_dense,
     phishing,
 )
-from kafka_ps.app.train import DEFAULT_PARAMS
+from kafka_ps.app.train import DEFAULT_PARAMS, deal
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 from tests.reference import ftrl_logloss, logloss, river_logistic
 
@@ -43,12 +45,15 @@ def progressive_logloss(outputs: list[Prediction]) -> float:
 
 
 def run(
-    hyper: dict[str, Any], records: list[TrainingRecord], batch: int, workers: int = 1
+    hyper: dict[str, Any],
+    records: list[TrainingRecord],
+    batch: int,
+    workers: int = 1,
+    deal: Callable[[int, TrainingRecord], int] | None = None,
 ) -> float:
     model = make_model("logreg_ftrl", **hyper)
-    return progressive_logloss(
-        LocalParameterServer(model.params).run(model, records, batch, workers=workers)
-    )
+    server = LocalParameterServer(model.params)
+    return progressive_logloss(server.run(model, records, batch, workers=workers, deal=deal))
 
 
 def river_scaled(records: list[TrainingRecord]) -> float:
@@ -178,9 +183,30 @@ def test_flights_at_batch_1024_learns_what_one_record_at_a_time_learns_and_beats
     river = river_logistic(fields, crosses=FLIGHT_CROSSES).logloss
     assert batched == pytest.approx(one_at_a_time, rel=1e-9)
     assert batched <= 1.01 * river, (batched, river)
-    # Two logical workers, each blind to the other's current mini-batch: the cost of that
-    # staleness on a stream whose date crosses follow the day's congestion.
+    # Two logical workers, each blind to the other's current mini-batch: dealt round-robin,
+    # each learns half of every day's flights at every airport, late; dealt by day and
+    # airport (as kps train deals flights), each learns all of them, in order.
     assert run(hyper, records, 1024, workers=2) <= 1.04 * river
+    grouped = run(hyper, records, 1024, workers=2, deal=by_flight_group)
+    assert grouped <= 1.01 * river, (grouped, river)
+    assert grouped <= 1.005 * one_at_a_time, (grouped, one_at_a_time)
+
+
+def by_flight_group(i: int, record: TrainingRecord) -> int:
+    return deal({"features": record.features}, i, 2, DATASETS["flights"].group_by)
+
+
+def test_dealing_by_group_keeps_a_group_in_one_partition_and_the_rest_round_robin() -> None:
+    group = ("month", "day")
+    days = [{"features": {"month": "1", "day": str(d % 5), "x": str(d)}} for d in range(200)]
+    for partitions in (2, 3):
+        dealt = [deal(fields, i, partitions, group) for i, fields in enumerate(days)]
+        by_day: dict[str, set[int]] = {}
+        for fields, partition in zip(days, dealt, strict=True):
+            by_day.setdefault(fields["features"]["day"], set()).add(partition)
+        assert all(len(partitions_of_day) == 1 for partitions_of_day in by_day.values())
+    assert [deal({"features": {"month": "1"}}, i, 3, group) for i in range(4)] == [0, 1, 2, 0]
+    assert [deal({}, i, 2, ()) for i in range(3)] == [0, 1, 0]
 
 
 def test_phishing_at_batch_1024_learns_what_one_record_at_a_time_learns_and_beats_river() -> None:
