@@ -3,8 +3,9 @@
 In process (agents/local.py): FTRL logistic regression at mini-batch 1,024 on one logical
 worker, which learns what one record at a time learns (tests/unit/test_batching.py holds them
 equal), and on two in lock step, each blind to the other's current mini-batch, at 64 and
-1,024; before and after standardising numeric features. With ``--kafka`` also the same job
-through the broker on two logical workers (ASP, 1 learning and 1 server process).
+1,024, dealt round-robin and, for flights, by day and airport as ``kps train`` deals them;
+numeric streams also before standardising. With ``--kafka`` also the same jobs through the
+broker on two logical workers (ASP, 1 learning and 1 server process).
 
     python -m benchmarks.batching                 # flights, phishing, the drifting stream
     python -m benchmarks.batching --kafka         # and each through Kafka
@@ -18,9 +19,9 @@ from typing import Any
 
 from benchmarks.jobs import job_settings
 from kafka_ps.agents.api import TrainingRecord
-from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, phishing
+from kafka_ps.app.datasets import FLIGHT_CROSSES, FLIGHT_GROUP, flights, phishing
 from kafka_ps.app.local_kafka import LocalKafka
-from kafka_ps.app.train import DEFAULT_PARAMS, run_job
+from kafka_ps.app.train import DEFAULT_PARAMS, deal, run_job
 from tests.reference import river_logistic
 from tests.unit.test_batching import DRIFT, drift_stream, river_scaled, run
 
@@ -42,7 +43,9 @@ def streams(limit: int | None) -> list[tuple[str, list[TrainingRecord], dict[str
     ]
 
 
-def kafka_loss(name: str, records: list[TrainingRecord], hyper: dict[str, Any]) -> float:
+def kafka_loss(
+    name: str, records: list[TrainingRecord], hyper: dict[str, Any], group_by: tuple[str, ...]
+) -> float:
     settings = job_settings(
         f"batching-{name.replace(' ', '-')}",
         partitions=2,
@@ -54,7 +57,11 @@ def kafka_loss(name: str, records: list[TrainingRecord], hyper: dict[str, Any]) 
         {"features": dict(r.features), "label": r.label, "key": str(t), "ts": float(t)}
         for t, r in enumerate(records)
     ]
-    return run_job(settings, fields, "classification", workers=1, servers=1).loss
+    return run_job(settings, fields, "classification", workers=1, servers=1, group_by=group_by).loss
+
+
+def by_flight_group(i: int, record: TrainingRecord) -> int:
+    return deal({"features": record.features}, i, 2, FLIGHT_GROUP)
 
 
 def main() -> None:
@@ -73,7 +80,13 @@ def main() -> None:
         losses["2 workers, 64"] = run(hyper, records, 64, workers=2)
         losses["2 workers, 1024"] = run(hyper, records, 1024, workers=2)
         if args.kafka:
-            losses["Kafka, 2 workers, 1024"] = kafka_loss(name, records, hyper)
+            losses["Kafka, 2 workers, 1024"] = kafka_loss(name, records, hyper, ())
+        if name == "flights":
+            grouped = run(hyper, records, 1024, workers=2, deal=by_flight_group)
+            losses["2 workers, 1024, by day and airport"] = grouped
+            if args.kafka:
+                kafka = kafka_loss(name, records, hyper, FLIGHT_GROUP)
+                losses["Kafka, 2 workers, 1024, by day and airport"] = kafka
         row = {"stream": name, "records": len(records), "river": round(river, 4)}
         for run_name, loss in losses.items():
             row[run_name] = f"{loss:.4f} ({loss / river:.3f} x river)"
