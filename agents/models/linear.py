@@ -29,9 +29,6 @@ from kafka_ps.agents.models.kernels import linear_pass
 from kafka_ps.agents.models.sparse import SparseBatch
 from kafka_ps.tables.update_rules import AdaGrad, AdaGradAdditive, Add, Sgd, UpdateRule
 
-#: AdaGrad's ``eps``, the default of :class:`~tables.update_rules.AdaGrad`.
-ADAGRAD_EPS = AdaGrad.eps
-
 
 class LinearRegression(HashedLinearModel):
     """Least-squares regression; unlabelled records are predicted only.
@@ -132,7 +129,7 @@ class LinearRegression(HashedLinearModel):
             w,
             acc,
             self.lr,
-            ADAGRAD_EPS,
+            AdaGradAdditive.eps,
             self.adagrad,
         )
         for y_hat, record in zip(predictions.tolist(), records, strict=True):
