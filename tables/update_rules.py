@@ -125,6 +125,14 @@ class UpdateRule(ABC):
     def _step(self, slots: Slots, delta: np.ndarray) -> Slots: ...
 
 
+def _squares_grow(rule: str, name: str, delta: np.ndarray) -> np.ndarray:
+    """``delta`` of an additive rule whose second array adds to a sum of squares, which
+    can only grow; raises :class:`BadDeltaError` where it would shrink."""
+    if (delta[1] < 0).any():
+        raise BadDeltaError(f"{rule}: {name} must not be negative")
+    return delta
+
+
 @dataclass(frozen=True)
 class Add(UpdateRule):
     """``w += delta``: the worker already scaled its change (SGD deltas, counts)."""
@@ -201,6 +209,36 @@ class AdaGrad(UpdateRule):
         g = delta[0]
         acc = acc + g * g
         return (w - self.lr * g / (np.sqrt(acc) + self.eps), acc)
+
+
+@dataclass(frozen=True)
+class AdaGradAdditive(AdaGrad):
+    """AdaGrad whose pushes carry ``(Δw, ΔG)`` accumulated by a worker.
+
+    A worker pulls ``(w, G)``, takes AdaGrad steps record by record on its local copy
+    (``G += g²; w -= lr g / (√G + eps)``) and pushes the accumulated change once. The
+    shard adds both: ``G`` is a sum of squares, so pushes from any number of workers merge.
+
+    Parameters
+    ----------
+    lr
+        Learning rate of the workers' steps, > 0 (the shard only adds).
+    eps
+        Added to ``√G`` in the workers' steps; > 0.
+    initial_accumulator
+        The starting value of ``G`` for a fresh parameter, >= 0.
+    """
+
+    name: ClassVar[str] = "adagrad_additive"
+    rule_id: ClassVar[int] = 7
+    delta_slots: ClassVar[int] = 2
+
+    def _check_delta(self, value: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        return _squares_grow(self.name, "ΔG", super()._check_delta(value, delta))
+
+    def _step(self, slots: Slots, delta: np.ndarray) -> Slots:
+        w, acc = slots
+        return (w + delta[0], acc + delta[1])
 
 
 @dataclass(frozen=True)
@@ -351,10 +389,7 @@ class FtrlAdditive(Ftrl):
     delta_slots: ClassVar[int] = 2
 
     def _check_delta(self, value: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        delta = super()._check_delta(value, delta)
-        if (delta[1] < 0).any():
-            raise BadDeltaError(f"{self.name}: Δn must not be negative")
-        return delta
+        return _squares_grow(self.name, "Δn", super()._check_delta(value, delta))
 
     def _step(self, slots: Slots, delta: np.ndarray) -> Slots:
         _, z, n = slots
@@ -398,7 +433,7 @@ class ParamUpdate(UpdateRule):
 
 
 UPDATE_RULES: dict[str, type[UpdateRule]] = {
-    rule.name: rule for rule in (Add, Sgd, AdaGrad, Adam, Ftrl, FtrlAdditive)
+    rule.name: rule for rule in (Add, Sgd, AdaGrad, AdaGradAdditive, Adam, Ftrl, FtrlAdditive)
 }
 if len({rule.rule_id for rule in UPDATE_RULES.values()}) != len(UPDATE_RULES):
     raise RuntimeError("update rule ids must be unique")

@@ -53,13 +53,19 @@ class BlockedTensor:
     def keys(self) -> list[bytes]:
         return self.layout.keys()
 
-    def join(self, pulled: Mapping[bytes, np.ndarray]) -> np.ndarray:
-        """The tensor from pulled values (``(n_slots, block_len)`` per key; slot 0 is used)."""
-        flat = np.concatenate([pulled[key][0] for key in self.keys])
+    def join(self, pulled: Mapping[bytes, np.ndarray], slot: int = 0) -> np.ndarray:
+        """The tensor from pulled values (``(n_slots, block_len)`` per key): their slot
+        ``slot``, the value by default, or a slot of the rule's state."""
+        flat = np.concatenate([pulled[key][slot] for key in self.keys])
         return flat[: self.layout.size].reshape(self.layout.shape)
 
-    def split(self, tensor: np.ndarray) -> dict[bytes, np.ndarray]:
-        """Per key, the block of ``tensor`` shaped ``(1, block_len)`` as one push delta."""
-        blocks = np.zeros((len(self.keys), 1, self.block_len), dtype=tensor.dtype)
-        blocks.reshape(-1)[: self.layout.size] = tensor.reshape(-1)
-        return dict(zip(self.keys, blocks, strict=True))
+    def split(self, *tensors: np.ndarray) -> dict[bytes, np.ndarray]:
+        """Per key, the blocks of ``tensors`` stacked ``(len(tensors), block_len)`` as one
+        push delta (one tensor for a rule that takes one array per push)."""
+        size = len(self.keys) * self.block_len
+        slots = []
+        for tensor in tensors:
+            flat = np.zeros(size, dtype=tensor.dtype)
+            flat[: self.layout.size] = tensor.reshape(-1)
+            slots.append(flat.reshape(len(self.keys), self.block_len))
+        return dict(zip(self.keys, np.stack(slots, axis=1), strict=True))

@@ -4,11 +4,13 @@ Every such model stores one weight per hashed feature in parameter ``w`` (shape 
 and handles a mini-batch the same way: encode the records (:class:`SparseBatch`), pull
 the keys they touch once, let the model predict and learn, and push once the keys whose
 delta is not zero. A subclass only says which update rule its shard applies and how it
-learns (:meth:`HashedLinearModel.learn`).
+learns (:meth:`HashedLinearModel.learn`). Numeric features are standardised online by
+default (:mod:`agents.models.scaling`), with their moments in a second parameter.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import Collection, Sequence
 
@@ -20,6 +22,7 @@ from kafka_ps.agents.api import (
     ParamSpec,
     TrainingRecord,
 )
+from kafka_ps.agents.models.scaling import NumericScaler
 from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
 from kafka_ps.tables.update_rules import UpdateRule
 
@@ -46,6 +49,9 @@ class HashedLinearModel(BatchWorkerLogic):
     numeric
         Names of features that hash by name alone and carry their numeric value; every
         other feature is categorical (``name=value`` with value 1).
+    standardize
+        Whether numeric values are standardised online before the model sees them
+        (:class:`~agents.models.scaling.NumericScaler`, parameter ``moments``).
     """
 
     def __init__(
@@ -54,11 +60,15 @@ class HashedLinearModel(BatchWorkerLogic):
         buckets: int,
         crosses: Collection[Sequence[str]],
         numeric: Collection[str],
+        standardize: bool,
     ) -> None:
         self.hasher = make_hasher(buckets, crosses, numeric)
         #: Mini-batches whose keys a worker asked for, encoded, until they are learned.
         self._planned: list[tuple[Sequence[TrainingRecord], SparseBatch]] = []
         self.params: tuple[ParamSpec, ...] = (ParamSpec(self.hasher.name, (1,), rule),)
+        self.scaler = NumericScaler(self.hasher, numeric) if numeric and standardize else None
+        if self.scaler is not None:
+            self.params += (self.scaler.spec,)
 
     def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes]:
         batch = self.hasher.encode(records)
@@ -79,12 +89,24 @@ class HashedLinearModel(BatchWorkerLogic):
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None:
         batch = self._encoded(records)
-        state = (await ps.pull_rows(batch.keys))[:, :, 0]
-        delta = self.learn(records, batch, state, ps)
+        scaled = None
+        if self.scaler is None:
+            pulled = await ps.pull_rows(batch.keys)
+        else:
+            # The weights first: their rows may have been pulled ahead (rows_to_pull).
+            pulled, moments = await asyncio.gather(
+                ps.pull_rows(batch.keys), ps.pull_rows(self.scaler.keys)
+            )
+            scaled = self.scaler.scale(batch, moments[:, 0])
+            batch = scaled.batch
+        delta = self.learn(records, batch, pulled[:, :, 0], ps)
         changed = np.flatnonzero(delta.reshape(len(batch.keys), -1).any(axis=1))
         if len(changed):
             rows = delta.reshape(len(batch.keys), *self.params[0].delta_shape)[changed]
             ps.push_rows([batch.keys[j] for j in changed.tolist()], rows)
+        # After the weights, which go out as the rows they are (the client's fast path).
+        if scaled is not None and scaled.keys:
+            ps.push_rows(scaled.keys, scaled.deltas)
 
     @abstractmethod
     def learn(

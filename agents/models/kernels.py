@@ -1,5 +1,6 @@
-"""Compiled per-record learning loops (numba): the same arithmetic as the numpy reference
-(:func:`tables.update_rules.ftrl_weights` and :func:`~tables.update_rules.ftrl_step`),
+"""Compiled per-record learning loops (numba): the same arithmetic as the numpy references
+(:func:`tables.update_rules.ftrl_weights` and :func:`~tables.update_rules.ftrl_step`; the
+steps :class:`~tables.update_rules.Sgd` and :class:`~tables.update_rules.AdaGrad` take),
 without a Python round trip per record. ``tests/unit/test_kernels.py`` holds them equal to
 the reference to 1e-9.
 """
@@ -58,4 +59,109 @@ def ftrl_logistic_pass(
             n_new = nj + g * g
             z[j] = zj + g - (math.sqrt(n_new) - math.sqrt(nj)) / alpha * w
             n[j] = n_new
+    return out
+
+
+@njit(cache=True, nogil=True)
+def linear_pass(
+    indices: np.ndarray,
+    values: np.ndarray,
+    indptr: np.ndarray,
+    labels: np.ndarray,
+    w: np.ndarray,
+    acc: np.ndarray,
+    lr: float,
+    eps: float,
+    adagrad: bool,
+) -> np.ndarray:  # pragma: no cover - compiled; tested against the reference
+    """Predict each CSR row ``w · x``, then take a squared-loss step on it, updating ``w``
+    (and, with ``adagrad``, the squared-gradient sums ``acc``) in place: plain SGD
+    ``w -= lr g``, or AdaGrad ``acc += g²; w -= lr g / (√acc + eps)``, for ``g = (ŷ - y) x``.
+    A NaN label is predicted only. Returns the predictions."""
+    rows = len(indptr) - 1
+    out = np.empty(rows)
+    for r in range(rows):
+        start, stop = indptr[r], indptr[r + 1]
+        y_hat = 0.0
+        for k in range(start, stop):
+            y_hat += w[indices[k]] * values[k]
+        out[r] = y_hat
+        y = labels[r]
+        if math.isnan(y):
+            continue
+        error = y_hat - y
+        for k in range(start, stop):
+            j = indices[k]
+            g = error * values[k]
+            if adagrad:
+                acc[j] += g * g
+                w[j] -= lr * g / (math.sqrt(acc[j]) + eps)
+            else:
+                w[j] -= lr * g
+    return out
+
+
+@njit(cache=True, nogil=True)
+def mlp_pass(
+    x: np.ndarray,
+    labels: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    lr: float,
+    eps: float,
+    tanh: bool,
+    classification: bool,
+) -> np.ndarray:  # pragma: no cover - compiled; tested against the reference
+    """A one-hidden-layer perceptron, record by record: predict row ``x[r]``, then take an
+    AdaGrad step on its loss (logloss after a sigmoid, or squared loss), updating
+    ``weights = (W1, b1, w2, b2)`` and their squared-gradient ``sums`` in place. Every
+    gradient of a step is taken at the weights before it. A NaN label is predicted only.
+    Returns the predictions."""
+    w1, b1, w2, b2 = weights
+    s1, sb1, s2, sb2 = sums
+    rows, inputs = x.shape
+    hidden = len(b1)
+    out = np.empty(rows)
+    h = np.empty(hidden)
+    d_pre = np.empty(hidden)
+    for r in range(rows):
+        total = b2[0]
+        for i in range(hidden):
+            pre = b1[i]
+            for k in range(inputs):
+                pre += w1[i, k] * x[r, k]
+            if tanh:
+                h[i] = math.tanh(pre)
+                d_pre[i] = 1.0 - h[i] * h[i]
+            else:
+                h[i] = max(pre, 0.0)
+                d_pre[i] = 1.0 if pre > 0.0 else 0.0
+            total += w2[i] * h[i]
+        if classification:
+            total = min(max(total, -MAX_MARGIN), MAX_MARGIN)
+            y_hat = 1.0 / (1.0 + math.exp(-total))
+        else:
+            y_hat = total
+        out[r] = y_hat
+        y = labels[r]
+        if math.isnan(y):
+            continue
+        if classification:
+            y = 1.0 if y > 0 else 0.0
+        # d(loss)/d(out), for logloss after a sigmoid and for squared loss alike.
+        d_out = y_hat - y
+        for i in range(hidden):
+            d_pre[i] *= d_out * w2[i]
+            g = d_out * h[i]
+            s2[i] += g * g
+            w2[i] -= lr * g / (math.sqrt(s2[i]) + eps)
+            g = d_pre[i]
+            sb1[i] += g * g
+            b1[i] -= lr * g / (math.sqrt(sb1[i]) + eps)
+            for k in range(inputs):
+                g = d_pre[i] * x[r, k]
+                s1[i, k] += g * g
+                w1[i, k] -= lr * g / (math.sqrt(s1[i, k]) + eps)
+        sb2[0] += d_out * d_out
+        b2[0] -= lr * d_out / (math.sqrt(sb2[0]) + eps)
     return out

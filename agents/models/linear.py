@@ -2,14 +2,17 @@
 
 Two ways to learn, both predicting every record before learning from it:
 
-- mini-batch (default): predict the whole mini-batch with the pulled weights, sum the
+- ``local_sgd=True`` (default): learn record by record on the local copy of the pulled
+  weights (and, for AdaGrad, of its squared-gradient sums) and push the accumulated change
+  once, to an ``add`` shard for SGD or an ``adagrad_additive`` one for AdaGrad. Later
+  records of a mini-batch see what earlier ones taught, so with one logical worker the
+  model is the same whatever the batch size (docs/architecture.md, "Learning quality
+  versus batching").
+- ``local_sgd=False``: predict the whole mini-batch with the pulled weights, sum the
   gradients ``(ŷ - y) x`` per key over the mini-batch and push them once to an ``sgd`` or
-  ``adagrad`` shard, which takes the step. Vectorised over the mini-batch; it is plain
-  mini-batch SGD with summed (not averaged) gradients, so ``lr`` is per record.
-- ``local_sgd=True``: learn record by record on the local copy of the weights, with
-  step ``lr``, and push the accumulated change to an ``add`` shard. Later records of a
-  mini-batch then see what earlier ones taught (see docs/architecture.md,
-  "Learning quality versus batching").
+  ``adagrad`` shard, which takes the step: plain mini-batch SGD with summed (not
+  averaged) gradients, so ``lr`` is per record. Under BSP it is exactly synchronous
+  mini-batch SGD.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 from kafka_ps.agents.api import BatchParameterServerClient, Prediction, Task, TrainingRecord
 from kafka_ps.agents.models.hashed import HashedLinearModel
 from kafka_ps.agents.models.hyper import one_of, positive
+from kafka_ps.agents.models.kernels import linear_pass
 from kafka_ps.agents.models.sparse import SparseBatch
-from kafka_ps.tables.update_rules import AdaGrad, Add, Sgd, UpdateRule
+from kafka_ps.tables.update_rules import AdaGrad, AdaGradAdditive, Add, Sgd, UpdateRule
 
 
 class LinearRegression(HashedLinearModel):
@@ -35,12 +39,12 @@ class LinearRegression(HashedLinearModel):
         Step size per record, > 0. Mini-batch gradients are summed, not averaged, so it
         does not depend on the batch size.
     rule
-        The shard's rule when learning by mini-batch: ``"sgd"`` (``w -= lr g``) or
-        ``"adagrad"`` (:class:`~tables.update_rules.AdaGrad` with this ``lr``).
+        The step: ``"sgd"`` (``w -= lr g``) or ``"adagrad"``
+        (:class:`~tables.update_rules.AdaGrad` with this ``lr``).
     local_sgd
-        Learn record by record on the local copy of the weights with step ``lr`` and push
-        the accumulated change to an ``add`` shard; needs ``rule="sgd"``. False by default
-        (one summed gradient per mini-batch).
+        Take the steps record by record on the local copy of the pulled state and push the
+        accumulated change (True, the default); False pushes one summed gradient per
+        mini-batch, and the shard takes the step.
     buckets
         Hash buckets of parameter ``w`` (keys ``w:0`` to ``w:<buckets - 1>``, plus
         ``w:bias``), >= 1; the default 2**20 keeps collisions rare for millions of distinct
@@ -51,6 +55,11 @@ class LinearRegression(HashedLinearModel):
     numeric
         Names of features that hash by name alone and carry their numeric value; every
         other feature is categorical (``name=value`` with value 1). None by default.
+    standardize
+        Standardise each numeric feature online by the running mean and variance of the
+        records learned before (:mod:`agents.models.scaling`), as River's
+        ``StandardScaler`` does; True by default. Without it, a numeric feature's weight
+        is learned on its raw value.
     """
 
     task: Task = "regression"
@@ -59,24 +68,21 @@ class LinearRegression(HashedLinearModel):
         self,
         lr: float = 0.01,
         rule: Literal["sgd", "adagrad"] = "sgd",
-        local_sgd: bool = False,
+        local_sgd: bool = True,
         buckets: int = 2**20,
         crosses: Collection[Sequence[str]] = (),
         numeric: Collection[str] = (),
+        standardize: bool = True,
     ) -> None:
         self.lr = positive("lr", lr)
-        one_of("rule", rule, ("sgd", "adagrad"))
-        if local_sgd and rule != "sgd":
-            raise ValueError("local_sgd pushes plain SGD deltas; it cannot use rule 'adagrad'")
+        self.adagrad = one_of("rule", rule, ("sgd", "adagrad")) == "adagrad"
         self.local_sgd = bool(local_sgd)
         server_rule: UpdateRule
-        if self.local_sgd:
-            server_rule = Add()
-        elif rule == "sgd":
-            server_rule = Sgd(lr=self.lr)
+        if self.adagrad:
+            server_rule = AdaGradAdditive(lr=self.lr) if self.local_sgd else AdaGrad(lr=self.lr)
         else:
-            server_rule = AdaGrad(lr=self.lr)
-        super().__init__(server_rule, buckets, crosses, numeric)
+            server_rule = Add() if self.local_sgd else Sgd(lr=self.lr)
+        super().__init__(server_rule, buckets, crosses, numeric, standardize)
 
     def learn(
         self,
@@ -85,10 +91,9 @@ class LinearRegression(HashedLinearModel):
         state: np.ndarray,
         ps: BatchParameterServerClient,
     ) -> np.ndarray:
-        w0 = state[:, 0]
         if self.local_sgd:
-            return self._learn_locally(records, batch, w0, ps) - w0
-        return self._batch_gradient(records, batch, w0, ps)
+            return self._learn_locally(records, batch, state, ps)
+        return self._batch_gradient(records, batch, state[:, 0], ps)
 
     def _batch_gradient(
         self,
@@ -108,16 +113,27 @@ class LinearRegression(HashedLinearModel):
         self,
         records: Sequence[TrainingRecord],
         batch: SparseBatch,
-        w0: np.ndarray,
+        state: np.ndarray,
         ps: BatchParameterServerClient,
     ) -> np.ndarray:
-        """SGD record by record on a copy of the pulled weights; the final weights."""
-        w = w0.copy()
-        for r, record in enumerate(records):
-            idx, x = batch.row(r)
-            y_hat = float(w[idx] @ x)
+        """Steps record by record on a copy of the pulled state (compiled,
+        agents/models/kernels.py); the change: ``Δw``, or ``(Δw, ΔG)`` for AdaGrad."""
+        w0 = state[:, 0]
+        acc0 = state[:, 1] if self.adagrad else np.zeros_like(w0)
+        w, acc = w0.copy(), acc0.copy()
+        predictions = linear_pass(
+            batch.indices,
+            batch.values,
+            batch.indptr,
+            batch.labels,
+            w,
+            acc,
+            self.lr,
+            AdaGradAdditive.eps,
+            self.adagrad,
+        )
+        for y_hat, record in zip(predictions.tolist(), records, strict=True):
             ps.output(Prediction(y_hat, record.label, record.key))
-            y = batch.labels[r]
-            if not np.isnan(y):
-                w[idx] -= self.lr * (y_hat - y) * x
-        return w
+        if self.adagrad:
+            return np.stack([w - w0, acc - acc0], axis=1)
+        return w - w0

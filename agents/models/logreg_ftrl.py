@@ -27,7 +27,10 @@ class FtrlLogisticRegression(HashedLinearModel):
     Parameters
     ----------
     alpha
-        FTRL-Proximal's learning rate, > 0 (see :class:`~tables.update_rules.Ftrl`).
+        FTRL-Proximal's learning rate, > 0 (see :class:`~tables.update_rules.Ftrl`). The
+        default 0.3 learned better than 0.1 one record at a time on flights, phishing and
+        a drifting numeric stream, and within 2% of 0.5 on each (docs/architecture.md,
+        "Learning quality versus batching").
     beta
         FTRL-Proximal's smoothing, >= 0.
     l1
@@ -44,26 +47,32 @@ class FtrlLogisticRegression(HashedLinearModel):
     numeric
         Names of features that hash by name alone and carry their numeric value; every
         other feature is categorical (``name=value`` with value 1). None by default.
+    standardize
+        Standardise each numeric feature online by the running mean and variance of the
+        records learned before (:mod:`agents.models.scaling`), as River's
+        ``StandardScaler`` does; True by default. Without it, a numeric feature's weight
+        is learned on its raw value.
     """
 
     task: Task = "classification"
 
     def __init__(
         self,
-        alpha: float = 0.1,
+        alpha: float = 0.3,
         beta: float = 1.0,
         l1: float = 1.0,
         l2: float = 1.0,
         buckets: int = 2**20,
         crosses: Collection[Sequence[str]] = (),
         numeric: Collection[str] = (),
+        standardize: bool = True,
     ) -> None:
         self.alpha = positive("alpha", alpha)
         self.beta = non_negative("beta", beta)
         self.l1 = non_negative("l1", l1)
         self.l2 = non_negative("l2", l2)
         rule = FtrlAdditive(alpha=self.alpha, beta=self.beta, l1=self.l1, l2=self.l2)
-        super().__init__(rule, buckets, crosses, numeric)
+        super().__init__(rule, buckets, crosses, numeric, standardize)
 
     def learn(
         self,

@@ -1,11 +1,14 @@
-"""A one-hidden-layer perceptron on dense features (``record.dense``), trained with Adam.
+"""A one-hidden-layer perceptron on dense features (``record.dense``), trained with AdaGrad.
 
 ``ŷ = out(w2 · act(W1 x + b1) + b2)`` with ``act`` tanh or ReLU and ``out`` the sigmoid
 (classification, logloss) or the identity (regression, squared loss). Every tensor is
-stored in blocks (:mod:`agents.models.dense`). A mini-batch pulls every block once,
-predicts all its records with the pulled weights, and pushes one mean gradient per block
-to an ``adam`` shard: Adam's state is not additive, so this model does not learn record
-by record locally.
+stored in blocks (:mod:`agents.models.dense`). A mini-batch pulls every block, weights and
+squared-gradient sums, once; learns record by record on its local copy, each record
+predicted before its AdaGrad step (compiled, :func:`agents.models.kernels.mlp_pass`); and
+pushes the accumulated ``(Δw, ΔG)`` of each block once to an ``adagrad_additive`` shard.
+With one logical worker the model is the same whatever the batch size (docs/architecture.md,
+"Learning quality versus batching"). AdaGrad, not Adam: its state is a sum, so pushes from
+any number of workers merge.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from kafka_ps.agents.api import (
 )
 from kafka_ps.agents.models.dense import BlockedTensor
 from kafka_ps.agents.models.hyper import one_of, positive, positive_int
-from kafka_ps.agents.models.maths import sigmoid
+from kafka_ps.agents.models.kernels import mlp_pass
 from kafka_ps.agents.models.sparse import batch_labels
 from kafka_ps.tables.init import Uniform, Zeros
 from kafka_ps.tables.keys import DenseLayout
-from kafka_ps.tables.update_rules import Adam
+from kafka_ps.tables.update_rules import AdaGradAdditive
 
 Activation = Literal["tanh", "relu"]
+#: AdaGrad's default learning rate for this model.
+LR = 0.05
 
 
 class Mlp(BatchWorkerLogic):
@@ -50,7 +55,8 @@ class Mlp(BatchWorkerLogic):
         ``"classification"`` (sigmoid output, logloss; labels > 0 are positive) or
         ``"regression"`` (identity output, squared loss).
     lr
-        Adam's learning rate, > 0 (see :class:`~tables.update_rules.Adam`).
+        AdaGrad's learning rate, > 0: a step is ``lr g / (√G + eps)`` (see
+        :class:`~tables.update_rules.AdaGradAdditive`).
     block_size
         Elements per stored block (per key) of each tensor, >= 1.
     seed
@@ -63,7 +69,7 @@ class Mlp(BatchWorkerLogic):
         hidden: int = 16,
         activation: Activation = "tanh",
         task: Task = "classification",
-        lr: float = 0.01,
+        lr: float = LR,
         block_size: int = 1024,
         seed: int = 0,
     ) -> None:
@@ -72,17 +78,18 @@ class Mlp(BatchWorkerLogic):
         self.activation = one_of("activation", activation, ("tanh", "relu"))
         self.task = one_of("task", task, ("classification", "regression"))
         positive_int("block_size", block_size)
-        adam = Adam(lr=positive("lr", lr))
+        self.lr = positive("lr", lr)
+        adagrad = AdaGradAdditive(lr=self.lr)
 
         def weights(name: str, shape: tuple[int, ...], fan_in: int, fan_out: int) -> BlockedTensor:
             # Glorot/Xavier uniform, seeded by each block's key.
             scale = math.sqrt(6.0 / (fan_in + fan_out))
             return BlockedTensor(
-                DenseLayout(name, shape, block_size), adam, Uniform(scale=scale, seed=seed)
+                DenseLayout(name, shape, block_size), adagrad, Uniform(scale=scale, seed=seed)
             )
 
         def bias(name: str, size: int) -> BlockedTensor:
-            return BlockedTensor(DenseLayout(name, (size,), block_size), adam, Zeros())
+            return BlockedTensor(DenseLayout(name, (size,), block_size), adagrad, Zeros())
 
         self.tensors = (
             weights("fc1.weight", (self.hidden, self.n_inputs), self.n_inputs, self.hidden),
@@ -110,26 +117,25 @@ class Mlp(BatchWorkerLogic):
         x = self._inputs(records)
         labels = batch_labels(records)
         pulled = await ps.pull_many(self.keys)
-        w1, b1, w2, b2 = (t.join(pulled) for t in self.tensors)
-
-        pre = x @ w1.T + b1
-        h = np.tanh(pre) if self.activation == "tanh" else np.maximum(pre, 0.0)
-        out = h @ w2 + b2
-        y_hat = sigmoid(out) if self.task == "classification" else out
+        weights0 = tuple(t.join(pulled) for t in self.tensors)
+        sums0 = tuple(t.join(pulled, slot=1) for t in self.tensors)
+        weights = tuple(w.copy() for w in weights0)
+        sums = tuple(g.copy() for g in sums0)
+        y_hat = mlp_pass(
+            x,
+            labels,
+            weights,
+            sums,
+            self.lr,
+            AdaGradAdditive.eps,
+            self.activation == "tanh",
+            self.task == "classification",
+        )
         for record, value in zip(records, y_hat.tolist(), strict=True):
             ps.output(Prediction(value, record.label, record.key))
-
-        labelled = ~np.isnan(labels)
-        n = int(labelled.sum())
-        if n == 0:
+        if np.isnan(labels).all():
             return
-        y = labels if self.task == "regression" else (labels > 0).astype(np.float64)
-        # d(loss)/d(out), for logloss after a sigmoid and for squared loss alike.
-        d_out = np.where(labelled, y_hat - y, 0.0) / n
-        d_h = np.outer(d_out, w2)
-        d_pre = d_h * (1.0 - h * h) if self.activation == "tanh" else d_h * (pre > 0.0)
-        gradients = (d_pre.T @ x, d_pre.sum(axis=0), h.T @ d_out, d_out.sum(keepdims=True))
         deltas: dict[bytes, np.ndarray] = {}
-        for tensor, gradient in zip(self.tensors, gradients, strict=True):
-            deltas.update(tensor.split(gradient))
+        for tensor, w, w0, g, g0 in zip(self.tensors, weights, weights0, sums, sums0, strict=True):
+            deltas.update(tensor.split(w - w0, g - g0))
         ps.push_many(deltas)

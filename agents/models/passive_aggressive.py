@@ -43,6 +43,11 @@ class PassiveAggressive(HashedLinearModel):
     numeric
         Names of features that hash by name alone and carry their numeric value; every
         other feature is categorical (``name=value`` with value 1). None by default.
+    standardize
+        Standardise each numeric feature online by the running mean and variance of the
+        records learned before (:mod:`agents.models.scaling`), as River's
+        ``StandardScaler`` does; True by default. Without it, a numeric feature's weight
+        is learned on its raw value.
     """
 
     task: Task = "classification"
@@ -53,9 +58,10 @@ class PassiveAggressive(HashedLinearModel):
         buckets: int = 2**20,
         crosses: Collection[Sequence[str]] = (),
         numeric: Collection[str] = (),
+        standardize: bool = True,
     ) -> None:
         self.C = positive("C", C)
-        super().__init__(Add(), buckets, crosses, numeric)
+        super().__init__(Add(), buckets, crosses, numeric, standardize)
 
     def learn(
         self,

@@ -113,7 +113,7 @@ def test_flights_dense_matches_the_sparse_stream() -> None:
 
 
 def test_registry() -> None:
-    assert set(DATASETS) == {"flights", "flights-dense", "ml-100k", "ml-1m"}
+    assert set(DATASETS) == {"flights", "flights-dense", "phishing", "ml-100k", "ml-1m"}
     assert DATASETS["flights"].task == DATASETS["flights-dense"].task == "classification"
     assert DATASETS["ml-100k"].task == DATASETS["ml-1m"].task == "regression"
     with pytest.raises(ValueError, match="unknown data set 'nope'; known: flights"):

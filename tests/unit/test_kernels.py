@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kafka_ps.agents.api import TrainingRecord
-from kafka_ps.agents.models.kernels import ftrl_logistic_pass
+from kafka_ps.agents.models.kernels import ftrl_logistic_pass, linear_pass, mlp_pass
 from kafka_ps.agents.models.maths import logistic
 from kafka_ps.agents.models.sparse import FeatureHasher, SparseBatch
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
@@ -52,3 +53,74 @@ def ftrl_logistic_reference(
         g = (p - float(y > 0)) * x
         z[idx], n[idx] = ftrl_step(zi, ni, w, g, hyper[0])
     return out
+
+
+def test_the_compiled_linear_pass_equals_the_numpy_loop_to_1e_9() -> None:
+    rng = np.random.default_rng(9)
+    records = [
+        TrainingRecord(
+            features={"a": f"v{rng.integers(0, 20)}", "x": float(rng.normal())},
+            label=None if r % 13 == 0 else float(rng.normal()),
+        )
+        for r in range(400)
+    ]
+    batch = FeatureHasher(buckets=64, numeric=frozenset({"x"})).encode(records)
+    w0 = rng.normal(0, 0.1, len(batch.keys))
+    acc0 = rng.uniform(0, 2, len(batch.keys))
+    for adagrad in (False, True):
+        w, acc = w0.copy(), acc0.copy()
+        expected = np.empty(len(batch))
+        for r in range(len(batch)):
+            idx, x = batch.row(r)
+            expected[r] = y_hat = float(w[idx] @ x)
+            if np.isnan(batch.labels[r]):
+                continue
+            g = (y_hat - batch.labels[r]) * x
+            if adagrad:
+                acc[idx] += g * g
+                w[idx] -= 0.05 * g / (np.sqrt(acc[idx]) + 1e-8)
+            else:
+                w[idx] -= 0.05 * g
+        w_fast, acc_fast = w0.copy(), acc0.copy()
+        got = linear_pass(
+            batch.indices, batch.values, batch.indptr, batch.labels, w_fast, acc_fast,
+            0.05, 1e-8, adagrad,
+        )  # fmt: skip
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(w_fast, w, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(acc_fast, acc, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("tanh", "classification"), [(True, True), (False, False)])
+def test_the_compiled_mlp_pass_equals_the_numpy_loop_to_1e_9(
+    tanh: bool, classification: bool
+) -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 5))
+    labels = (x[:, 0] * x[:, 1] > 0).astype(float) if classification else x @ rng.normal(size=5)
+    labels[::23] = np.nan
+    weights0 = (rng.normal(0, 0.5, (6, 5)), rng.normal(0, 0.1, 6), rng.normal(0, 0.5, 6), [0.1])
+    sums0 = tuple(rng.uniform(0, 1, np.shape(w)) for w in weights0)
+    lr, eps = 0.05, 1e-8
+    w1, b1, w2, b2 = (np.array(w, dtype=float) for w in weights0)
+    s1, sb1, s2, sb2 = (s.copy() for s in sums0)
+    expected = np.empty(len(x))
+    for r, (xr, y) in enumerate(zip(x, labels, strict=True)):
+        pre = w1 @ xr + b1
+        h = np.tanh(pre) if tanh else np.maximum(pre, 0.0)
+        out = float(h @ w2 + b2[0])
+        expected[r] = y_hat = logistic(out) if classification else out
+        if np.isnan(y):
+            continue
+        d_out = y_hat - float(y > 0 if classification else y)
+        d_pre = d_out * w2 * ((1.0 - h * h) if tanh else (pre > 0.0))
+        grads = (np.outer(d_pre, xr), d_pre, d_out * h, np.array([d_out]))
+        for w, s, g in zip((w1, b1, w2, b2), (s1, sb1, s2, sb2), grads, strict=True):
+            s += g * g
+            w -= lr * g / (np.sqrt(s) + eps)
+    weights = tuple(np.array(w, dtype=float) for w in weights0)
+    sums = tuple(s.copy() for s in sums0)
+    got = mlp_pass(x, labels, weights, sums, lr, eps, tanh, classification)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    for fast, slow in zip((*weights, *sums), (w1, b1, w2, b2, s1, sb1, s2, sb2), strict=True):
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)

@@ -1,4 +1,8 @@
-"""With one worker, the parameter server computes what plain sequential numpy computes."""
+"""With one worker, the parameter server computes what plain sequential numpy computes.
+
+Numeric features are taken raw here (``standardize=False``); tests/unit/test_batching.py
+holds the standardised models to their own sequential reference.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,9 @@ def model_weights(model: LinearRegression, server: LocalParameterServer) -> np.n
 @pytest.mark.parametrize("batch_size", [1, 16, 50])
 def test_mini_batch_sgd_equals_numpy(batch_size: int) -> None:
     design, y, records = regression_stream()
-    model = LinearRegression(lr=LR, rule="sgd", buckets=2**16, numeric=NAMES)
+    model = LinearRegression(
+        lr=LR, rule="sgd", local_sgd=False, buckets=2**16, numeric=NAMES, standardize=False
+    )
     server = LocalParameterServer(model.params)
     predictions = [p.value for p in server.run(model, records, batch_size)]
 
@@ -68,7 +74,7 @@ def test_local_sgd_equals_sequential_sgd_whatever_the_batch_size() -> None:
         if not np.isnan(yt):
             w = w - LR * (xt @ w - yt) * xt
     for batch_size in (1, 64):
-        model = LinearRegression(lr=LR, local_sgd=True, buckets=2**16, numeric=NAMES)
+        model = LinearRegression(lr=LR, buckets=2**16, numeric=NAMES, standardize=False)
         server = LocalParameterServer(model.params)
         predictions = [p.value for p in server.run(model, records, batch_size)]
         np.testing.assert_allclose(predictions, expected, rtol=0, atol=1e-12)
@@ -92,6 +98,6 @@ def test_ftrl_learns_record_by_record_whatever_the_batch_size() -> None:
         expected.append(p)
         z, n = ftrl_step(z, n, w, (p - yt) * xt, hyper["alpha"])
     for batch_size in (1, 100):
-        model = FtrlLogisticRegression(buckets=2**16, numeric=NAMES, **hyper)
+        model = FtrlLogisticRegression(buckets=2**16, numeric=NAMES, standardize=False, **hyper)
         predictions = LocalParameterServer(model.params).run(model, records, batch_size)
         np.testing.assert_allclose([p.value for p in predictions], expected, rtol=0, atol=1e-12)

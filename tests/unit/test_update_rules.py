@@ -22,6 +22,7 @@ HYPER: dict[str, dict[str, float]] = {
     "add": {},
     "sgd": {"lr": 0.5},
     "adagrad": {"lr": 0.5},
+    "adagrad_additive": {"lr": 0.5},
     "adam": {"lr": 0.05},
     "ftrl": {"alpha": 0.5, "beta": 1.0, "l1": 0.1, "l2": 0.1},
     "ftrl_additive": {"alpha": 0.5, "beta": 1.0, "l1": 0.1, "l2": 0.1},
@@ -75,6 +76,15 @@ def _worker_push(rule: UpdateRule, slots: tuple[np.ndarray, ...], x, y) -> np.nd
             w = ftrl_weights(z, n, **hyper)
             z, n = ftrl_step(z, n, w, _grad(w, xi[None], yi[None]), hyper["alpha"])
         return np.stack([z - z0, n - n0])
+    if rule.name == "adagrad_additive":
+        # AdaGrad steps record by record on a local copy of (w, G); push the change.
+        acc0 = slots[1].astype(np.float64)
+        w0, acc = w, acc0
+        for xi, yi in zip(x, y, strict=True):
+            g = _grad(w, xi[None], yi[None])
+            acc = acc + g * g
+            w = w - HYPER[rule.name]["lr"] * g / (np.sqrt(acc) + 1e-8)
+        return np.stack([w - w0, acc - acc0])
     g = _grad(w, x, y)
     if rule.name == "add":
         return (-0.5 * g)[None]
@@ -104,7 +114,7 @@ def test_contract_shapes_immutability_and_codec(
     assert len(slots) == 1 + rule.n_state
     for _ in range(3):
         delta = rng.standard_normal((rule.delta_slots, *shape)).astype(dtype)
-        if name == "ftrl_additive":
+        if name in ("ftrl_additive", "adagrad_additive"):
             delta[1] = np.abs(delta[1])
         before, frozen_delta = _read_only(slots), _read_only((delta,))[0]
         new = rule.apply(before, frozen_delta)
@@ -285,6 +295,27 @@ def test_ftrl_additive_sums_pushes_from_many_workers() -> None:
         rule.apply(slots, np.array([[0.0, 0.0, 0.0], [0.0, -1.0, 0.0]]))
 
 
+def test_adagrad_additive_matches_adagrad_for_one_worker_and_sums_pushes() -> None:
+    adagrad, additive = make_rule("adagrad", lr=0.3), make_rule("adagrad_additive", lr=0.3)
+    grads = np.random.default_rng(5).standard_normal((12, 4))
+    per_record = adagrad.init_state(np.zeros(4))
+    for g in grads:
+        per_record = adagrad.apply(per_record, g[None])
+    # One worker takes the same 12 steps on its local copy and pushes once.
+    pulled = additive.init_state(np.zeros(4))
+    w, acc = pulled
+    for g in grads:
+        acc = acc + g * g
+        w = w - 0.3 * g / (np.sqrt(acc) + 1e-8)
+    pushed = additive.apply(pulled, np.stack([w - pulled[0], acc - pulled[1]]))
+    for a, b in zip(per_record, pushed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    twice = additive.apply(pushed, np.stack([w - pulled[0], acc - pulled[1]]))
+    np.testing.assert_allclose(twice[1], 2 * acc, rtol=0, atol=1e-12)
+    with pytest.raises(BadDeltaError, match="negative"):
+        additive.apply(pulled, np.array([[0.0] * 4, [0.0, -1.0, 0.0, 0.0]]))
+
+
 def test_ftrl_large_l1_gives_exact_zeros() -> None:
     rule = make_rule("ftrl", l1=1e6)
     slots = rule.init_state(np.zeros(50))
@@ -323,6 +354,7 @@ def test_non_finite_results_are_rejected() -> None:
         ("sgd", {"lr": 0.1, "momentum": 0.9}),
         ("adagrad", {"lr": 0.1, "eps": 0.0}),
         ("adagrad", {"lr": 0.1, "initial_accumulator": -1.0}),
+        ("adagrad_additive", {"lr": 0.0}),
         ("adam", {"lr": 0.1, "beta1": 1.0}),
         ("adam", {"lr": 0.1, "beta2": -0.1}),
         ("ftrl", {"alpha": 0.0}),
