@@ -82,6 +82,30 @@ def encode_packed(
     return b"".join(parts)
 
 
+_BATCH_HEAD = msgpack.packb(BATCH_TAG)
+_PACKED_HEAD = msgpack.packb(PACKED_TAG)
+
+
+def records_in(data: bytes) -> int:
+    """How many records a message holds, read from its first bytes alone: a ``kps-batch``
+    message's records, a ``kps-packed`` message's source messages, else 1. What a take of
+    training events weighs (:mod:`agents.take`); a malformed container is found later, by
+    :func:`split_message`."""
+    if not data or data[0] not in _ARRAY_BYTES:
+        return 1
+    first = data[0]
+    if first < 0xDC:
+        count, start = first & 0x0F, 1
+    else:
+        width = 2 if first == 0xDC else 4
+        count, start = int.from_bytes(data[1 : 1 + width], "big"), 1 + width
+    if data.startswith(_BATCH_HEAD, start):
+        return max(1, count - 2)
+    if data.startswith(_PACKED_HEAD, start):
+        return max(1, count - 4)
+    return 1
+
+
 def _container(data: bytes) -> tuple[msgpack.Unpacker, int, str] | None:
     """An unpacker past the tag and version of a batch or packed message, its item count
     and its tag; None for a one-record message."""

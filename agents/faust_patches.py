@@ -13,10 +13,12 @@ import inspect
 from typing import Any
 
 import aiokafka
+from faust.streams import Stream
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
 
+from kafka_ps.agents.take import STREAM_TARGETS
 from kafka_ps.tables.errors import KafkaPsError
 
 
@@ -31,6 +33,7 @@ PATCH_TARGETS: list[tuple[type, str]] = [
     (ProducerBuffer, "size"),
     (FlowControlEvent, "resume"),
     (FlowControlEvent, "is_active"),
+    *STREAM_TARGETS,
 ]
 
 
@@ -42,6 +45,11 @@ def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None
                 f"{owner.__module__}.{owner.__qualname__}.{name} is gone: kafka-ps's Faust "
                 "patches need review for this faust-streaming/mode/aiokafka version"
             )
+    if "self._processors" not in inspect.getsource(Stream.__init__):
+        raise FaustPatchError(
+            "faust.streams.Stream no longer keeps _processors: kafka-ps's record-bounded "
+            "take (agents/take.py) needs review for this faust-streaming version"
+        )
     # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
     if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
         raise FaustPatchError(

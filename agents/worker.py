@@ -33,13 +33,14 @@ from kafka_ps.agents.api import (
     TrainingRecord,
     UnknownParameterError,
 )
-from kafka_ps.agents.batches import split_message
+from kafka_ps.agents.batches import records_in, split_message
 from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, Origin, report_counts
 from kafka_ps.agents.metrics import ProgressiveMetrics
 from kafka_ps.agents.packer import Packer, packs_input, training_topic
 from kafka_ps.agents.records import BadRecordError, parse_record
 from kafka_ps.agents.replies import ReplyRouter
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.agents.take import take_records
 from kafka_ps.agents.telemetry import WorkerTelemetry, serve_metrics
 from kafka_ps.agents.transport import FaustTransport, Replies, Transport
 from kafka_ps.tables.clocks import Consistency
@@ -747,6 +748,22 @@ class WorkerAgent:
             await self.transport.send(self.settings.topic("metrics"), report)
 
 
+#: Mini-batches' worth of records a worker's take holds at most under ASP.
+TAKE_BATCHES = 8
+
+
+def take_size(settings: JobSettings) -> int:
+    """Records after which a worker's take ends, however they are packed (agents/take.py).
+
+    A rebalance waits until a revoked process has learned its take, so a take is bounded:
+    under ASP by a few mini-batches (fewer would leave more short mini-batches at take
+    ends); under BSP and SSP by one, since each mini-batch is a clock that may wait on a
+    process that cannot rejoin before the rebalance ends.
+    """
+    bounded = Consistency.parse(settings.consistency).bounded
+    return settings.batch_size * (1 if bounded else TAKE_BATCHES)
+
+
 def register_worker(
     app: faust.App, settings: JobSettings, logic: BatchWorkerLogic, registry: ParamRegistry
 ) -> None:
@@ -786,5 +803,6 @@ def register_worker(
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+        takes = take_records(stream, take_size(settings), settings.batch_wait, records_in)
+        async for events in takes:
             await workers.train(events)
