@@ -57,6 +57,8 @@ MAX_GOOD_NAMES = 100_000
 _JSON_WHITESPACE = b" \t\n\r"
 _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: A quote then JSON whitespace: a name may have whitespace before its colon.
+_QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
 
 
 class BadRecordError(RejectedError):
@@ -312,27 +314,34 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
             return None
     except (ValueError, TypeError, msgpack.UnpackException):
         return None
-    if type(obj) is not dict or not FIELDS.issuperset(obj):
+    if type(obj) is not dict:
+        return None
+    record = _fast_checked(obj, partition, offset)
+    if record is None:
+        return None
+    if msgpack_record:
+        if msgpack.packb(obj, use_bin_type=True) != data:
+            return None
+    elif data.count(b'":') != len(obj) + len(record.features) or _QUOTE_SPACE.search(data):
+        # A quote then whitespace: a name may have whitespace before its colon.
+        return None
+    return record
+
+
+def _fast_checked(obj: dict, partition: int, offset: int) -> TrainingRecord | None:
+    """The record of a decoded object whose every field is of the common kind, checked in
+    bulk; None for anything else (:func:`record_from_object` judges it)."""
+    if not FIELDS.issuperset(obj):
         return None
     features = obj.get("features")
-    names = len(obj)
     if features is not None:
         if type(features) is not dict or len(features) > MAX_FEATURES:
             return None
-        names += len(features)
         if not _GOOD_NAMES.issuperset(features):
             return None
         for value in features.values():
             if type(value) is not str and _fast_number(value) is None:
                 return None
-    if msgpack_record:
-        if msgpack.packb(obj, use_bin_type=True) != data:
-            return None
-    elif data.count(b'":') != names or (
-        # A quote then whitespace: a name may have whitespace before its colon.
-        b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data
-    ):
-        return None
     dense = obj.get("dense")
     if dense is not None:
         if type(dense) is not list or not all(_fast_number(v) is not None for v in dense):
@@ -361,6 +370,15 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
         partition=partition,
         offset=offset,
     )
+
+
+def _json_bytes(obj: dict[str, object]) -> bytes:
+    """Compact JSON: orjson's, or the standard library's for what orjson refuses (integers
+    beyond 64 bits, which it cannot write, and lone surrogates, which neither can)."""
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _plain(value: object) -> object:
@@ -399,12 +417,10 @@ def encode_record(
     for name, value in (("label", label), ("key", key), ("ts", ts)):
         if value is not None:
             obj[name] = _plain(value)
-    record_from_object(obj)
+    if _fast_checked(obj, 0, -1) is None:  # the common record, checked in bulk
+        record_from_object(obj)
     try:
-        if fmt == "json":
-            data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        else:
-            data = msgpack.packb(obj, use_bin_type=True)
+        data = _json_bytes(obj) if fmt == "json" else msgpack.packb(obj, use_bin_type=True)
     except UnicodeEncodeError:
         raise BadRecordError(DeadLetterReason.MALFORMED, "a string is not valid Unicode") from None
     except OverflowError:

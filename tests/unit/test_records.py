@@ -10,10 +10,12 @@ import msgpack
 import numpy as np
 import pytest
 
+from kafka_ps.agents import records
 from kafka_ps.agents.records import (
     MAX_FEATURES,
     REASONS,
     BadRecordError,
+    _plain,
     encode_record,
     parse_record,
 )
@@ -342,3 +344,37 @@ def test_fast_path_takes_the_common_records() -> None:
     assert records._fast_record(FAST_CASES[1], 0, 0) is None
     with pytest.raises(BadRecordError, match="duplicate"):
         parse_record(FAST_CASES[1])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"features": {"a": "x", "b": 1, "c": 1e-7}, "label": 1.0, "key": "k", "ts": 1e16},
+        {"features": {"a": 2**70}, "label": 0.0},  # beyond orjson: the standard library writes it
+        {"dense": np.arange(3.0), "label": np.float32(0.5)},
+        {"features": {"a": "y", "b": np.int64(3)}},
+    ],
+)
+def test_encoding_accepts_what_parsing_takes_back_as_the_same_record(fields: dict) -> None:
+    data = encode_record(**fields)
+    record = parse_record(data)
+    exact = records.record_from_object(json.loads(data))
+    assert (record.features, record.label, record.key) == (exact.features, exact.label, exact.key)
+    assert record.features == {name: _plain(v) for name, v in fields.get("features", {}).items()}
+    assert record.label == fields.get("label")
+    if "dense" in fields:
+        assert np.array_equal(record.dense, fields["dense"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"features": {"a": "\ud800"}}, "malformed"),
+        ({"features": {"a": float("nan")}}, "non_finite"),
+        ({"features": {"a": True}}, "wrong_type"),
+    ],
+)
+def test_encoding_refuses_what_parsing_would_refuse(fields: dict, reason: str) -> None:
+    with pytest.raises(BadRecordError) as refused:
+        encode_record(**fields)
+    assert refused.value.reason.value == reason
