@@ -255,13 +255,17 @@ class FeatureHasher:
         Only strings (tuples of strings) are remembered: equal values of other types (1,
         1.0, True) hash apart, and no number equals a string, so a hit is always right."""
         memo = self._strings.setdefault(names, {})
-        found = [memo.get(value) for value in column]
+        found = list(map(memo.get, column))
         if None in found:
             if len(memo) >= MAX_CACHED:
                 memo.clear()
             for i, bucket in enumerate(found):
                 if bucket is None:
                     value = column[i]
+                    hit = memo.get(value)  # a value new to this batch, met again in it
+                    if hit is not None:
+                        found[i] = hit
+                        continue
                     if len(names) == 1:
                         bucket = found[i] = hash_feature(names[0], value, self.buckets)
                         strings = type(value) is str
