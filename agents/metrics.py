@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from kafka_ps.agents.api import Prediction, Task
 
@@ -50,18 +53,26 @@ class ProgressiveMetrics:
     window_started: float = field(default_factory=time.monotonic)
 
     def add(self, prediction: Prediction) -> None:
-        if prediction.label is None or not is_score(prediction.value):
+        self.add_all((prediction,))
+
+    def add_all(self, predictions: Iterable[Prediction]) -> None:
+        """:meth:`add` each of a mini-batch's predictions, at numpy's speed (the sums agree
+        with adding them one by one up to rounding)."""
+        scored = [
+            (p.label, p.value) for p in predictions if p.label is not None and is_score(p.value)
+        ]
+        if not scored:
             return
-        y, p = prediction.label, prediction.value
+        y, p = np.array(scored, dtype=np.float64).T
         if self.task == "classification":
-            q = min(max(p, EPS), 1 - EPS)
-            loss = -(y * math.log(q) + (1 - y) * math.log(1 - q))
-            self.correct += int((p >= 0.5) == (y >= 0.5))
+            q = np.clip(p, EPS, 1 - EPS)
+            loss = float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).sum())
+            self.correct += int(((p >= 0.5) == (y >= 0.5)).sum())
         else:
-            loss = (p - y) ** 2
-        self.records += 1
+            loss = float(((p - y) ** 2).sum())
+        self.records += len(scored)
         self.loss_sum += loss
-        self.window_records += 1
+        self.window_records += len(scored)
         self.window_loss += loss
 
     @property

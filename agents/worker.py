@@ -736,8 +736,7 @@ class WorkerAgent:
         """One predictions message for the mini-batch; a metrics report when a progressive
         window is full."""
         progress = self.metrics.setdefault(worker, ProgressiveMetrics(self.logic.task))
-        for prediction in predictions:
-            progress.add(prediction)
+        progress.add_all(predictions)
         key, value = predictions_message(worker, units, predictions)
         await self.transport.send(self.settings.topic("predictions"), value, worker, key)
         if progress.window_records >= self.settings.metrics_window:

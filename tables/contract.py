@@ -140,18 +140,10 @@ def rows_spec(registry: ParamRegistry, keys: Sequence[bytes]) -> ParamSpec:
     if not keys:
         raise ValueError("a pull or push by rows needs at least one key")
     spec = registry.spec_for(keys[0])
-    seen = registry.keys_of(spec.name)
-    if not seen.issuperset(keys):
-        prefix = spec.name.encode() + b":"
-        cut = len(prefix)
-        # An index holds no ":", so a key of this parameter has its last ":" at the prefix.
-        if not all(
-            len(key) > cut and key.startswith(prefix) and key.rfind(b":") == cut - 1 for key in keys
-        ):
-            for key in keys:
-                registry.spec_for(key)  # an undeclared parameter is named as such
-            raise ValueError(f"a pull or push by rows takes keys of one parameter ({spec.name!r})")
-        seen.update(keys)
+    if not registry.all_of(spec.name, keys):
+        for key in keys:
+            registry.spec_for(key)  # an undeclared parameter is named as such
+        raise ValueError(f"a pull or push by rows takes keys of one parameter ({spec.name!r})")
     if len(set(keys)) != len(keys):
         raise ValueError("a pull or push by rows names a key twice")
     return spec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,7 +59,7 @@ class ParamSpec:
         return self.rule.init_state(self.init(key, self.shape, self.dtype))
 
 
-#: Keys a registry remembers per parameter as checked (:meth:`ParamRegistry.keys_of`).
+#: Keys a registry remembers per parameter as checked (:meth:`ParamRegistry.all_of`).
 MAX_KEYS_SEEN = 1 << 21
 
 
@@ -85,13 +85,27 @@ class ParamRegistry:
             raise ValueError("parameter names must be unique")
         self._keys: dict[str, set[bytes]] = {}
 
-    def keys_of(self, name: str) -> set[bytes]:
-        """Keys already found to be parameter ``name``'s: checking a key again, for every
-        mini-batch that touches it, would cost more than the pull. Emptied when large."""
-        keys = self._keys.setdefault(name, set())
-        if len(keys) > MAX_KEYS_SEEN:
-            keys.clear()
-        return keys
+    def all_of(self, name: str, keys: Iterable[bytes]) -> bool:
+        """Whether every one of ``keys`` is a key of parameter ``name``.
+
+        Keys found so are remembered, and only the others are checked: checking a key
+        again, for every mini-batch that touches it, would cost more than the pull.
+        """
+        seen = self._keys.setdefault(name, set())
+        new = set(keys).difference(seen)
+        if not new:
+            return True
+        prefix = name.encode() + b":"
+        cut = len(prefix)
+        # An index holds no ":", so a key of this parameter has its last ":" at the prefix.
+        if not all(
+            len(key) > cut and key.startswith(prefix) and key.rfind(b":") == cut - 1 for key in new
+        ):
+            return False
+        if len(seen) + len(new) > MAX_KEYS_SEEN:
+            seen.clear()
+        seen.update(new)
+        return True
 
     def spec_for(self, key: bytes) -> ParamSpec:
         try:

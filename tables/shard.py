@@ -117,17 +117,7 @@ class Shard:
         specs = self.registry.specs
         if len(specs) == 1:
             (spec,) = specs.values()
-            seen = self.registry.keys_of(spec.name)
-            if seen.issuperset(keys):
-                return {spec.name: (spec, list(range(len(keys))))}
-            prefix = spec.name.encode() + b":"
-            cut = len(prefix)
-            # Indexes hold no ":", so a key of this parameter has its last ":" at the prefix.
-            if all(
-                len(key) > cut and key.rfind(b":") == cut - 1 and key.startswith(prefix)
-                for key in keys
-            ):
-                seen.update(keys)
+            if self.registry.all_of(spec.name, keys):
                 return {spec.name: (spec, list(range(len(keys))))}
         groups: dict[str, tuple[ParamSpec, list[int]]] = {}
         for i, key in enumerate(keys):

@@ -215,3 +215,25 @@ def test_kps_train_gives_each_process_its_own_port_from_the_base_port(tmp_path: 
     assert ports == [9300, 9301, 9302]
     unset = job_processes(JobSettings(), 2, 1, tmp_path)
     assert [process.settings.metrics_port for process in unset] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_mini_batch_of_predictions_scores_as_they_would_one_by_one(task: str) -> None:
+    rng = np.random.default_rng(5)
+    values = [float(v) for v in rng.uniform(0, 1, 50)] + [1.0, 0.0, 2, None, True, "x"]
+    labels = [float(v) for v in rng.integers(0, 2, 50)] + [1.0, 1.0, 0.0, 1.0, 1.0, None]
+    batch = ProgressiveMetrics(task)
+    batch.add_all(Prediction(v, y) for v, y in zip(values, labels, strict=True))
+    scored = [(v, y) for v, y in zip(values, labels, strict=True) if y is not None]
+    scored = [(v, y) for v, y in scored if type(v) in (int, float)]
+    if task == "classification":
+        q = [min(max(v, 1e-15), 1 - 1e-15) for v, _ in scored]
+        losses = [
+            -(y * math.log(p) + (1 - y) * math.log(1 - p))
+            for p, (_, y) in zip(q, scored, strict=True)
+        ]
+        assert batch.correct == sum((v >= 0.5) == (y >= 0.5) for v, y in scored)
+    else:
+        losses = [(v - y) ** 2 for v, y in scored]
+    assert batch.records == batch.window_records == len(scored) == 53
+    assert batch.loss_sum == pytest.approx(math.fsum(losses), rel=1e-12)
