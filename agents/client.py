@@ -102,6 +102,26 @@ def read_all(
         consumer.close()
 
 
+def read_one(
+    bootstrap: str, topic: str, partition: int, offset: int, timeout: float = 30.0
+) -> bytes:
+    """The value of the message at ``offset`` of ``topic``'s ``partition``."""
+    consumer = _reader(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = Deadline(timeout)
+        while not deadline.passed():
+            for message in consumer.consume(1, 0.5):
+                if message.error():
+                    raise KafkaException(message.error())
+                if message.offset() == offset:
+                    return message.value()
+                raise KafkaException(f"{topic}[{partition}] has no offset {offset} any more")
+        raise TimeoutError(f"reading {topic}[{partition}] at {offset}")
+    finally:
+        consumer.close()
+
+
 def read_latest(
     bootstrap: str, topic: str, timeout: float = 60.0, progress: str | None = None
 ) -> dict[bytes, bytes]:

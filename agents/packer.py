@@ -11,16 +11,19 @@ Kafka Streams does with its repartition topics. The worker agents consume that t
 Exactly once still holds: a packed message keeps each source message's offset, and that
 offset, not the packed topic's, is the training offset that pushes, high-water marks and
 termination speak of. The packer commits input offsets only after the packed messages
-holding them are acknowledged, so a crash can repeat records in the packed topic but never
-lose one, and a repeat carries the same training offsets, which the workers and shards
-already drop. Dead letters name the input topic and the source offset.
+holding them are acknowledged (asynchronously, without waiting between fetches), so a crash
+can repeat records in the packed topic but never lose one, and a repeat carries the same
+training offsets, which the workers and shards already drop. Dead letters name the input
+topic and the source offset.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Most source messages in one fetch, and so in one packed message per partition.
 FETCH = 2000
+#: Seconds between two asynchronous commits of acknowledged input offsets.
+COMMIT_INTERVAL = 0.5
 
 
 def packs_input(settings: JobSettings) -> bool:
@@ -55,6 +60,13 @@ def training_topic(settings: JobSettings) -> str:
 class Packer:
     """Packs the input topic into ``<app>-packed`` in a thread of its own.
 
+    Nothing waits on the broker between two fetches: each packed message's delivery report
+    records the input offset it covers, and the acknowledged offsets are committed
+    asynchronously every :data:`COMMIT_INTERVAL` seconds (and synchronously, after a flush,
+    when partitions are revoked or the packer stops). A commit never passes an
+    unacknowledged packed message: the idempotent producer delivers a partition's messages
+    in order, and a failed delivery stops the packer before anything after it is committed.
+
     Parameters
     ----------
     settings
@@ -66,6 +78,9 @@ class Packer:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="kps-packer", daemon=True)
         self.packed = 0
+        #: Per input partition, the offset after the last acknowledged packed message.
+        self.acked: dict[int, int] = {}
+        self.failure: str | None = None
 
     def start(self) -> None:
         self.thread.start()
@@ -89,37 +104,68 @@ class Packer:
             }
         )
         producer = Producer(producer_config(settings.broker, linger_ms=1))
-        consumer.subscribe([settings.input_topic])
+
+        def on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+            self._commit(consumer, producer, wait=True)
+
+        consumer.subscribe([settings.input_topic], on_revoke=on_revoke)
+        committed = time.monotonic()
         try:
             while not self.stopping.is_set():
-                self._pack(consumer, producer, consumer.consume(FETCH, 0.05))
+                self._pack(producer, consumer.consume(FETCH, 0.05))
+                producer.poll(0)  # delivery reports
+                if self.failure is not None:
+                    raise KafkaException(f"a packed message was not delivered: {self.failure}")
+                if time.monotonic() - committed >= COMMIT_INTERVAL:
+                    self._commit(consumer, producer, wait=False)
+                    committed = time.monotonic()
+            self._commit(consumer, producer, wait=True)
         except KafkaException as error:
             log.error("the packer stopped: %s", error)
         finally:
             consumer.close()
 
-    def _pack(self, consumer: Consumer, producer: Producer, messages: list) -> None:
+    def _pack(self, producer: Producer, messages: list) -> None:
         by_partition: dict[int, list] = defaultdict(list)
         for message in messages:
             if message.error() is None:
                 by_partition[message.partition()].append(message)
             else:
                 log.warning("packer: %s", message.error())
-        if not by_partition:
-            return
         topic = self.settings.topic("packed")
         for partition, batch in by_partition.items():
             value = encode_packed(
                 [m.offset() for m in batch], [m.key() for m in batch], [m.value() for m in batch]
             )
-            producer.produce(topic, value, None, partition)
-        if producer.flush(30):
+            delivered = partial(self._delivered, partition, batch[-1].offset() + 1)
+            while True:
+                try:
+                    producer.produce(topic, value, None, partition, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            self.packed += len(batch)
+
+    def _delivered(self, partition: int, after: int, error: object, _message: object) -> None:
+        if error is not None:
+            self.failure = str(error)
+        elif self.failure is None:
+            self.acked[partition] = after
+
+    def _commit(self, consumer: Consumer, producer: Producer, wait: bool) -> None:
+        """Commit the input offsets whose packed messages are acknowledged; with ``wait``,
+        first every packed message sent, and the commit itself."""
+        if wait and producer.flush(30):
             raise KafkaException("packed messages unacknowledged after 30 s")
+        if self.failure is not None:
+            raise KafkaException(f"a packed message was not delivered: {self.failure}")
+        if not self.acked:
+            return
+        acked, self.acked = self.acked, {}
         consumer.commit(
             offsets=[
-                TopicPartition(self.settings.input_topic, partition, batch[-1].offset() + 1)
-                for partition, batch in by_partition.items()
+                TopicPartition(self.settings.input_topic, partition, after)
+                for partition, after in acked.items()
             ],
-            asynchronous=False,
+            asynchronous=not wait,
         )
-        self.packed += sum(len(batch) for batch in by_partition.values())

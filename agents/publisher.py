@@ -52,7 +52,9 @@ class ModelPublisher:
         # Reports of failed deliveries only: a Python callback per published key would
         # cost more than the publishing.
         config = producer_config(self.bootstrap, linger_ms=5)
-        self.producer = Producer({**config, "delivery.report.only.error": True})
+        self.producer = Producer(
+            {**config, "delivery.report.only.error": True, "on_delivery": self._delivered}
+        )
 
     def republish(self, shard: Shard) -> None:
         """Publish every key of ``shard`` at its next flush."""
@@ -73,7 +75,7 @@ class ModelPublisher:
             produce, topic, partition = self.producer.produce, self.topic, shard.shard
             for key, value in zip(keys, encode_values(values, stamps), strict=True):
                 try:
-                    produce(topic, value, key, partition, on_delivery=self._delivered)
+                    produce(topic, value, key, partition)
                 except BufferError:
                     self._produce(key, value, partition)
             sent += len(keys)
@@ -86,9 +88,7 @@ class ModelPublisher:
         assert self.producer is not None
         while True:
             try:
-                self.producer.produce(
-                    self.topic, value, key, partition, on_delivery=self._delivered
-                )
+                self.producer.produce(self.topic, value, key, partition)
                 return
             except BufferError:
                 self.producer.poll(0.05)

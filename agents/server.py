@@ -291,12 +291,22 @@ class ShardAgent:
             # that every pull of clock t saw exactly the model after clock t - 1.
             due = state.deferred.take_due(state.clocks.minimum(self.workers))
             for offset, raw in due:
+                if raw is None:
+                    raw = await self.read_again(state.shard.shard, offset)
                 await self.apply(state, decode_message(raw), offset, event)
             state.deferred.done([offset for offset, _ in due])
         if self.consistency.bounded and state.held:
             minimum = state.clocks.minimum(self.workers)
             for pull in state.held.release(minimum, self.consistency):
                 await self.answer(state, pull)
+
+    async def read_again(self, shard: int, offset: int) -> bytes:
+        """A held BSP push whose message the table lost (see ``DeferredPushes.take_due``),
+        read again from the shard topic."""
+        log.warning(
+            "shard %s: held push at offset %s read again from the shard topic", shard, offset
+        )
+        return await self.transport.read(self.settings.topic("shard"), shard, offset)
 
     async def apply(
         self, state: ShardState, push: PsMessage, offset: int, event: faust.EventT

@@ -15,6 +15,7 @@ from typing import Protocol
 import faust
 from faust.types import TP
 
+from kafka_ps.agents.client import read_one
 from kafka_ps.tables.messages import PsMessage
 
 Headers = Sequence[tuple[str, bytes]]
@@ -35,6 +36,9 @@ class Transport(Protocol):
 
     async def seek(self, tp: TP, offset: int) -> None:
         """Read the consumed partition ``tp`` again from ``offset``."""
+
+    async def read(self, topic: str, partition: int, offset: int) -> bytes:
+        """The value of the message at ``offset`` of ``partition`` of ``topic``."""
 
     @property
     def generation(self) -> int:
@@ -86,6 +90,10 @@ class FaustTransport:
 
     async def seek(self, tp: TP, offset: int) -> None:
         await self.app.consumer.seek_wait({tp: offset})
+
+    async def read(self, topic: str, partition: int, offset: int) -> bytes:
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        return await asyncio.to_thread(read_one, bootstrap, topic, partition, offset)
 
     @property
     def generation(self) -> int:

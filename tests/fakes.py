@@ -99,6 +99,9 @@ class InMemoryTransport:
     async def seek(self, tp: TP, offset: int) -> None:
         self.sought[tp] = offset
 
+    async def read(self, topic: str, partition: int, offset: int) -> bytes:
+        return self.records(topic, partition)[offset].value
+
     def records(self, topic: str, partition: int = 0) -> list[Record]:
         return self.topics[(topic, partition)]
 

@@ -16,6 +16,7 @@ from kafka_ps.agents.server import ShardAgent
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.init import Constant
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
+from kafka_ps.tables.replay import DEFERRED_INDEX, DeferredPushes, deferred_key
 from kafka_ps.tables.shard import Shard
 from kafka_ps.tables.update_rules import make_rule
 from tests.fakes import Acks, InMemoryTransport, Record, RecordingPublisher
@@ -204,6 +205,21 @@ def test_under_bsp_a_pull_waits_for_the_slowest_worker_and_pushes_apply_together
     [held] = shard.replies(0)
     assert value_of(held) == [2.5, 2.5]  # both pushes of clock 0, and nothing else
     assert held.clock == 1
+
+
+def test_under_bsp_a_held_push_the_table_lost_is_read_again_from_the_shard_topic() -> None:
+    """The index of held pushes outlived one message (Faust sent the two changelog writes
+    out of order and a SIGKILL fell between them): the push is read at its offset again,
+    and applied once."""
+    shard = Harness(consistency="bsp")
+    shard.serve(shard.produce(push(worker=0, clock=0)))
+    shard.flush()
+    del shard.table[deferred_key(0)]  # the held push at shard-topic offset 0
+    restarted = Harness(table=shard.table, transport=shard.transport, consistency="bsp")
+    restarted.serve(restarted.produce(push(worker=1, clock=0)))
+    assert value_of(restarted.pull(worker=0, clock=1)) == [2.5, 2.5]
+    restarted.flush()
+    assert DEFERRED_INDEX in shard.table and len(DeferredPushes(shard.table)) == 0
 
 
 def test_a_rejected_push_goes_to_dead_letters_and_changes_nothing() -> None:
