@@ -19,6 +19,7 @@ import pytest
 from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.local import LocalParameterServer
 from kafka_ps.agents.models import FtrlLogisticRegression, LinearRegression, make_model
+from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import (
     DATASETS,
     FLIGHT_CROSSES,
@@ -231,6 +232,16 @@ def test_a_drifting_numeric_stream_at_batch_1024_beats_river_with_two_workers() 
     assert two_workers <= 1.02 * river, (two_workers, river)
     # The staleness between the two: under 3% on 18,000 drifting records.
     assert two_workers <= 1.03 * one_worker, (two_workers, one_worker)
+
+
+def test_a_drifting_numeric_stream_at_the_default_batch_stays_within_river_reach() -> None:
+    """The issue's bar for the default mini-batch: two workers within 1.02 x River."""
+    records = drift_stream()
+    hyper = {"numeric": [f"x{j}" for j in range(DRIFT["n_features"])]}
+    default = JobSettings.model_fields["batch_size"].default
+    assert default > 1024  # else the test above says it all
+    two_workers = run(hyper, records, default, workers=2)
+    assert two_workers <= 1.02 * river_scaled(records), two_workers
 
 
 def test_the_mlp_at_batch_1024_learns_what_it_learns_one_record_at_a_time() -> None:
