@@ -22,6 +22,7 @@ from kafka_ps.agents.api import (
     ParamSpec,
     TrainingRecord,
 )
+from kafka_ps.agents.models.kernels import warm_up
 from kafka_ps.agents.models.scaling import NumericScaler
 from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
 from kafka_ps.tables.update_rules import UpdateRule
@@ -69,6 +70,9 @@ class HashedLinearModel(BatchWorkerLogic):
         self.scaler = NumericScaler(self.hasher, numeric) if numeric and standardize else None
         if self.scaler is not None:
             self.params += (self.scaler.spec,)
+
+    def open(self) -> None:
+        warm_up()
 
     def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes]:
         batch = self.hasher.encode(records)

@@ -165,3 +165,21 @@ def mlp_pass(
         sb2[0] += d_out * d_out
         b2[0] -= lr * d_out / (math.sqrt(sb2[0]) + eps)
     return out
+
+
+def warm_up() -> None:
+    """Load every kernel's machine code now (from numba's on-disk cache, or compiled).
+
+    A kernel's first call otherwise pays it inside the first mini-batch: about 0.4 s of a
+    worker's CPU, a stall in its first freshness figures. The arguments have the types the
+    models pass (``intp`` indices, ``float64`` arrays, C-contiguous), so the real calls find
+    their specialisation ready; ``tests/unit/test_kernels.py`` checks that.
+    """
+    index = np.zeros(1, dtype=np.intp)
+    bounds = np.array([0, 1], dtype=np.intp)
+    one, label = np.ones(1), np.ones(1)
+    ftrl_logistic_pass(index, one, bounds, label, np.zeros(1), np.zeros(1), 0.1, 1.0, 0.0, 0.0)
+    linear_pass(index, one, bounds, label, np.zeros(1), np.zeros(1), 0.1, 1e-8, True)
+    weights = (np.zeros((1, 1)), np.zeros(1), np.zeros(1), np.zeros(1))
+    sums = tuple(w.copy() for w in weights)
+    mlp_pass(np.zeros((1, 1)), label, weights, sums, 0.1, 1e-8, True, True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +127,39 @@ def test_the_compiled_mlp_pass_equals_the_numpy_loop_to_1e_9(
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     for fast, slow in zip((*weights, *sums), (w1, b1, w2, b2, s1, sb1, s2, sb2), strict=True):
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)
+
+
+#: Run in a fresh interpreter: in this one, earlier tests have compiled the kernels already.
+FIRST_BATCH = """
+from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.models import make_model
+from kafka_ps.agents.models import kernels
+
+kernels.warm_up()
+compiled = [kernels.ftrl_logistic_pass, kernels.linear_pass, kernels.mlp_pass]
+ready = [list(kernel.signatures) for kernel in compiled]
+sparse = [
+    TrainingRecord(features={"a": str(i % 3), "x": i / 7}, label=float(i % 2)) for i in range(9)
+]
+dense = [TrainingRecord(dense=[i / 9, 1.0], label=float(i % 2)) for i in range(9)]
+for name, hyper, records in [
+    ("logreg_ftrl", {"numeric": ["x"]}, sparse),
+    ("linear", {"rule": "adagrad", "numeric": ["x"]}, sparse),
+    ("linear", {"rule": "sgd"}, sparse),
+    ("mlp", {"n_inputs": 2}, dense),
+    ("mlp", {"n_inputs": 2, "task": "regression", "activation": "relu"}, dense),
+]:
+    model = make_model(name, **hyper)
+    LocalParameterServer(model.params).run(model, records, batch_size=4)
+print([list(kernel.signatures) == signatures for kernel, signatures in zip(compiled, ready)])
+"""
+
+
+def test_warm_up_readies_the_specialisation_every_model_calls() -> None:
+    """A worker opening its model loads the kernels' code before its first mini-batch
+    (``warm_up``): the models' real calls then find it ready instead of compiling."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_BATCH], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["[True,", "True,", "True]"], done.stdout + done.stderr
