@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from kafka_ps.agents.api import Task
 from kafka_ps.agents.batches import encode_batch
-from kafka_ps.agents.client import Record, produce
+from kafka_ps.agents.client import Record, produce, read_all
 from kafka_ps.agents.jobs import END_OF_INPUT
 from kafka_ps.agents.metrics import is_score
 from kafka_ps.agents.model_export import export_npz
@@ -136,50 +136,56 @@ class Summary:
         return self.records / self.seconds
 
 
-def prediction_rows(
-    body: dict[str, Any],
-) -> Iterator[tuple[tuple[int, int, int | None], float | None, float]]:
-    """``((partition, offset, index), label, value)`` per record of a predictions message."""
+class PredictedRecord(NamedTuple):
+    """One record's entry in a predictions message (docs/formats.md)."""
+
+    #: ``(partition, offset, index)``: the record's training offset and its index inside a
+    #: ``kps-batch`` message (None for a one-record message).
+    record: tuple[int, int, int | None]
+    #: The record's own key, or None.
+    key: str | None
+    label: float | None
+    value: float
+
+
+def prediction_rows(body: dict[str, Any]) -> Iterator[PredictedRecord]:
+    """Each record's entry in a predictions message's ``body``."""
     partition = body["partition"]
-    for offset, index, label, value in zip(
-        body["offsets"], body["indexes"], body["labels"], body["values"], strict=True
+    for offset, index, key, label, value in zip(
+        body["offsets"], body["indexes"], body["keys"], body["labels"], body["values"], strict=True
     ):
-        yield (partition, offset, index), label, value
+        yield PredictedRecord((partition, offset, index), key, label, value)
+
+
+def read_prediction_rows(settings: JobSettings) -> Iterator[PredictedRecord]:
+    """Every entry of every message on the job's predictions topic up to its current end,
+    in each partition's order. A batch published again after a takeover appears again:
+    readers count each record once by its ``record`` triple."""
+    messages = read_all(
+        settings.broker, settings.topic("predictions"), range(settings.partitions), math.inf
+    )
+    for message in messages:
+        yield from prediction_rows(json.loads(message.value()))
 
 
 def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, float | None]:
-    """Progressive loss over every prediction the job published."""
-    consumer = Consumer(
-        {**confluent_config(settings.broker), "group.id": f"kps-summary-{uuid.uuid4().hex}"}
-    )
-    topic = settings.topic("predictions")
-    ends = {}
-    for p in range(settings.partitions):
-        _, end = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
-        if end:
-            ends[p] = end
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    """Progressive loss over every prediction the job published, each record counted once."""
     n, loss, correct = 0, 0.0, 0
     seen: set[tuple[int, int, int | None]] = set()
-    while ends:
-        for message in consumer.consume(5000, 1.0):
-            if message.offset() + 1 >= ends.get(message.partition(), math.inf):
-                del ends[message.partition()]
-            for record, y, p in prediction_rows(json.loads(message.value())):
-                # A batch published again after a takeover is counted once.
-                if record in seen:
-                    continue
-                seen.add(record)
-                if y is None or not is_score(p):
-                    continue
-                n += 1
-                if task == "classification":
-                    q = min(max(p, 1e-15), 1 - 1e-15)
-                    loss -= y * math.log(q) + (1 - y) * math.log(1 - q)
-                    correct += int((p >= 0.5) == (y >= 0.5))
-                else:
-                    loss += (p - y) ** 2
-    consumer.close()
+    for record, _, y, p in read_prediction_rows(settings):
+        # A batch published again after a takeover is counted once.
+        if record in seen:
+            continue
+        seen.add(record)
+        if y is None or not is_score(p):
+            continue
+        n += 1
+        if task == "classification":
+            q = min(max(p, 1e-15), 1 - 1e-15)
+            loss -= y * math.log(q) + (1 - y) * math.log(1 - q)
+            correct += int((p >= 0.5) == (y >= 0.5))
+        else:
+            loss += (p - y) ** 2
     mean = loss / max(n, 1)
     if task == "classification":
         return n, mean, correct / max(n, 1)

@@ -1,5 +1,7 @@
 """Invariants 2 and 6 under SIGKILL: every record counted exactly once while processes die,
-in the table and on the model-updates topic, under every consistency model."""
+in the table, on the model-updates topic and on the predictions topic (each record once by
+its (partition, offset, index), however often its batch was published), under every
+consistency model."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ def test_chaos_loses_nothing_and_doubles_nothing(
         consistency=consistency,
     )
     assert sum(result.produced.values()) == RECORDS and len(result.produced) == 1_000
+    assert len(result.inputs) == RECORDS
     assert len(result.victims) == KILLS
     tallies = result.tallies()
     assert all(tally.exact for tally in tallies.values()), {
