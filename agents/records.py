@@ -56,6 +56,10 @@ MAX_GOOD_NAMES = 100_000
 
 _JSON_WHITESPACE = b" \t\n\r"
 _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
+#: Encodes a decoded msgpack record back, to prove it had no name twice. One packer serves
+#: every thread: ``pack`` runs in C under the GIL, without a callback, and resets itself.
+_PACKER = msgpack.Packer(use_bin_type=True)
+_TEXT = {str}
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: A quote then JSON whitespace: a name may have whitespace before its colon.
 _QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
@@ -320,7 +324,7 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
     if record is None:
         return None
     if msgpack_record:
-        if msgpack.packb(obj, use_bin_type=True) != data:
+        if _PACKER.pack(obj) != data:
             return None
     elif data.count(b'":') != len(obj) + len(record.features) or _QUOTE_SPACE.search(data):
         # A quote then whitespace: a name may have whitespace before its colon.
@@ -339,9 +343,11 @@ def _fast_checked(obj: dict, partition: int, offset: int) -> TrainingRecord | No
             return None
         if not _GOOD_NAMES.issuperset(features):
             return None
-        for value in features.values():
-            if type(value) is not str and _fast_number(value) is None:
-                return None
+        kinds = set(map(type, features.values()))
+        if not kinds <= _TEXT and any(
+            type(value) is not str and _fast_number(value) is None for value in features.values()
+        ):
+            return None
     dense = obj.get("dense")
     if dense is not None:
         if type(dense) is not list or not all(_fast_number(v) is not None for v in dense):
