@@ -651,8 +651,8 @@ class WorkerAgent:
         ahead: PulledAhead | None = None,
         after: list[TrainingRecord] | None = None,
     ) -> PulledAhead | None:
-        """Run the logic on one mini-batch, push its deltas, advance the clock and publish
-        the predictions.
+        """Run the logic on one mini-batch, publish its predictions, push its deltas and
+        advance the clock.
 
         ``ahead`` holds rows pulled for it while the mini-batch before learned; with the
         next mini-batch's records ``after``, its rows are pulled now and returned."""
@@ -661,6 +661,12 @@ class WorkerAgent:
         if after is not None and self.pipelined:
             following = await self.pull_ahead(worker, clock + 1, after)
         client, records = await self.run_logic(worker, clock, units, records, ahead)
+        # Predictions go out before the pushes: once a push has raised a shard's high-water
+        # mark, a process taking this partition over skips the batch and would never
+        # publish them again. Sent first, a lost push only makes them published twice, which
+        # readers count once (docs/formats.md).
+        if client.predictions:
+            await self.publish_predictions(worker, units, client.predictions)
         sent = time.monotonic()
         await client.flush(units[0].offset, units[-1].offset, self.bounded)
         self.telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
@@ -668,8 +674,6 @@ class WorkerAgent:
         self.last_batch[worker] = time.monotonic()
         if following is not None:
             following.missing = client.pushed
-        if client.predictions:
-            await self.publish_predictions(worker, units, client.predictions)
         return following
 
     async def pull_ahead(

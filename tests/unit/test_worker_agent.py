@@ -22,7 +22,7 @@ from kafka_ps.agents.api import (
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.keys import param_key, shard_of
-from kafka_ps.tables.messages import Kind
+from kafka_ps.tables.messages import Kind, decode_message
 from kafka_ps.tables.update_rules import make_rule
 from tests.fakes import InMemoryJob
 
@@ -109,6 +109,28 @@ def test_predictions_go_out_one_message_per_mini_batch_and_read_the_batch_s_own_
     assert [record.key for record in published] == [b"0:0-1", b"0:2-3"]
     assert [json.loads(record.value)["values"] for record in published] == [[0, 0], [2, 2]]
     assert count(ps, 5) == 4.0
+
+
+def test_a_mini_batch_s_predictions_are_sent_before_its_pushes() -> None:
+    """A push raises the shards' marks, past which a takeover learns nothing again: the
+    predictions must already be out by then, or a crash between the two loses them."""
+    ps = job(batch_size=2)
+    events = ps.feed(records(5, 6, 7, 8))
+    sent: list[str] = []
+    send = ps.transport.send
+
+    async def noting(topic: str, value: bytes, *args: object, **kwargs: object) -> None:
+        if topic == ps.settings.topic("predictions"):
+            sent.append("predictions")
+        elif topic == ps.settings.topic("shard") and decode_message(value).kind is Kind.PUSH:
+            sent.append("push")
+        await send(topic, value, *args, **kwargs)  # type: ignore[arg-type]
+
+    ps.transport.send = noting  # type: ignore[method-assign]
+    run(ps, lambda ps: ps.worker.train(events))
+    assert sent[0] == "predictions" and sent.count("predictions") == 2
+    second = sent.index("predictions", 1)
+    assert set(sent[1:second]) == {"push"} and set(sent[second + 1 :]) == {"push"}
 
 
 def test_records_delivered_again_are_not_learned_twice() -> None:
