@@ -52,12 +52,9 @@ class ProgressiveMetrics:
     started: float = field(default_factory=time.monotonic)
     window_started: float = field(default_factory=time.monotonic)
 
-    def add(self, prediction: Prediction) -> None:
-        self.add_all((prediction,))
-
     def add_all(self, predictions: Iterable[Prediction]) -> None:
-        """:meth:`add` each of a mini-batch's predictions, at numpy's speed (the sums agree
-        with adding them one by one up to rounding)."""
+        """Score a mini-batch's predictions (those with a label and a numeric value), at
+        numpy's speed: the sums agree with adding them one by one up to rounding."""
         scored = [
             (p.label, p.value) for p in predictions if p.label is not None and is_score(p.value)
         ]

@@ -276,8 +276,7 @@ def test_metrics_score_numeric_outputs_only() -> None:
 
     metrics = ProgressiveMetrics("regression")
     outputs = run(Scripted(outputs=lambda r: [(r, {"top": [1, 2]} if r.offset else 3.0)]), n=2)
-    for prediction in outputs.outputs:
-        metrics.add(prediction)
+    metrics.add_all(outputs.outputs)
     assert metrics.records == 1 and metrics.loss_sum == 9.0  # (3 - 0)², the dict unscored
     units = [Unit(t, [r], [(b"", None, None)]) for t, r in enumerate(records(2))]
     _, body = predictions_message(0, units, outputs.outputs)

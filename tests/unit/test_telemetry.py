@@ -56,8 +56,7 @@ def test_a_worker_shows_its_progressive_metrics_and_dead_letters_when_scraped() 
     # Counted after the telemetry was made: read at scrape time, not copied at start.
     dead["not_object"] += 2
     progress[1] = metrics = ProgressiveMetrics("classification")
-    for p, y in ((0.9, 1.0), (0.2, 0.0), (0.6, 0.0)):
-        metrics.add(Prediction(p, y))
+    metrics.add_all(Prediction(p, y) for p, y in ((0.9, 1.0), (0.2, 0.0), (0.6, 0.0)))
     metrics.report(1)
     text = generate_latest(telemetry.registry).decode()
     assert 'kps_worker_dead_letters_total{job="j",reason="not_object"} 2.0' in text
@@ -71,7 +70,7 @@ def test_a_worker_shows_its_progressive_metrics_and_dead_letters_when_scraped() 
 
 def test_a_regression_worker_shows_rmse_and_no_rate_before_its_first_window() -> None:
     metrics = ProgressiveMetrics("regression")
-    metrics.add(Prediction(3.0, 1.0))
+    metrics.add_all([Prediction(3.0, 1.0)])
     telemetry = WorkerTelemetry(JOB, Counter(), {0: metrics})
     assert value(telemetry, "kps_worker_progressive_loss", worker="0", metric="rmse") == 2.0
     assert value(telemetry, "kps_worker_progressive_loss", worker="0", metric="accuracy") is None
