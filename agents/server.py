@@ -443,7 +443,12 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "server", dead_letters)
     shards = ShardAgent(
-        settings, registry, table, FaustTransport(app), ModelPublisher(settings), dead_letters
+        settings,
+        registry,
+        table,
+        FaustTransport(app, settings.broker),
+        ModelPublisher(settings),
+        dead_letters,
     )
     serve_metrics(app, settings, shards.telemetry, shard_topic_name)
 

@@ -73,10 +73,13 @@ class FaustTransport:
     ----------
     app
         The Faust app the agents run in.
+    bootstrap
+        The job's brokers (``KPS_BROKER``), for the reads outside the app's consumer.
     """
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, bootstrap: str) -> None:
         self.app = app
+        self.bootstrap = bootstrap
 
     async def send(
         self,
@@ -92,8 +95,7 @@ class FaustTransport:
         await self.app.consumer.seek_wait({tp: offset})
 
     async def read(self, topic: str, partition: int, offset: int) -> bytes:
-        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
-        return await asyncio.to_thread(read_one, bootstrap, topic, partition, offset)
+        return await asyncio.to_thread(read_one, self.bootstrap, topic, partition, offset)
 
     @property
     def generation(self) -> int:

@@ -779,7 +779,9 @@ def register_worker(
     router = ReplyRouter(settings.broker, settings.topic("replies"))
     dead_letters = DeadLetters(app, settings.topic("dead-letters"))
     report_counts(app, settings, "worker", dead_letters)
-    workers = WorkerAgent(settings, logic, registry, FaustTransport(app), router, dead_letters)
+    workers = WorkerAgent(
+        settings, logic, registry, FaustTransport(app, settings.broker), router, dead_letters
+    )
     serve_metrics(app, settings, workers.telemetry, training_name)
     packer = Packer(settings) if packs_input(settings) else None
 
