@@ -410,7 +410,10 @@ def encode_record(
         raise ValueError(f"fmt must be 'json' or 'msgpack', got {fmt!r}")
     obj: dict[str, object] = {}
     if features is not None:
-        obj["features"] = {name: _plain(value) for name, value in features.items()}
+        if any(issubclass(kind, np.generic) for kind in set(map(type, features.values()))):
+            obj["features"] = {name: _plain(value) for name, value in features.items()}
+        else:
+            obj["features"] = dict(features)
     if dense is not None:
         if isinstance(dense, np.ndarray) and dense.ndim != 1:
             raise BadRecordError(
