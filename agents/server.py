@@ -51,7 +51,7 @@ from kafka_ps.agents.telemetry import ServerTelemetry, serve_metrics
 from kafka_ps.agents.transport import Acknowledger, FaustTransport, Transport
 from kafka_ps.tables.clocks import Consistency, PendingPulls, VectorClock
 from kafka_ps.tables.messages import Kind, MessageError, PsMessage, decode_message, encode_message
-from kafka_ps.tables.replay import DeferredPushes, HighWaterMarks, ReadPosition
+from kafka_ps.tables.replay import VOUCHING, DeferredPushes, HighWaterMarks, ReadPosition
 from kafka_ps.tables.rocksdb import rocksdb_options
 from kafka_ps.tables.shard import RejectedPush, Shard
 from kafka_ps.tables.write_back import WriteBack
@@ -177,7 +177,8 @@ class ShardAgent:
             shard = Shard(self.registry, partition, self.settings.page_size)
             shard.load(self.table)
             held = PendingPulls[PsMessage](per_worker=self.settings.max_pulls_in_flight)
-            state = self.states[partition] = ShardState(shard, WriteBack(self.table), held)
+            book = WriteBack(self.table, last=VOUCHING)
+            state = self.states[partition] = ShardState(shard, book, held)
             self.publisher.republish(shard)
             log.info(
                 "shard %s loaded: %s keys",

@@ -27,8 +27,8 @@ later message (see ``agents/server.py``).
 Table layout (reserved keys, see :mod:`tables.clocks`): ``__hwm__:<w>`` int64 LE;
 ``__deferred__:<offset>`` the push message bytes; ``__deferred__`` the index, int64 LE
 pairs ``(clock, offset)``; ``__position__`` int64 LE. Writes are ordered so that a
-changelog holding a mark also holds what the mark vouches for: a deferred push and its
-index entry before the mark, a push's parameter records before the mark.
+changelog holding a mark also holds what the mark vouches for: a push's parameter records,
+then the held pushes and their index, then the marks (:data:`VOUCHING`), then the position.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from kafka_ps.tables.codec import CodecError
 
 HWM_PREFIX = b"__hwm__:"
 POSITION_KEY = b"__position__"
+#: The bookkeeping keys that vouch for others, in the order a flush writes them after the
+#: rest (:class:`~tables.write_back.WriteBack`): marks, then the read position.
+VOUCHING = (HWM_PREFIX, POSITION_KEY)
 DEFERRED_INDEX = b"__deferred__"
 DEFERRED_PREFIX = b"__deferred__:"
 _INT64 = struct.Struct("<q")
