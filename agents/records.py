@@ -30,6 +30,8 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from functools import partial
+from itertools import chain, repeat
 from typing import Any, Literal
 
 import msgpack
@@ -60,9 +62,13 @@ _MSGPACK_MAP_BYTES = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
 #: every thread: ``pack`` runs in C under the GIL, without a callback, and resets itself.
 _PACKER = msgpack.Packer(use_bin_type=True)
 _TEXT = {str}
+_FLOAT = {float}
+_BYTES = {bytes}
+_JSON_OPEN = {ord("{")}
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: A quote then JSON whitespace: a name may have whitespace before its colon.
 _QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
+_unpack = partial(msgpack.unpackb, raw=False, strict_map_key=True)
 
 
 class BadRecordError(RejectedError):
@@ -191,7 +197,21 @@ def record_from_object(obj: object, partition: int = 0, offset: int = -1) -> Tra
     label = _number(fields["label"], "label") if "label" in fields else None
     key = _key(fields["key"]) if "key" in fields else None
     ts = _number(fields["ts"], "ts") if "ts" in fields else None
-    return TrainingRecord(
+    return _record(features, dense, label, key, ts, partition, offset)
+
+
+def _record(
+    features: dict[str, float | int | str],
+    dense: np.ndarray | None,
+    label: float | None,
+    key: bytes | None,
+    ts: float | None,
+    partition: int,
+    offset: int,
+) -> TrainingRecord:
+    """A checked record's :class:`TrainingRecord`, every field given (so built at once)."""
+    return frozen(
+        TrainingRecord,
         features=features,
         dense=dense,
         label=label,
@@ -366,16 +386,133 @@ def _fast_checked(obj: dict, partition: int, offset: int) -> TrainingRecord | No
         key = key.encode()
     if features is None and dense is None:
         return None
-    return frozen(
-        TrainingRecord,
-        features=features or {},
-        dense=dense,
-        label=label,
-        key=key,
-        timestamp=ts,
-        partition=partition,
-        offset=offset,
-    )
+    return _record(features or {}, dense, label, key, ts, partition, offset)
+
+
+_DICT = {dict}
+_LABELS = {float, int, type(None)}
+_KEYS = {str, type(None)}
+_FEATURE_VALUES = {str, float, int}
+
+
+def parse_records(
+    values: list[bytes],
+    partition: int,
+    offsets: list[int],
+    *,
+    max_size: int = MAX_RECORD_BYTES,
+    require_label: bool = False,
+) -> list[TrainingRecord] | None:
+    """The records of ``values`` (read at ``partition``/``offsets``), parsed and checked a
+    column at a time, when every one is of the common kind that :func:`_fast_record` takes:
+    the same records as :func:`parse_record` gives one by one. None when any is not, and
+    then :func:`parse_record` must judge them one by one (a bad one has its reason there).
+
+    Per record only the decoding runs in C; the checks :func:`_fast_checked` makes per
+    record run here once over every record's names, types and numbers.
+    """
+    if not values or set(map(type, values)) != _BYTES:
+        return None
+    sizes = list(map(len, values))
+    if min(sizes) == 0 or max(sizes) > max_size:
+        return None
+    firsts = set(map(bytes.__getitem__, values, repeat(0)))
+    try:
+        if firsts == _JSON_OPEN:
+            objs = list(map(orjson.loads, values))
+        elif firsts <= _MSGPACK_MAP_BYTES:
+            objs = list(map(_unpack, values))
+        else:
+            return None
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if set(map(type, objs)) != _DICT or not FIELDS.issuperset(chain.from_iterable(objs)):
+        return None
+    columns = _checked_columns(objs, require_label)
+    if columns is None:
+        return None
+    features = columns[0]
+    if firsts == _JSON_OPEN:
+        # As in _fast_record, summed: each record has at least as many '":' as names.
+        names = sum(map(len, objs)) + sum(map(len, features))
+        counts = sum(map(bytes.count, values, repeat(b'":')))
+        if counts != names or any(map(_QUOTE_SPACE.search, values)):
+            return None
+    elif list(map(_PACKER.pack, objs)) != values:
+        return None
+    return [
+        _record(f, d, y, k, t, partition, o)
+        for f, d, y, k, t, o in zip(*columns, offsets, strict=True)
+    ]
+
+
+def _checked_columns(objs: list[dict], require_label: bool) -> tuple[list, ...] | None:
+    """Features, dense vectors, labels, keys and timestamps of decoded records, checked
+    as :func:`_fast_checked` checks one; None if any record is not of the common kind."""
+    features = [obj.get("features") for obj in objs]
+    if set(map(type, features)) != _DICT:
+        return None  # a record without features (dense only): judged one by one
+    if max(map(len, features)) > MAX_FEATURES:
+        return None
+    if not _GOOD_NAMES.issuperset(chain.from_iterable(features)):
+        return None
+    kinds = set(map(type, chain.from_iterable(map(dict.values, features))))
+    if not kinds <= _TEXT:
+        if not kinds <= _FEATURE_VALUES:
+            return None
+        numbers = [v for f in features for v in f.values() if type(v) is not str]
+        if not _exact(numbers):
+            return None
+    dense = [obj.get("dense") for obj in objs]
+    if any(d is not None for d in dense):
+        dense = [_fast_dense(d) for d in dense]
+        if any(d is _MISSING for d in dense):
+            return None
+    labels = _numbers([obj.get("label") for obj in objs])
+    stamps = _numbers([obj.get("ts") for obj in objs])
+    if labels is None or stamps is None or (require_label and None in labels):
+        return None
+    keys = [obj.get("key") for obj in objs]
+    if not set(map(type, keys)) <= _KEYS or "" in keys:
+        return None
+    keys = [None if k is None else k.encode() for k in keys]
+    return features, dense, labels, keys, stamps
+
+
+_MISSING = object()
+
+
+def _fast_dense(value: object) -> object:
+    """A record's dense vector as :func:`_fast_checked` takes it; :data:`_MISSING` if not."""
+    if value is None:
+        return None
+    if type(value) is not list or not all(_fast_number(v) is not None for v in value):
+        return _MISSING
+    return np.array(value, dtype=np.float64)
+
+
+def _exact(numbers: list) -> bool:
+    """Whether every one of ``numbers`` (ints and floats) is what :func:`_fast_number` takes:
+    finite, and below 2**53 in magnitude if a float."""
+    floats = [v for v in numbers if type(v) is float]
+    if not floats:
+        return True
+    largest = np.abs(np.array(floats, dtype=np.float64)).max()
+    return bool(largest < _EXACT_FLOAT)  # False for NaN
+
+
+def _numbers(column: list) -> list | None:
+    """A column of labels or timestamps as :func:`_fast_number` takes each (None kept);
+    None if any is not a plain number."""
+    kinds = set(map(type, column))
+    if kinds == _FLOAT:
+        return column if _exact(column) else None
+    if not kinds <= _LABELS:
+        return None
+    present = [v for v in column if v is not None]
+    if not _exact(present):
+        return None
+    return [None if v is None else float(v) for v in column]
 
 
 def _json_bytes(obj: dict[str, object]) -> bytes:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kafka_ps.agents import records
+from kafka_ps.agents.api import TrainingRecord
 from kafka_ps.agents.records import (
     MAX_FEATURES,
     REASONS,
@@ -378,3 +379,88 @@ def test_encoding_refuses_what_parsing_would_refuse(fields: dict, reason: str) -
     with pytest.raises(BadRecordError) as refused:
         encode_record(**fields)
     assert refused.value.reason.value == reason
+
+
+def _same(fast: TrainingRecord, exact: TrainingRecord) -> bool:
+    """Field for field the same record, value types included."""
+    if (fast.dense is None) != (exact.dense is None):
+        return False
+    if fast.dense is not None and not np.array_equal(fast.dense, exact.dense):
+        return False
+    return (
+        fast.features == exact.features
+        and [type(v) for v in fast.features.values()] == [type(v) for v in exact.features.values()]
+        and (fast.label, fast.key, fast.timestamp, fast.partition, fast.offset)
+        == (exact.label, exact.key, exact.timestamp, exact.partition, exact.offset)
+        and (type(fast.label), type(fast.timestamp)) == (type(exact.label), type(exact.timestamp))
+    )
+
+
+def _good_values() -> list[bytes]:
+    fields = [
+        {"features": {"a": "x", "b": "y"}, "label": 1.0, "key": "k1", "ts": 3.0},
+        {"features": {"a": "z", "c": 2}, "label": 0, "ts": 4},
+        {"features": {"a": "x", "c": -1.5}, "label": None, "key": "k2"},
+        {"features": {"b": "q"}, "dense": [1.0, 2, -3.5], "label": 1.0},
+        {"features": {}, "label": 0.0},
+    ]
+    return [encode_record(**f, fmt=fmt) for f in fields for fmt in ("json", "msgpack")]
+
+
+@pytest.mark.parametrize("require_label", [False, True])
+def test_a_group_parsed_at_once_is_what_parsing_one_by_one_gives_or_left_to_it(
+    require_label: bool,
+) -> None:
+    rng = random.Random(11)
+    parse_record(b'{"features":{"a":"x","b":1,"c":1}}')  # names now known
+    good = _good_values()
+    bad = FAST_CASES + [data for data, _ in BAD if len(data) < 1000]
+    taken = left = 0
+    for _ in range(4000):
+        size = rng.randrange(1, 7)
+        values = [rng.choice(good) if rng.random() < 0.85 else rng.choice(bad) for _ in range(size)]
+        if rng.random() < 0.2:
+            values = [v for v in values if v[:1] == b"{"] or values  # one format only
+        offsets = [rng.randrange(100) for _ in values]
+        group = records.parse_records(values, 3, offsets, require_label=require_label)
+        try:
+            exact = [
+                parse_record(v, 3, o, require_label=require_label)
+                for v, o in zip(values, offsets, strict=True)
+            ]
+        except BadRecordError:
+            assert group is None, values
+            left += 1
+            continue
+        if group is None:
+            left += 1
+            continue
+        taken += 1
+        assert len(group) == len(exact)
+        assert all(_same(f, e) for f, e in zip(group, exact, strict=True)), values
+    assert taken > 400 and left > 400, (taken, left)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_group_of_common_records_is_parsed_at_once(fmt: str) -> None:
+    fields = [
+        {"features": {"a": "x", "b": "y"}, "label": 1.0, "key": "k", "ts": 3.0},
+        {"features": {"a": "z", "b": "w"}, "label": 0.0, "key": "j", "ts": 4.0},
+    ]
+    values = [encode_record(**f, fmt=fmt) for f in fields]
+    for value in values:
+        parse_record(value)  # the names are checked once, then known
+    group = records.parse_records(values, 0, [5, 6])
+    assert group is not None
+    assert [(r.features, r.label, r.key, r.offset) for r in group] == [
+        ({"a": "x", "b": "y"}, 1.0, b"k", 5),
+        ({"a": "z", "b": "w"}, 0.0, b"j", 6),
+    ]
+    # One record with a name twice, or a missing label where one is required: one by one.
+    twice = b'{"features":{"a":"x","a":"y"},"label":1}'
+    if fmt == "msgpack":
+        twice = b"\x82\xa8features\x82\xa1a\xa1x\xa1a\xa1y\xa5label\x01"
+    assert records.parse_records([values[0], twice], 0, [1, 2]) is None
+    unlabelled = encode_record({"a": "x"}, fmt=fmt)
+    assert records.parse_records([values[0], unlabelled], 0, [1, 2]) is not None
+    assert records.parse_records([values[0], unlabelled], 0, [1, 2], require_label=True) is None
