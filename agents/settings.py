@@ -267,7 +267,7 @@ class JobSettings(FileSettings):
     model_params: dict[str, Any] = Field(
         default_factory=dict, description="the model's hyper-parameters, a JSON object"
     )
-    batch_size: int = Field(default=2048, ge=1, description="records per mini-batch")
+    batch_size: int = Field(default=8192, ge=1, description="records per mini-batch")
     batch_wait: float = Field(
         default=0.02,
         gt=0,

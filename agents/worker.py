@@ -37,7 +37,7 @@ from kafka_ps.agents.batches import records_in, split_message
 from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, Origin, report_counts
 from kafka_ps.agents.metrics import ProgressiveMetrics
 from kafka_ps.agents.packer import Packer, packs_input, training_topic
-from kafka_ps.agents.records import BadRecordError, parse_record
+from kafka_ps.agents.records import BadRecordError, parse_record, parse_records
 from kafka_ps.agents.replies import ReplyRouter
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.take import take_records
@@ -569,22 +569,29 @@ class WorkerAgent:
                     event.value, event.key, error.reason, str(error), event
                 )
                 continue
-            for item in items:
-                try:
-                    record = parse_record(
-                        item.value,
-                        worker,
-                        item.offset,
-                        require_label=not self.settings.predict_unlabelled,
-                    )
-                except BadRecordError as error:
-                    origin = Origin(self.settings.input_topic, worker, item.offset, item.index)
-                    await self.dead_letters.send(
-                        item.value, item.key, error.reason, str(error), origin
-                    )
-                    if not units or units[-1].offset != item.offset:
-                        units.append(Unit(item.offset))  # read, though none of it learned
-                    continue
+            require_label = not self.settings.predict_unlabelled
+            parsed = parse_records(
+                [item.value for item in items],
+                worker,
+                [item.offset for item in items],
+                require_label=require_label,
+            )
+            for i, item in enumerate(items):
+                if parsed is not None:
+                    record = parsed[i]
+                else:
+                    try:
+                        record = parse_record(
+                            item.value, worker, item.offset, require_label=require_label
+                        )
+                    except BadRecordError as error:
+                        origin = Origin(self.settings.input_topic, worker, item.offset, item.index)
+                        await self.dead_letters.send(
+                            item.value, item.key, error.reason, str(error), origin
+                        )
+                        if not units or units[-1].offset != item.offset:
+                            units.append(Unit(item.offset))  # read, though none of it learned
+                        continue
                 raw = (item.value, item.key, item.index)
                 if units and units[-1].offset == item.offset:
                     units[-1].records.append(record)
@@ -752,7 +759,7 @@ class WorkerAgent:
 
 
 #: Mini-batches' worth of records a worker's take holds at most under ASP.
-TAKE_BATCHES = 8
+TAKE_BATCHES = 4
 
 
 def take_size(settings: JobSettings) -> int:

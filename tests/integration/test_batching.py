@@ -39,7 +39,7 @@ def test_phishing_on_one_logical_worker_learns_what_one_record_at_a_time_learns(
     assert summary.loss == pytest.approx(run(hyper, records, 1), rel=1e-9)
 
 
-def test_a_drifting_numeric_stream_on_two_logical_workers_at_batch_1024_is_within_river_reach(
+def test_a_drifting_numeric_stream_on_two_workers_at_the_default_batch_is_within_river_reach(
     job_settings: JobSettings, tmp_path: Path
 ) -> None:
     records = drift_stream()
@@ -48,7 +48,6 @@ def test_a_drifting_numeric_stream_on_two_logical_workers_at_batch_1024_is_withi
         update={
             "partitions": 2,
             "shards": 2,
-            "batch_size": 1024,
             "model": "logreg_ftrl",
             "model_params": hyper,
         }

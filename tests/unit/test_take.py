@@ -66,7 +66,7 @@ def test_a_take_ends_once_its_events_hold_the_records_asked_for() -> None:
     assert all(event.message.acked for event in seen)
 
 
-@pytest.mark.parametrize(("consistency", "most"), [("asp", 8 * 256), ("bsp", 256), ("ssp:2", 256)])
+@pytest.mark.parametrize(("consistency", "most"), [("asp", 4 * 256), ("bsp", 256), ("ssp:2", 256)])
 def test_a_take_holds_one_clock_under_bsp_and_ssp_and_a_few_under_asp(
     consistency: str, most: int
 ) -> None:
