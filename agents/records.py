@@ -464,7 +464,7 @@ def _checked_columns(objs: list[dict], require_label: bool) -> tuple[list, ...] 
         if not _exact(numbers):
             return None
     dense = [obj.get("dense") for obj in objs]
-    if any(d is not None for d in dense):
+    if dense.count(None) != len(dense):
         dense = [_fast_dense(d) for d in dense]
         if any(d is _MISSING for d in dense):
             return None
@@ -547,7 +547,8 @@ def encode_record(
         raise ValueError(f"fmt must be 'json' or 'msgpack', got {fmt!r}")
     obj: dict[str, object] = {}
     if features is not None:
-        if any(issubclass(kind, np.generic) for kind in set(map(type, features.values()))):
+        kinds = set(map(type, features.values()))
+        if not kinds <= _FEATURE_VALUES and any(issubclass(kind, np.generic) for kind in kinds):
             obj["features"] = {name: _plain(value) for name, value in features.items()}
         else:
             obj["features"] = dict(features)
@@ -560,9 +561,12 @@ def encode_record(
             obj["dense"] = dense.astype(np.float64).tolist()
         else:
             obj["dense"] = [_plain(value) for value in dense]
-    for name, value in (("label", label), ("key", key), ("ts", ts)):
-        if value is not None:
-            obj[name] = _plain(value)
+    if label is not None:
+        obj["label"] = _plain(label)
+    if key is not None:
+        obj["key"] = _plain(key)
+    if ts is not None:
+        obj["ts"] = _plain(ts)
     if _fast_checked(obj, 0, -1) is None:  # the common record, checked in bulk
         record_from_object(obj)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -177,21 +178,24 @@ class FeatureHasher:
         in its own order (a numeric one carrying its value), then its crosses."""
         return self._encode_columns(records) or self._encode_rows(records)
 
-    def _columns(self, records: Sequence[TrainingRecord]) -> list[list[Feature]] | None:
-        """One list of values per feature name, when every record has the same names;
+    def _columns(self, records: Sequence[TrainingRecord]) -> list[tuple[Feature, ...]] | None:
+        """One tuple of values per feature name, when every record has the same names;
         None otherwise."""
         if not records:
             return None
         names = list(records[0].features)
-        count = len(names)
+        if not names:
+            return None
         features = [record.features for record in records]
-        if any(len(row) != count for row in features):
+        if set(map(len, features)) != {len(names)}:
             return None
         try:
-            columns = [[row[name] for row in features] for name in names]
+            rows = list(map(itemgetter(*names), features))
         except KeyError:
             return None
-        return columns
+        if len(names) == 1:
+            return [tuple(rows)]
+        return list(zip(*rows, strict=True))
 
     def _encode_columns(self, records: Sequence[TrainingRecord]) -> SparseBatch | None:
         """:meth:`encode` a column at a time: each distinct value (or combination, for a
@@ -248,7 +252,7 @@ class FeatureHasher:
                     memo[bucket] = found[i] = key
         return found  # type: ignore[return-value]
 
-    def _column_buckets(self, names: tuple[str, ...], column: list) -> np.ndarray:
+    def _column_buckets(self, names: tuple[str, ...], column: Sequence[object]) -> np.ndarray:
         """Buckets of one column of categorical values (a cross: tuples of them), each
         distinct one hashed once.
 
