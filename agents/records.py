@@ -355,6 +355,14 @@ def _fast_record(data: bytes, partition: int, offset: int) -> TrainingRecord | N
 def _fast_checked(obj: dict, partition: int, offset: int) -> TrainingRecord | None:
     """The record of a decoded object whose every field is of the common kind, checked in
     bulk; None for anything else (:func:`record_from_object` judges it)."""
+    fields = _fast_fields(obj)
+    return None if fields is None else _record(*fields, partition, offset)
+
+
+def _fast_fields(
+    obj: dict,
+) -> tuple[dict, np.ndarray | None, float | None, bytes | None, float | None] | None:
+    """The checked features, dense, label, key and ts of :func:`_fast_checked`."""
     if not FIELDS.issuperset(obj):
         return None
     features = obj.get("features")
@@ -386,7 +394,7 @@ def _fast_checked(obj: dict, partition: int, offset: int) -> TrainingRecord | No
         key = key.encode()
     if features is None and dense is None:
         return None
-    return _record(features or {}, dense, label, key, ts, partition, offset)
+    return features or {}, dense, label, key, ts
 
 
 _DICT = {dict}
@@ -567,7 +575,7 @@ def encode_record(
         obj["key"] = _plain(key)
     if ts is not None:
         obj["ts"] = _plain(ts)
-    if _fast_checked(obj, 0, -1) is None:  # the common record, checked in bulk
+    if _fast_fields(obj) is None:  # the common record, checked in bulk
         record_from_object(obj)
     try:
         data = _json_bytes(obj) if fmt == "json" else msgpack.packb(obj, use_bin_type=True)

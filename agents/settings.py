@@ -269,7 +269,7 @@ class JobSettings(FileSettings):
     )
     batch_size: int = Field(default=8192, ge=1, description="records per mini-batch")
     batch_wait: float = Field(
-        default=0.02,
+        default=0.005,
         gt=0,
         description="seconds a worker waits for more input messages before it learns what "
         "it has read",
@@ -280,7 +280,7 @@ class JobSettings(FileSettings):
     #: Seconds a worker waits for a pull reply before it asks again.
     pull_timeout: float = 10.0
     publish_interval: float = Field(
-        default=0.1,
+        default=0.05,
         gt=0,
         description="seconds between a shard's flushes of its changed pages to the table "
         "and of its changed parameters to model-updates; pushes are acknowledged after "

@@ -71,9 +71,12 @@ def versus_river(
     return table(header, rows)
 
 
-def freshness_line(freshness: Mapping[str, Any] | None) -> str:
-    if freshness is None:
-        return "freshness: skipped"
+def freshness_lines(runs: Sequence[Mapping[str, Any]]) -> str:
+    """One line per paced run, or that there were none."""
+    return "\n".join(map(freshness_line, runs)) if runs else "freshness: skipped"
+
+
+def freshness_line(freshness: Mapping[str, Any]) -> str:
     where = (
         f"kafka-ps {freshness['name']} paced at {number(freshness['rate_per_s'])} records/s, "
         f"{number(freshness['covered'])} of {number(freshness['records'])} records covered"
@@ -136,7 +139,7 @@ def render(report: Mapping[str, Any]) -> str:
     river_lr, river_mf = "River LogisticRegression", "River reco.BiasedMF"
     parts = [
         versus_river("flights", flights, "logloss", river_lr, "logloss"),
-        freshness_line(flights.get("freshness")),
+        freshness_lines(flights.get("freshness") or []),
     ]
     runs = list(flights["kafka_ps"])
     cpu = [(f"{river_lr} (flights)", flights)]

@@ -146,7 +146,7 @@ def _run(counted: int) -> dict[str, object]:
 def test_render_marks_a_count_mismatch_loudly() -> None:
     river = {"records": 3000, "samples_per_s": 113110.0, "logloss": 0.4391, "cpu_per_1k": 0.023}
     report = {
-        "flights": {"river": river, "raw_consume": None, "freshness": None},
+        "flights": {"river": river, "raw_consume": None, "freshness": []},
         "mf": None,
         "mismatches": ["kafka-ps flights 2 workers + 1 server counted 3,768 records"],
     }
@@ -171,7 +171,7 @@ def test_render_lists_each_process_cpu_per_thousand_samples() -> None:
         "flights": {
             "river": river,
             "raw_consume": None,
-            "freshness": None,
+            "freshness": [],
             "kafka_ps": [_run(3000)],
         },
         "mf": None,
