@@ -14,6 +14,7 @@ from typing import Any
 
 import aiokafka
 from faust.streams import Stream
+from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
@@ -49,6 +50,12 @@ def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None
         raise FaustPatchError(
             "faust.streams.Stream no longer keeps _processors: kafka-ps's record-bounded "
             "take (agents/take.py) needs review for this faust-streaming version"
+        )
+    # FaustTransport.committed reads it: the offsets the consumer last committed.
+    if "self._committed_offset" not in inspect.getsource(Consumer.__init__):
+        raise FaustPatchError(
+            "faust's Consumer no longer keeps _committed_offset: kafka-ps's shard seek-back "
+            "(agents/transport.py) needs review for this faust-streaming version"
         )
     # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
     if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):

@@ -334,6 +334,8 @@ class ShardAgent:
             state.in_order(offset)
             return True
         if offset < expected:
+            if state.sought is not None:
+                state.sought = time.monotonic()  # on its way to the expected offset
             if state.durable is not None and offset < state.durable:
                 await stream.ack(event)  # its effects are in the table
             return False  # else in memory, acknowledged by the next flush
@@ -361,13 +363,22 @@ class ShardAgent:
         return False
 
     async def seek_back(self, state: ShardState, tp: TP) -> None:
-        """Send ``tp`` back to the state's next expected offset, waiting at most
-        ``SEEK_PATIENCE`` for the consumer: a seek that hangs must not stop the agent."""
+        """Send ``tp`` back to the state's next expected offset, or to the consumer's
+        committed offset if that is lower, waiting at most ``SEEK_PATIENCE`` for the
+        consumer: a seek that hangs must not stop the agent.
+
+        Faust commits only past offsets it saw acknowledged from its committed one on. Events
+        it dropped in a rebalance below ``expected`` (their effects are in the table) would
+        never be acknowledged from a seek to ``expected``, and the partition would never
+        commit again; read again, they are acknowledged and skipped."""
         state.sought, state.sought_tp = time.monotonic(), tp
+        target, committed = state.expected, self.transport.committed(tp)
+        if target is not None and committed is not None and committed < target:
+            target = committed
         try:
-            await asyncio.wait_for(self.transport.seek(tp, state.expected), SEEK_PATIENCE)
+            await asyncio.wait_for(self.transport.seek(tp, target), SEEK_PATIENCE)
         except TimeoutError:
-            log.warning("shard %s: seeking back to %s timed out", tp.partition, state.expected)
+            log.warning("shard %s: seeking back to %s timed out", tp.partition, target)
 
     async def flush(self, state: ShardState, stream: Acknowledger) -> None:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""

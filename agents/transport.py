@@ -40,6 +40,10 @@ class Transport(Protocol):
     async def read(self, topic: str, partition: int, offset: int) -> bytes:
         """The value of the message at ``offset`` of ``partition`` of ``topic``."""
 
+    def committed(self, tp: TP) -> int | None:
+        """The offset the consumer last committed for ``tp`` (the next one to read), if
+        it knows one."""
+
     @property
     def generation(self) -> int:
         """The consumer group's current generation: events of an older one predate a
@@ -96,6 +100,10 @@ class FaustTransport:
 
     async def read(self, topic: str, partition: int, offset: int) -> bytes:
         return await asyncio.to_thread(read_one, self.bootstrap, topic, partition, offset)
+
+    def committed(self, tp: TP) -> int | None:
+        # Faust keeps no public committed position (checked in agents/faust_patches.py).
+        return self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
 
     @property
     def generation(self) -> int:

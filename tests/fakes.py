@@ -72,6 +72,7 @@ class InMemoryTransport:
         self.topics: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.generation = 1
         self.sought: dict[TP, int] = {}
+        self.committed_offsets: dict[TP, int] = {}
 
     async def send(
         self,
@@ -101,6 +102,9 @@ class InMemoryTransport:
 
     async def read(self, topic: str, partition: int, offset: int) -> bytes:
         return self.records(topic, partition)[offset].value
+
+    def committed(self, tp: TP) -> int | None:
+        return self.committed_offsets.get(tp)
 
     def records(self, topic: str, partition: int = 0) -> list[Record]:
         return self.topics[(topic, partition)]

@@ -157,6 +157,30 @@ def test_a_hole_in_the_offsets_sends_the_partition_back_before_anything_is_appli
     assert value_of(shard.pull()) == [3.5, 3.5]
 
 
+def test_a_seek_back_goes_to_the_committed_offset_when_that_is_lower() -> None:
+    """Faust commits only from its committed offset on: events it dropped in a rebalance
+    below the table's position must be read again and acknowledged, or the partition never
+    commits again."""
+    shard = Harness()
+    records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
+    shard.serve(records[0])
+    shard.flush()  # offset 0 is in the table; Faust has not committed past it yet
+    tp = TP(shard.settings.topic("shard"), 0)
+    shard.transport.committed_offsets[tp] = 0
+    shard.serve(records[2])  # offset 1 is missing
+    assert shard.transport.sought == {tp: 0}
+    acked = len(shard.acks.offsets[0])
+    shard.agent.states[0].sought -= server.SEEK_PATIENCE
+    shard.serve(records[0])
+    # Read again: acknowledged, not applied, and progress that puts off another seek.
+    assert shard.acks.offsets[0][acked:] == [0]
+    shard.transport.sought.clear()
+    asyncio.run(shard.agent.tick())
+    assert shard.transport.sought == {}
+    shard.serve(*records[1:])
+    assert value_of(shard.pull()) == [3.5, 3.5]
+
+
 def test_a_seek_nothing_answers_is_repeated_by_the_timer_not_left_to_wait_forever() -> None:
     shard = Harness()
     records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
