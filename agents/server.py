@@ -82,9 +82,10 @@ class ShardState:
         Events whose effects are not in the table yet: acknowledged by the next flush.
     last_flush, tick_sent
         When the partition last flushed, and whether a tick is on its way to make it flush.
-    sought, seeks, sought_tp
-        When the partition was last sent back to ``expected``, how many times, and the
-        topic partition sent back (None once ``expected`` arrives).
+    sought, seeks, sought_tp, awaiting
+        When the partition was last sent back, how many times, the topic partition sent
+        back (None once ``expected`` arrives), and the offset it was sent back to (None
+        once that arrives: nothing before it counts).
     """
 
     shard: Shard
@@ -98,11 +99,13 @@ class ShardState:
     sought: float | None = None
     seeks: int = 0
     sought_tp: TP | None = None
+    awaiting: int | None = None
 
     def in_order(self, offset: int) -> None:
         """``offset`` is taken in order: the next expected is the one after it, and no seek
         is pending."""
         self.expected, self.sought, self.seeks, self.sought_tp = offset + 1, None, 0, None
+        self.awaiting = None
 
     def __post_init__(self) -> None:
         self.clocks = VectorClock(self.book)
@@ -330,6 +333,12 @@ class ShardAgent:
         acknowledged and skipped; a missing one sends the partition back to it."""
         message = event.message
         offset, expected = message.offset, state.expected
+        if state.awaiting is not None:
+            if offset != state.awaiting:
+                # Fetched before the seek took effect: it comes again after the target
+                # (the timer seeks again if the target never comes).
+                return False
+            state.awaiting = None
         if expected is None or offset == expected:
             state.in_order(offset)
             return True
@@ -375,6 +384,7 @@ class ShardAgent:
         target, committed = state.expected, self.transport.committed(tp)
         if target is not None and committed is not None and committed < target:
             target = committed
+        state.awaiting = target
         try:
             await asyncio.wait_for(self.transport.seek(tp, target), SEEK_PATIENCE)
         except TimeoutError:
@@ -397,6 +407,28 @@ class ShardAgent:
         state.tick_sent = False
         self.telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
 
+    async def seek_again(self, state: ShardState, tp: TP) -> None:
+        """Nothing on the way to the expected offset arrived since the seek (Faust can drop
+        refetched events as read already): seek again, without waiting for an event to do
+        so; after :data:`SEEK_TRIES` for a target that never comes (the log no longer holds
+        it), take events from where they arrive."""
+        state.seeks += 1
+        if state.awaiting is not None and state.seeks > SEEK_TRIES:
+            log.error(
+                "shard %s: offset %s never arrived after %s seeks; going on without it",
+                tp.partition,
+                state.awaiting,
+                SEEK_TRIES,
+            )
+            state.awaiting, state.sought = None, time.monotonic()
+            return
+        log.warning(
+            "shard %s: offset %s has not arrived since the seek; seeking again",
+            tp.partition,
+            state.expected if state.awaiting is None else state.awaiting,
+        )
+        await self.seek_back(state, tp)
+
     def marks(self, state: ShardState) -> np.ndarray:
         return np.array([state.marks.get(w) for w in self.workers], dtype="<i8")
 
@@ -404,16 +436,9 @@ class ShardAgent:
         """Ask each shard partition with unflushed events to flush, through its own topic."""
         now = time.monotonic()
         for partition, state in list(self.states.items()):
-            sought = state.sought is not None and state.sought_tp is not None
-            if sought and now - state.sought >= SEEK_PATIENCE:
-                # Nothing in order arrived since the seek (Faust can drop refetched events
-                # as read already): seek again, without waiting for an event to do so.
-                log.warning(
-                    "shard %s: offset %s has not arrived since the seek; seeking again",
-                    partition,
-                    state.expected,
-                )
-                await self.seek_back(state, state.sought_tp)
+            tp = state.sought_tp
+            if state.sought is not None and tp is not None and now - state.sought >= SEEK_PATIENCE:
+                await self.seek_again(state, tp)
             waiting = state.unacked and not state.tick_sent
             if waiting and now - state.last_flush >= self.settings.publish_interval:
                 state.tick_sent = True

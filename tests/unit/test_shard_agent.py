@@ -181,6 +181,47 @@ def test_a_seek_back_goes_to_the_committed_offset_when_that_is_lower() -> None:
     assert value_of(shard.pull()) == [3.5, 3.5]
 
 
+def test_after_a_seek_back_nothing_counts_until_its_target_arrives() -> None:
+    """Faust can deliver what it fetched before the seek and then drop the refetched events
+    below it as read already: taken in order, those would leave the committed offset's run
+    of acknowledgements broken for good. They wait for the target, which the timer seeks
+    again."""
+    shard = Harness()
+    records = [shard.produce(push(offsets=(i, i))) for i in range(4)]
+    shard.serve(records[0])
+    shard.flush()
+    tp = TP(shard.settings.topic("shard"), 0)
+    shard.transport.committed_offsets[tp] = 0
+    shard.serve(records[3])  # offsets 1..2 missing: back to the committed offset 0
+    assert shard.transport.sought == {tp: 0}
+    shard.serve(records[1], records[2])  # fetched before the seek: the target has not come
+    assert shard.agent.states[0].expected == 1
+    shard.transport.sought.clear()
+    shard.agent.states[0].sought -= server.SEEK_PATIENCE
+    asyncio.run(shard.agent.tick())
+    assert shard.transport.sought == {tp: 0}
+    acked = len(shard.acks.offsets[0])
+    shard.serve(*records)
+    assert shard.acks.offsets[0][acked:] == [0]
+    assert value_of(shard.pull()) == [4.5, 4.5]
+
+
+def test_a_seek_target_that_never_comes_is_given_up_after_the_tries() -> None:
+    shard = Harness()
+    records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
+    shard.serve(records[0], records[2])
+    state = shard.agent.states[0]
+    for _ in range(server.SEEK_TRIES - 1):  # the first seek was the hole's
+        state.sought -= server.SEEK_PATIENCE
+        asyncio.run(shard.agent.tick())
+        assert state.awaiting == 1
+    state.sought -= server.SEEK_PATIENCE
+    asyncio.run(shard.agent.tick())
+    assert state.awaiting is None
+    shard.serve(records[1], records[2])
+    assert value_of(shard.pull()) == [3.5, 3.5]
+
+
 def test_a_seek_nothing_answers_is_repeated_by_the_timer_not_left_to_wait_forever() -> None:
     shard = Harness()
     records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
