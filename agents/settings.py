@@ -256,7 +256,7 @@ class JobSettings(FileSettings):
     #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
     fetch_max_wait_ms: int = 10
     shards: int = Field(
-        default=4,
+        default=2,
         ge=1,
         description="server shards: partitions of the shard topic and of the parameter table",
     )

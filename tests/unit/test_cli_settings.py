@@ -92,7 +92,7 @@ def test_help_shows_the_defaults_the_model_has_today(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag, value in [("partitions", 2), ("shards", 4), ("batch_size", 8192)]:
+    for flag, value in [("partitions", 2), ("shards", 2), ("batch_size", 8192)]:
         assert JobSettings().model_dump()[flag] == value
         assert f"(default: {value}; env KPS_{flag.upper()})" in text
 
