@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ from kafka_ps.agents.jobs import END_OF_INPUT
 from kafka_ps.agents.metrics import is_score
 from kafka_ps.agents.model_export import export_npz
 from kafka_ps.agents.progress import ProgressBar
-from kafka_ps.agents.records import BadRecordError, encode_record
+from kafka_ps.agents.records import BadRecordError, encode_fields
 from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
@@ -61,10 +62,19 @@ def deal(fields: Mapping[str, Any], count: int, partitions: int, group_by: Seque
     learned best by one worker, in order (docs/architecture.md, "Learning quality versus
     batching"). A record missing one of those features is dealt round-robin.
     """
-    features = fields.get("features") or {}
-    if not group_by or any(name not in features for name in group_by):
+    if not group_by:
         return count % partitions
-    group = "\x1f".join(str(features[name]) for name in group_by)
+    features = fields.get("features") or {}
+    try:
+        group = "\x1f".join([str(features[name]) for name in group_by])
+    except KeyError:
+        return count % partitions
+    return _group_partition(group, partitions)
+
+
+@lru_cache(maxsize=1 << 16)
+def _group_partition(group: str, partitions: int) -> int:
+    """Cached: a data set has far fewer groups than records (flights: one per day and airport)."""
     return stable_hash(group.encode()) % partitions
 
 
@@ -76,7 +86,7 @@ def training_records(
     for count, fields in enumerate(records, 1):
         key = fields.get("key")
         try:
-            value = encode_record(**fields)
+            value = encode_fields(fields)
         except (BadRecordError, TypeError) as error:
             raise ValueError(f"record {count}: {error}") from None
         yield (key.encode() if key else None), value, deal(fields, count - 1, partitions, group_by)
@@ -97,7 +107,7 @@ def batched_training_records(
     pending: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     for count, fields in enumerate(records):
         try:
-            value = encode_record(**fields, fmt="msgpack")
+            value = encode_fields(fields, "msgpack")
         except (BadRecordError, TypeError) as error:
             raise ValueError(f"record {count + 1}: {error}") from None
         partition = deal(fields, count, partitions, group_by)

@@ -17,6 +17,7 @@ from kafka_ps.agents.records import (
     REASONS,
     BadRecordError,
     _plain,
+    encode_fields,
     encode_record,
     parse_record,
 )
@@ -201,6 +202,35 @@ def test_encode_validates(kw: dict, reason: str) -> None:
     with pytest.raises(BadRecordError) as info:
         encode_record(**kw)
     assert info.value.reason == reason
+    fields = {name: value for name, value in kw.items() if name != "fmt"}
+    with pytest.raises(BadRecordError) as info:
+        encode_fields(fields, kw.get("fmt", "json"))
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"features": {"carrier": "UA", "hour": 5}, "label": 0.0, "key": "k", "ts": 1.5e9},
+        {"ts": 2.0, "features": {"weight": 0.25}, "label": 1},  # another field order
+        {"features": {"a": "x"}, "label": None},  # None is absent, not null
+        {"features": {"a": np.float32(0.5)}, "label": np.int64(1)},  # numpy scalars
+        {"dense": [1, 2.5], "label": 1.0},
+        {"dense": np.array([1.0, 2.0]), "features": {"b": "y"}},
+    ],
+)
+def test_encode_fields_is_encode_record(fields: dict, fmt: str) -> None:
+    """A mapping of fields encodes to the record its keyword arguments encode to, whether
+    it takes the uncopied fast path or not."""
+    got = parse_record(encode_fields(fields, fmt))
+    want = parse_record(encode_record(**fields, fmt=fmt))
+    assert (got.features, got.label, got.key) == (want.features, want.label, want.key)
+    assert got.timestamp == want.timestamp
+    assert (got.dense is None) == (want.dense is None)
+    assert got.dense is None or np.array_equal(got.dense, want.dense)
+    with pytest.raises(TypeError):
+        encode_fields({**fields, "labels": 1}, fmt)
 
 
 def test_encode_rejects_unknown_format() -> None:
