@@ -83,7 +83,11 @@ def test_workers_and_servers_serve_their_own_metrics(
         assert 0 < worker[("kps_worker_progressive_loss", frozenset(loss))] < 1
         assert worker[("kps_worker_samples_per_second", frozenset({("worker", partition)}))] > 0
 
-    server = scrape(ports["server"])
+    # The server's lag, like the worker's, appears at its next metrics_interval refresh.
+    server = scrape_until(
+        ports["server"],
+        lambda s: all(lag("server", settings.topic("shard"), shard) in s for shard in ("0", "1")),
+    )
     for shard in ("0", "1"):
         assert total(server, "kps_server_pushes_applied_total", shard=shard) > 0
         assert total(server, "kps_server_keys_applied_total", shard=shard) > 0
