@@ -7,17 +7,19 @@ worker's clock.
 
 A shard partition works on memory (:class:`ShardState`): pushes change in-memory pages
 (:mod:`tables.pages`), and clocks, high-water marks and held BSP pushes wait in a
-write-back view of the table. Once per flush interval the shard **flushes** inside the
-stream iteration of that partition, as Faust requires of table writes: the changed pages
-go to the RocksDB table (and so to its compacted changelog), then the bookkeeping (with
-the shard's read position, the offset of the first event not yet in the table), then the
-changed parameters and the shard's high-water marks to the model-updates topic, and only
-then are the flushed events acknowledged (``stream.noack()``), so Faust commits no offset
-whose effects are not in the changelog. A crash therefore replays exactly the pushes that
-were not yet durable, and the page stamps and marks skip the rest. A shard that sees no
-events gets a ``TICK`` message from its own process so that it still flushes. Loading a
-partition publishes all of its parameters to model-updates again, so that topic converges
-to the table after any crash.
+write-back view of the table. Once per publish interval the shard **publishes** its changed
+parameters and high-water marks to model-updates. Once per (longer) flush interval it
+**flushes** inside the stream iteration of that partition, as Faust requires of table
+writes: the changed pages go to the RocksDB table (and so to its compacted changelog), then
+the bookkeeping (with the shard's read position, the offset of the first event not yet in
+the table), then it publishes, and only then are the flushed events acknowledged
+(``stream.noack()``), so Faust commits no offset whose effects are not in the changelog. A
+crash therefore replays exactly the pushes that were not yet durable, and the page stamps
+and marks skip the rest; values published but not yet flushed are not lost, since their
+pushes are replayed in the same order onto the same flushed pages and give the same values
+again. A shard that sees no events gets a ``TICK`` message from its own process so that it
+still flushes and publishes. Loading a partition publishes all of its parameters to
+model-updates again, so that topic converges to the table after any crash.
 
 The table, not the committed offset, says where a shard resumes. Faust's commit tolerates
 holes in the acknowledged offsets (and skips its head check right after a rebalance), so a
@@ -80,8 +82,9 @@ class ShardState:
         Pulls held until the clocks allow them (BSP and SSP).
     unacked
         Events whose effects are not in the table yet: acknowledged by the next flush.
-    last_flush, tick_sent
-        When the partition last flushed, and whether a tick is on its way to make it flush.
+    last_flush, last_publish, unpublished, tick_sent
+        When the partition last flushed and last published, whether a push came since it
+        published, and whether a tick is on its way to make it do what is due.
     sought, seeks, sought_tp, awaiting
         When the partition was last sent back, how many times, the topic partition sent
         back (None once ``expected`` arrives), and the offset it was sent back to (None
@@ -94,6 +97,9 @@ class ShardState:
     #: Events whose effects are not in the table yet: acknowledged by the next flush.
     unacked: list[faust.EventT] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+    last_publish: float = field(default_factory=time.monotonic)
+    #: A loaded state publishes every key once (ModelPublisher.republish).
+    unpublished: bool = True
     tick_sent: bool = False
     #: When the partition was last sent back to ``expected``, and how many times.
     sought: float | None = None
@@ -200,10 +206,18 @@ class ShardAgent:
             return
         state.unacked.append(event)
         message = await self.receive(state, event)
-        due = time.monotonic() - state.last_flush >= self.settings.publish_interval
-        current = self.states.get(event.message.partition) is state  # not revoked meanwhile
-        if current and (due or (message is not None and message.kind is Kind.TICK)):
+        if message is not None and message.kind is Kind.PUSH:
+            state.unpublished = True
+        if self.states.get(event.message.partition) is state:  # not revoked meanwhile
+            await self.due(state, stream)
+
+    async def due(self, state: ShardState, stream: Acknowledger) -> None:
+        """Flush, or only publish, if its interval has passed."""
+        now = time.monotonic()
+        if now - state.last_flush >= self.settings.flush_interval:
             await self.flush(state, stream)
+        elif state.unpublished and now - state.last_publish >= self.settings.publish_interval:
+            self.publish(state)
 
     async def receive(self, state: ShardState, event: faust.EventT) -> PsMessage | None:
         """Decode and handle the event; bad input goes to dead letters. The message, if it
@@ -398,14 +412,19 @@ class ShardAgent:
             state.position.set(state.expected)
         state.book.flush()
         state.durable = state.expected
-        self.publisher.publish(state.shard, self.marks(state))
+        self.publish(state)
         clocks = [state.clocks.get(w) for w in self.workers]  # read inside the event, as marks
         for event in state.unacked:
             await stream.ack(event)
         state.unacked.clear()
         state.last_flush = time.monotonic()
-        state.tick_sent = False
         self.telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
+
+    def publish(self, state: ShardState) -> None:
+        """The changed parameters and the marks to model-updates, inside an event."""
+        self.publisher.publish(state.shard, self.marks(state))
+        state.last_publish = time.monotonic()
+        state.unpublished = state.tick_sent = False
 
     async def seek_again(self, state: ShardState, tp: TP) -> None:
         """Nothing on the way to the expected offset arrived since the seek (Faust can drop
@@ -433,14 +452,16 @@ class ShardAgent:
         return np.array([state.marks.get(w) for w in self.workers], dtype="<i8")
 
     async def tick(self) -> None:
-        """Ask each shard partition with unflushed events to flush, through its own topic."""
-        now = time.monotonic()
+        """Ask each shard partition with a flush or a publication due and no event to do it
+        to do it, through its own topic."""
+        now, settings = time.monotonic(), self.settings
         for partition, state in list(self.states.items()):
             tp = state.sought_tp
             if state.sought is not None and tp is not None and now - state.sought >= SEEK_PATIENCE:
                 await self.seek_again(state, tp)
-            waiting = state.unacked and not state.tick_sent
-            if waiting and now - state.last_flush >= self.settings.publish_interval:
+            flush = state.unacked and now - state.last_flush >= self.settings.flush_interval
+            publish = state.unpublished and now - state.last_publish >= settings.publish_interval
+            if (flush or publish) and not state.tick_sent:
                 state.tick_sent = True
                 message = encode_message(PsMessage(Kind.TICK, 0, []))
                 await self.transport.send(self.shard_topic, message, partition)
@@ -495,7 +516,7 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
         async for event in manual.events():
             await shards.serve(event, manual)
 
-    @app.timer(settings.publish_interval / 2)
+    @app.timer(min(settings.publish_interval, settings.flush_interval) / 2)
     async def tick() -> None:
         await shards.tick()
 

@@ -171,9 +171,12 @@ class JobSettings(FileSettings):
     pull_timeout
         ``KPS_PULL_TIMEOUT``: seconds a worker waits for a pull reply before it asks again.
     publish_interval
-        ``KPS_PUBLISH_INTERVAL``: seconds (> 0) between a shard's flushes of its changed
-        pages to the table and of its changed parameters to model-updates; pushes are
-        acknowledged after the flush.
+        ``KPS_PUBLISH_INTERVAL``: seconds (> 0) between a shard's publications of its
+        changed parameters and its high-water marks to model-updates.
+    flush_interval
+        ``KPS_FLUSH_INTERVAL``: seconds (> 0) between a shard's flushes of its changed
+        pages to the table (and so to its changelog); pushes are acknowledged after the
+        flush, so a crash replays at most this much of the shard topic.
     pull_ahead
         ``KPS_PULL_AHEAD``: under ASP, pull a mini-batch's rows while the mini-batch
         before learns, for logic that can name its keys beforehand (the hashed models);
@@ -282,9 +285,14 @@ class JobSettings(FileSettings):
     publish_interval: float = Field(
         default=0.05,
         gt=0,
-        description="seconds between a shard's flushes of its changed pages to the table "
-        "and of its changed parameters to model-updates; pushes are acknowledged after "
-        "the flush",
+        description="seconds between a shard's publications of its changed parameters "
+        "and marks to model-updates",
+    )
+    flush_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="seconds between a shard's flushes of its changed pages to the table; "
+        "pushes are acknowledged after the flush",
     )
     #: Pack one-record input messages many to a message before the workers read them
     #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.

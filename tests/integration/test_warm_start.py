@@ -98,7 +98,9 @@ def test_sigterm_stops_the_job_and_exports_what_the_servers_hold(
     # Servers flush only when they stop, so the export must wait for their last publish.
     # Exporting after the stop takes longer than the default stop bound on a busy machine;
     # the 10 s bound itself is tested in test_stopping.py.
-    settings = small_job(job_settings, publish_interval=3600.0, stop_timeout=60.0)
+    settings = small_job(
+        job_settings, publish_interval=3600.0, flush_interval=3600.0, stop_timeout=60.0
+    )
     ensure_topics(settings.broker, ps_topics(settings))
     produce(
         settings.broker,

@@ -34,7 +34,8 @@ class Harness:
         transport: InMemoryTransport | None = None,
         **fields: object,
     ) -> None:
-        fields = {"app_id": "j", "partitions": 2, "shards": 1, "publish_interval": 60.0} | fields
+        intervals = {"publish_interval": 60.0, "flush_interval": 60.0}
+        fields = {"app_id": "j", "partitions": 2, "shards": 1, **intervals} | fields
         self.settings = JobSettings(**fields)  # type: ignore[arg-type]
         self.table: dict[bytes, bytes] = {} if table is None else table
         self.transport = InMemoryTransport() if transport is None else transport
@@ -299,24 +300,58 @@ def test_a_rejected_push_goes_to_dead_letters_and_changes_nothing() -> None:
     assert value_of(shard.pull()) == [0.5, 0.5]
 
 
-@pytest.mark.parametrize(("idle", "ticks"), [(61.0, 1), (59.0, 0)])
-def test_a_partition_with_events_waiting_is_ticked_once_a_flush_is_due(
-    idle: float, ticks: int
+@pytest.mark.parametrize(
+    ("flush_idle", "publish_idle", "ticks"),
+    [(61.0, 0.0, 1), (59.0, 0.0, 0), (0.0, 11.0, 1), (0.0, 9.0, 0), (61.0, 11.0, 1)],
+)
+def test_a_partition_is_ticked_once_a_flush_or_a_publication_is_due(
+    flush_idle: float, publish_idle: float, ticks: int
 ) -> None:
-    shard = Harness(publish_interval=60.0)
-    shard.serve(shard.produce(pull()))
-    shard.agent.states[0].last_flush -= idle
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
+    shard.serve(shard.produce(push()))
+    state = shard.agent.states[0]
+    state.last_flush -= flush_idle
+    state.last_publish -= publish_idle
     asyncio.run(shard.agent.tick())
     asyncio.run(shard.agent.tick())  # a tick already sent is not sent again
     kinds = [message.kind for message in shard.transport.messages(shard.settings.topic("shard"))]
-    assert kinds == [Kind.PULL] + [Kind.TICK] * ticks
+    assert kinds == [Kind.PUSH] + [Kind.TICK] * ticks
 
 
-def test_a_tick_flushes_its_partition() -> None:
-    shard = Harness()
+def test_a_partition_with_nothing_to_publish_or_acknowledge_is_not_ticked() -> None:
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
     shard.serve(shard.produce(push()))
+    shard.flush()
+    state = shard.agent.states[0]
+    state.last_flush -= 61.0
+    state.last_publish -= 11.0
+    asyncio.run(shard.agent.tick())
+    kinds = [message.kind for message in shard.transport.messages(shard.settings.topic("shard"))]
+    assert kinds == [Kind.PUSH]
+
+
+def test_a_tick_flushes_its_partition_once_a_flush_is_due() -> None:
+    shard = Harness(flush_interval=60.0)
+    shard.serve(shard.produce(push()))
+    shard.agent.states[0].last_flush -= 61.0
     shard.serve(shard.produce(PsMessage(Kind.TICK, 0, [])))
     assert shard.acks.offsets[0] == [0, 1]
+    assert shard.table
+
+
+def test_between_flushes_a_shard_publishes_without_writing_or_acknowledging() -> None:
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
+    shard.serve(shard.produce(push(offsets=(0, 4))))
+    assert shard.publisher.published == []
+    shard.agent.states[0].last_publish -= 11.0
+    shard.serve(shard.produce(PsMessage(Kind.TICK, 0, [])))
+    assert [(p, list(marks)) for p, marks in shard.publisher.published] == [(0, [4, -1])]
+    assert shard.table == {}
+    assert shard.acks.offsets[0] == []
+    # Published, not yet durable: a crash now replays the push, and the table gets it then.
+    shard.agent.states[0].last_flush -= 61.0
+    shard.serve(shard.produce(pull()))
+    assert shard.acks.offsets[0] == [0, 1, 2]
     assert shard.table
 
 
