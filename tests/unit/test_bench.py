@@ -1,5 +1,5 @@
-"""The bench's parts that need no broker: freshness from marks records, CPU readings from
-/proc, and its tables."""
+"""The bench's parts that need no broker: freshness from marks records and its stages, CPU
+readings from /proc, and its tables."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from benchmarks.cpu import BROKER, DRIVER, CpuMeter, broker_pid, cpu_seconds, process_names
 from benchmarks.freshness import freshness_ms, marks_by_shard, summarize
 from benchmarks.report import MISMATCH, render, table
+from benchmarks.stages import predicted_ms, quantiles, slowest, stage_rows
 
 
 def marks(*rows: tuple[int, list[int]]) -> list[tuple[int, np.ndarray]]:
@@ -293,3 +294,19 @@ def test_the_meter_reads_every_process_over_the_window_only(listening: str) -> N
     assert figures["cpu_per_1k_total"] == pytest.approx(sum(per_1k.values()))
     assert figures["vs_river_cpu"] == pytest.approx(figures["cpu_per_1k_total"] / 0.25)
     assert math.isnan(meter.figures(samples=0, river_per_1k=0.25)["cpu_per_1k_total"])
+
+
+def test_a_predictions_key_covers_its_offset_range_first_message_first() -> None:
+    seen = predicted_ms([(b"1:5-7", 100), (b"1:7-8", 200), (b"0:5-5", 300)])
+    assert seen == {(1, 5): 100, (1, 6): 100, (1, 7): 100, (1, 8): 200, (0, 5): 300}
+
+
+def test_stage_rows_split_each_record_s_freshness_and_skip_records_a_stage_missed() -> None:
+    produced = [(0, 1, 1_000), (0, 2, 1_000), (0, 3, 1_000)]
+    packed = {(0, 1): 1_030, (0, 2): 1_030, (0, 3): 1_040}
+    predicted = {(0, 1): 1_100, (0, 3): 1_150}
+    fresh = np.array([180.0, 200.0, np.nan])
+    rows = stage_rows(produced, packed, predicted, fresh)
+    assert rows.tolist() == [[30.0, 70.0, 80.0, 180.0]]
+    assert slowest(rows) == [30.0, 70.0, 80.0, 180.0]
+    assert quantiles(rows)["total"] == [180.0, 180.0, 180.0]
