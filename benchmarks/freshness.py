@@ -3,9 +3,10 @@
 Every publication of shard ``s`` (every ``KPS_PUBLISH_INTERVAL``) sends its changed parameter
 records to model-updates, then one marks record with key ``__marks__:<s>`` in partition
 ``s``: a little-endian int64 array indexed by logical worker (training partition) holding
-the highest training offset whose push that publication includes (-1: none yet). A record at offset ``o`` of training partition ``w`` is in
-shard ``s``'s published model from the first marks record of ``s`` with ``value[w] >= o``;
-it is in the whole published model once every shard has got there. So its freshness is
+the highest training offset whose push that publication includes (-1: none yet). A record
+at offset ``o`` of training partition ``w`` is in shard ``s``'s published model from the
+first marks record of ``s`` with ``value[w] >= o``; it is in the whole published model once
+every shard has got there. So its freshness is
 
     max over shards s of (CreateTime of that marks record of s) - (CreateTime of the record)
 
