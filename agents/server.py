@@ -452,14 +452,14 @@ class ShardAgent:
         return np.array([state.marks.get(w) for w in self.workers], dtype="<i8")
 
     async def tick(self) -> None:
-        """Ask each shard partition with a flush or a publication due and no event to do it
-        to do it, through its own topic."""
+        """Send a ``TICK`` through its own topic to each shard partition with a flush or a
+        publication due, so that it does it without waiting for traffic."""
         now, settings = time.monotonic(), self.settings
         for partition, state in list(self.states.items()):
             tp = state.sought_tp
             if state.sought is not None and tp is not None and now - state.sought >= SEEK_PATIENCE:
                 await self.seek_again(state, tp)
-            flush = state.unacked and now - state.last_flush >= self.settings.flush_interval
+            flush = state.unacked and now - state.last_flush >= settings.flush_interval
             publish = state.unpublished and now - state.last_publish >= settings.publish_interval
             if (flush or publish) and not state.tick_sent:
                 state.tick_sent = True
