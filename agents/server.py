@@ -119,7 +119,12 @@ class ShardState:
         self.deferred = DeferredPushes(self.book)
         self.position = ReadPosition(self.book)
         #: Events below ``durable`` are in the table; ``expected`` is the next one to read.
-        self.durable = self.expected = self.position.get()
+        #: A partition that never flushed a position is read from its start: Faust drops
+        #: what it fetched for a partition while it recovered the tables, and seeks back
+        #: only partitions with a committed offset, so the first event that arrives can be
+        #: far past the start (a SIGKILL before the first commit lost those pushes).
+        position = self.position.get()
+        self.durable = self.expected = 0 if position is None else position
 
 
 class Publisher(Protocol):
@@ -353,13 +358,13 @@ class ShardAgent:
                 # (the timer seeks again if the target never comes).
                 return False
             state.awaiting = None
-        if expected is None or offset == expected:
+        if offset == expected:
             state.in_order(offset)
             return True
         if offset < expected:
             if state.sought is not None:
                 state.sought = time.monotonic()  # on its way to the expected offset
-            if state.durable is not None and offset < state.durable:
+            if offset < state.durable:
                 await stream.ack(event)  # its effects are in the table
             return False  # else in memory, acknowledged by the next flush
         now = time.monotonic()
@@ -396,7 +401,7 @@ class ShardAgent:
         commit again; read again, they are acknowledged and skipped."""
         state.sought, state.sought_tp = time.monotonic(), tp
         target, committed = state.expected, self.transport.committed(tp)
-        if target is not None and committed is not None and committed < target:
+        if committed is not None and committed < target:
             target = committed
         state.awaiting = target
         try:
@@ -408,8 +413,7 @@ class ShardAgent:
         """Pages, then bookkeeping, then model-updates; then acknowledge (see above)."""
         started = time.monotonic()
         written = state.shard.flush(self.table)
-        if state.expected is not None:
-            state.position.set(state.expected)
+        state.position.set(state.expected)
         state.book.flush()
         state.durable = state.expected
         self.publish(state)

@@ -158,6 +158,18 @@ def test_a_hole_in_the_offsets_sends_the_partition_back_before_anything_is_appli
     assert value_of(shard.pull()) == [3.5, 3.5]
 
 
+def test_a_partition_that_never_flushed_is_read_from_its_start() -> None:
+    """Faust drops what it fetched for a partition while recovering the tables and, with no
+    committed offset, never seeks back to it: the first event can arrive past the start."""
+    shard = Harness()
+    records = [shard.produce(push(offsets=(i, i))) for i in range(3)]
+    shard.serve(records[2])
+    assert shard.transport.sought == {TP(shard.settings.topic("shard"), 0): 0}
+    assert shard.agent.states[0].expected == 0
+    shard.serve(*records)
+    assert value_of(shard.pull()) == [3.5, 3.5]
+
+
 def test_a_seek_back_goes_to_the_committed_offset_when_that_is_lower() -> None:
     """Faust commits only from its committed offset on: events it dropped in a rebalance
     below the table's position must be read again and acknowledged, or the partition never
