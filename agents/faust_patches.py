@@ -14,6 +14,7 @@ from typing import Any
 
 import aiokafka
 from faust.streams import Stream
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
@@ -34,6 +35,8 @@ PATCH_TARGETS: list[tuple[type, str]] = [
     (ProducerBuffer, "size"),
     (FlowControlEvent, "resume"),
     (FlowControlEvent, "is_active"),
+    (faust_aiokafka.Consumer, "seek_wait"),
+    (Recovery, "active_remaining"),
     *STREAM_TARGETS,
 ]
 
@@ -57,6 +60,14 @@ def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None
             "faust's Consumer no longer keeps _committed_offset: kafka-ps's shard seek-back "
             "(agents/transport.py) needs review for this faust-streaming version"
         )
+    # agents/recovery_watchdog.py reads when recovery started and last heard from each tp.
+    source = inspect.getsource(Recovery)
+    for name in ("self._recovery_started_at", "self._active_events_received_at"):
+        if name not in source:
+            raise FaustPatchError(
+                f"faust's Recovery no longer keeps {name.removeprefix('self.')}: kafka-ps's "
+                "recovery watchdog needs review for this faust-streaming version"
+            )
     # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
     if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
         raise FaustPatchError(

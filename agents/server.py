@@ -48,6 +48,7 @@ from faust.types import TP
 from kafka_ps.agents.api import ParamRegistry, UnknownParameterError
 from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, report_counts
 from kafka_ps.agents.publisher import ModelPublisher
+from kafka_ps.agents.recovery_watchdog import RecoveryWatchdog
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.telemetry import ServerTelemetry, serve_metrics
 from kafka_ps.agents.transport import Acknowledger, FaustTransport, Transport
@@ -523,6 +524,14 @@ def register_server(app: faust.App, settings: JobSettings, registry: ParamRegist
     @app.timer(min(settings.publish_interval, settings.flush_interval) / 2)
     async def tick() -> None:
         await shards.tick()
+
+    watchdogs: list[RecoveryWatchdog] = []
+
+    @app.timer(5.0)
+    async def watch_recovery() -> None:
+        if not watchdogs:  # made here: the app makes its tables and consumer once started
+            watchdogs.append(RecoveryWatchdog(app.tables.recovery, app.consumer))
+        await watchdogs[0].check()
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set[TP], **_: object) -> None:
