@@ -32,6 +32,7 @@ def create_app(settings: JobSettings, group: str) -> faust.App:
         table_standby_replicas=settings.standby_replicas,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_rebalance_timeout=settings.rebalance_timeout,
         broker_commit_interval=settings.commit_interval,
         key_serializer="raw",
         value_serializer="raw",
