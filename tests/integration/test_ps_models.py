@@ -89,7 +89,7 @@ def test_matrix_factorisation_on_ml100k_and_the_model_updates_topic(
 ) -> None:
     records = list(movielens("ml-100k"))
     settings = job_settings.model_copy(
-        update={"partitions": 2, "shards": 4, "batch_size": 32, "model": "mf", "model_params": MF}
+        update={"partitions": 2, "shards": 4, "batch_size": 256, "model": "mf", "model_params": MF}
     )
     summary = run_job(settings, records, "regression", workers=2, servers=1, logs=tmp_path)
     reference = sequential_mf(
