@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -90,4 +91,7 @@ class RecoveryWatchdog:
             self.seeks,
             self.tries,
         )
-        await self.consumer.seek_wait(stalled)
+        try:
+            await self.consumer.seek_wait(stalled)
+        except (KafkaError, TimeoutError) as error:  # say, revoked meanwhile: next check
+            log.warning("seeking the stalled changelog partitions failed: %r", error)

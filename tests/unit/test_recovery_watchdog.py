@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from kafka_ps.agents.recovery_watchdog import RecoveryWatchdog
@@ -30,11 +31,14 @@ class FakeRecovery:
 
 
 class FakeConsumer:
-    def __init__(self) -> None:
+    def __init__(self, fails: bool = False) -> None:
         self.seeks: list[dict[TP, int]] = []
+        self.fails = fails
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         self.seeks.append(dict(partitions))
+        if self.fails:
+            raise IllegalStateError("No current assignment for partition")
 
 
 def check(watchdog: RecoveryWatchdog) -> None:
@@ -72,3 +76,13 @@ def test_seeks_wait_a_stall_apart_and_stop_after_the_tries_until_the_next_recove
     recovery._recovery_started_at -= 1  # a new recovery has its own tries
     check(watchdog)
     assert consumer.seeks == [{STUCK: 0}] * 3
+
+
+def test_a_seek_that_fails_is_logged_and_tried_again_at_the_next_stall() -> None:
+    recovery, consumer = FakeRecovery(time.monotonic() - 30), FakeConsumer(fails=True)
+    recovery.active_offsets[MOVING] = 9
+    watchdog = RecoveryWatchdog(recovery, consumer, stall=20)
+    check(watchdog)
+    watchdog.sought_at -= 20
+    check(watchdog)
+    assert consumer.seeks == [{STUCK: 0}] * 2
