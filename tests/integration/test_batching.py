@@ -15,8 +15,6 @@ from kafka_ps.app.datasets import RecordFields, phishing
 from kafka_ps.app.train import DEFAULT_PARAMS, run_job
 from tests.unit.test_batching import DRIFT, drift_stream, river_scaled, run
 
-pytest.importorskip("river")
-
 
 def fields(records: list[TrainingRecord]) -> list[RecordFields]:
     return [

@@ -33,8 +33,6 @@ from kafka_ps.app.train import DEFAULT_PARAMS, deal
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 from tests.reference import ftrl_logloss, logloss, river_logistic
 
-pytest.importorskip("river")
-
 FLIGHTS = 20_000
 #: The drifting numeric stream: River's rotating hyperplane, 8 features in [0, 1].
 DRIFT = {"seed": 42, "n_features": 8, "mag_change": 0.001, "noise_percentage": 0.05}
