@@ -147,8 +147,10 @@ class JobSettings(FileSettings):
         ``KPS_HEARTBEAT_INTERVAL``: seconds between consumer heartbeats.
     rebalance_timeout
         ``KPS_REBALANCE_TIMEOUT``: seconds a rebalance waits for every member to rejoin.
-        Under BSP and SSP a worker whose clock waits on a process that cannot rejoin before
-        the rebalance ends holds the rebalance this long, so it is short.
+        Under BSP and SSP a worker whose clock waits on a killed process holds a rebalance
+        this long; a shorter timeout drops such a worker mid-take, and its push, sent after
+        its partition moved, straddles the new owner's and counts records twice (the SSP
+        chaos test at 20 s).
     commit_interval
         ``KPS_COMMIT_INTERVAL``: seconds between offset commits.
     log_level
@@ -258,7 +260,7 @@ class JobSettings(FileSettings):
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
-    rebalance_timeout: float = Field(default=20.0, gt=0)
+    rebalance_timeout: float = Field(default=60.0, gt=0)
     commit_interval: float = 1.0
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).

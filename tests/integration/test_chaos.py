@@ -21,7 +21,7 @@ RECORDS = 10_000
 
 @pytest.mark.parametrize("target", ["workers", "servers"])
 @pytest.mark.parametrize("consistency", ["asp", "bsp", "ssp:2"])
-# Under BSP a worker kill can stall the survivors for a rebalance timeout (20 s)
+# Under BSP a worker kill can stall the survivors for a 60 s rebalance timeout
 # (docs/architecture.md, "Consistency"): five kills need more than the suite's 600 s on a
 # busy machine. Exactness is what the test checks, not speed.
 @pytest.mark.timeout(1200)
