@@ -57,6 +57,10 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     specs = list(specs)
     admin = AdminClient(confluent_config(bootstrap))
     existing = admin.list_topics(timeout=timeout).topics
+    for spec in specs:
+        have = len(existing[spec.name].partitions) if spec.name in existing else 0
+        if have and have != spec.partitions:  # refused now, not after the metadata wait
+            raise TopicMismatchError(_mismatch(spec, have))
     missing = [spec for spec in specs if spec.name not in existing]
     if missing:
         futures = admin.create_topics(
@@ -87,9 +91,11 @@ def _await_metadata(admin: AdminClient, specs: list[TopicSpec], timeout: float) 
             time.sleep(0.1)
             have = _partitions_with_leaders(admin, spec.name)
         if have != spec.partitions:
-            raise TopicMismatchError(
-                f"topic {spec.name!r} has {have} partitions, the job needs {spec.partitions}"
-            )
+            raise TopicMismatchError(_mismatch(spec, have))
+
+
+def _mismatch(spec: TopicSpec, have: int) -> str:
+    return f"topic {spec.name!r} has {have} partitions, the job needs {spec.partitions}"
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
