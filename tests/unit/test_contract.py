@@ -34,6 +34,7 @@ def kafka_client() -> KafkaPsClient:
         None,  # type: ignore[arg-type]
         0,
         0,
+        [0, 0],
         asyncio.Semaphore(),
         {},
         WorkerTelemetry("t", {}, {}),

@@ -27,6 +27,7 @@ def client(**settings: object) -> KafkaPsClient:
         None,  # type: ignore[arg-type]
         0,
         0,
+        [0, 0],
         asyncio.Semaphore(),
         {},
         WorkerTelemetry("t", {}, {}),
