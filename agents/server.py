@@ -54,13 +54,7 @@ from kafka_ps.agents.telemetry import ServerTelemetry, serve_metrics
 from kafka_ps.agents.transport import Acknowledger, FaustTransport, Transport
 from kafka_ps.tables.clocks import Consistency, PendingPulls, VectorClock
 from kafka_ps.tables.messages import Kind, MessageError, PsMessage, decode_message, encode_message
-from kafka_ps.tables.replay import (
-    VOUCHING,
-    DeferredPushes,
-    HighWaterMarks,
-    OwnerEpochs,
-    ReadPosition,
-)
+from kafka_ps.tables.replay import VOUCHING, DeferredPushes, HighWaterMarks, ReadPosition
 from kafka_ps.tables.rocksdb import rocksdb_options
 from kafka_ps.tables.shard import RejectedPush, Shard
 from kafka_ps.tables.write_back import WriteBack
@@ -123,7 +117,6 @@ class ShardState:
     def __post_init__(self) -> None:
         self.clocks = VectorClock(self.book)
         self.marks = HighWaterMarks(self.book)
-        self.owners = OwnerEpochs(self.book)
         self.deferred = DeferredPushes(self.book)
         self.position = ReadPosition(self.book)
         #: Events below ``durable`` are in the table; ``expected`` is the next one to read.
@@ -252,10 +245,10 @@ class ShardAgent:
             )
         return message
 
-    async def answer(self, state: ShardState, pull: PsMessage, epoch: int = 0) -> None:
+    async def answer(self, state: ShardState, pull: PsMessage) -> None:
         """Reply with the values; ``clock`` carries the shard's slowest worker clock,
-        ``first_offset`` the requesting worker's own clock, ``last_offset`` its
-        high-water mark here and ``epoch`` the epoch a claim gave it."""
+        ``first_offset`` the requesting worker's own clock and ``last_offset`` its
+        high-water mark here."""
         reply = PsMessage(
             Kind.REPLY,
             pull.worker,
@@ -265,7 +258,6 @@ class ShardAgent:
             request_id=pull.request_id,
             first_offset=state.clocks.get(pull.worker),
             last_offset=state.marks.get(pull.worker),
-            epoch=epoch,
         )
         await self.transport.send(self.reply_topic, encode_message(reply), pull.worker)
         self.telemetry.answered(state.shard.shard)
@@ -300,33 +292,24 @@ class ShardAgent:
 
     async def handle(self, state: ShardState, message: PsMessage, event: faust.EventT) -> None:
         if message.kind is Kind.PULL:
-            if self.ready(state, message):
+            # A pull without keys asks only for clocks, and reads nothing stale.
+            if not message.keys or self.ready(state, message):
                 await self.answer(state, message)
             else:
                 state.held.add(message.clock, message, message.worker)
         elif message.kind is Kind.PUSH:
             await self.take_push(state, message, event)
-        elif message.kind is Kind.CLAIM:
-            epoch = event.message.offset
-            state.owners.raise_to(message.worker, epoch)
-            await self.answer(state, message, epoch)
 
     def ready(self, state: ShardState, pull: PsMessage) -> bool:
         """May ``pull`` be answered now, within the job's staleness bound?"""
         return state.clocks.ready(pull.clock, self.workers, self.consistency)
 
     async def take_push(self, state: ShardState, push: PsMessage, event: faust.EventT) -> None:
-        """Advance the pushing worker's clock, accept the push unless an earlier owner made
-        it, then apply the BSP pushes and answer the held pulls that the clocks now allow.
-
-        A fenced push still moves the clock, as it did before fencing: BSP and SSP must not
-        wait on a logical worker whose next owner is itself held in the rebalance."""
+        """Advance the pushing worker's clock, accept the push, then apply the BSP pushes
+        and answer the held pulls that the clocks now allow."""
         self.telemetry.push_read(state.shard.shard, event.message.timestamp)
         state.clocks.advance(push.worker, push.clock + 1)
-        if state.owners.fences(push.worker, push.epoch):
-            self.fenced(push)
-        else:
-            await self.accept(state, push, event)
+        await self.accept(state, push, event)
         if self.consistency.staleness == 0:
             # Clock t's pushes apply only once every worker has pushed clock t, so
             # that every pull of clock t saw exactly the model after clock t - 1.
@@ -340,21 +323,6 @@ class ShardAgent:
             minimum = state.clocks.minimum(self.workers)
             for pull in state.held.release(minimum, self.consistency):
                 await self.answer(state, pull)
-
-    def fenced(self, push: PsMessage) -> None:
-        """Count a push of an earlier owner, which changes no value or mark; logged the
-        1st, 2nd, 4th... time, as a dropped worker may push on for a while."""
-        self.replays["fenced"] += 1
-        fenced = self.replays["fenced"]
-        if fenced & (fenced - 1) == 0:
-            log.warning(
-                "dropped a push of worker %s from an earlier owner, training offsets %s..%s "
-                "(%s so far)",
-                push.worker,
-                push.first_offset,
-                push.last_offset,
-                fenced,
-            )
 
     async def read_again(self, shard: int, offset: int) -> bytes:
         """A held BSP push whose message the table lost (see ``DeferredPushes.take_due``),

@@ -17,9 +17,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import overload
 
 import faust
 import numpy as np
@@ -53,7 +52,6 @@ from kafka_ps.tables.contract import (
     pulled_value,
     rows_spec,
 )
-from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.keys import group_by_shard, shards_of
 from kafka_ps.tables.messages import Kind, PsMessage, encode_message
 from kafka_ps.tables.replay import replay_segments
@@ -75,9 +73,6 @@ class KafkaPsClient:
         settings and parameters, and the reply router the pull replies arrive through.
     worker, clock
         The logical worker and its clock for this mini-batch.
-    epochs
-        Per shard, the epoch this process's claim of the logical worker got there (what
-        its pushes carry, tables/replay.py); empty before the claim.
     in_flight
         The logical worker's gate: at most K pulls unanswered.
     held_back, telemetry
@@ -92,7 +87,6 @@ class KafkaPsClient:
         router: Replies,
         worker: int,
         clock: int,
-        epochs: Sequence[int],
         in_flight: asyncio.Semaphore,
         held_back: dict[bytes, np.ndarray],
         telemetry: WorkerTelemetry,
@@ -103,7 +97,6 @@ class KafkaPsClient:
         self.router = router
         self.worker = worker
         self.clock = clock
-        self.epochs = epochs
         #: Shared by every client of this logical worker: at most K pulls in flight.
         self.in_flight = in_flight
         self.shard_topic = settings.topic("shard")
@@ -163,71 +156,42 @@ class KafkaPsClient:
         asked = [await self._request(shard, [keys[i] for i in rows]) for shard, rows in groups]
         return PulledAhead(keys, spec, groups, asked, self.router)
 
-    async def _request(
-        self, shard: int, keys: list[bytes], kind: Kind = Kind.PULL
-    ) -> tuple[int, asyncio.Future]:
-        """Send one pull (or claim); its request id and the future its reply completes."""
+    async def _request(self, shard: int, keys: list[bytes]) -> tuple[int, asyncio.Future]:
+        """Send one pull; its request id and the future its reply completes."""
         request_id = random.getrandbits(63)
         future = self.router.expect(request_id)
-        request = PsMessage(kind, self.worker, keys, clock=self.clock, request_id=request_id)
+        request = PsMessage(Kind.PULL, self.worker, keys, clock=self.clock, request_id=request_id)
         await self.transport.send(self.shard_topic, encode_message(request), shard)
         return request_id, future
 
-    @overload
-    async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage: ...
-
-    @overload
-    async def _pull_shard(
-        self, shard: int, keys: list[bytes], kind: Kind, still_ours: Callable[[], bool]
-    ) -> PsMessage | None: ...
-
-    async def _pull_shard(
-        self,
-        shard: int,
-        keys: list[bytes],
-        kind: Kind = Kind.PULL,
-        still_ours: Callable[[], bool] = lambda: True,
-    ) -> PsMessage | None:
-        """Ask until answered: a shard may be moving to another process mid-request. None
-        if ``still_ours()`` is no longer true when it would be sent (again)."""
+    async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
+        """Ask until answered: a shard may be moving to another process mid-request."""
         async with self.in_flight:
-            return await self._ask(shard, keys, kind, still_ours)
+            return await self._ask(shard, keys)
 
-    async def _ask(
-        self, shard: int, keys: list[bytes], kind: Kind, still_ours: Callable[[], bool]
-    ) -> PsMessage | None:
-        while still_ours():  # checked just before each send
+    async def _ask(self, shard: int, keys: list[bytes]) -> PsMessage:
+        while True:
             sent = time.monotonic()
-            request_id, future = await self._request(shard, keys, kind)
+            request_id, future = await self._request(shard, keys)
             try:
                 reply = await asyncio.wait_for(future, self.settings.pull_timeout)
             except TimeoutError:
                 self.router.forget(request_id)
                 log.warning(
-                    "worker %s: %s to shard %s timed out, asking again",
-                    self.worker,
-                    kind.name.lower(),
-                    shard,
+                    "worker %s: pull from shard %s timed out, asking again", self.worker, shard
                 )
                 continue
             self.telemetry.pulled(shard, time.monotonic() - sent)
             return reply
-        return None
 
-    async def claim(self, still_ours: Callable[[], bool]) -> list[PsMessage] | None:
-        """Claim this logical worker on every shard, which fences the pushes of its earlier
-        owners: per shard, the reply with its clock (``first_offset``), high-water mark
-        (``last_offset``) and the epoch this process's pushes carry there. A claim is asked
-        again only while ``still_ours()``; None once it is not."""
+    async def shard_state(self) -> list[tuple[int, int]]:
+        """This worker's clock and high-water mark as every shard has them (a pull without
+        keys is never held)."""
         await self.router.ensure(self.worker)
         replies = await asyncio.gather(
-            *(
-                self._pull_shard(shard, [], Kind.CLAIM, still_ours)
-                for shard in range(self.settings.shards)
-            )
+            *(self._pull_shard(shard, []) for shard in range(self.settings.shards))
         )
-        answered = [reply for reply in replies if reply is not None]
-        return answered if len(answered) == len(replies) else None
+        return [(reply.first_offset, reply.last_offset) for reply in replies]
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         """Refuse at once what a shard would reject (by the rule agents/local.py applies
@@ -292,7 +256,6 @@ class KafkaPsClient:
                 clock=self.clock,
                 first_offset=first_offset,
                 last_offset=last_offset,
-                epoch=self.epochs[shard],
             )
             await self.transport.send(self.shard_topic, encode_message(push, half), shard)
         self.pushed = self.rows if self.rows is not None else self.deltas
@@ -317,10 +280,6 @@ class KafkaPsClient:
                 self.deltas[key] = total
             else:
                 held[key] = total
-
-
-class Revoked(KafkaPsError):
-    """A logical worker this process was running has been forgotten (revoked) since."""
 
 
 def _placed(
@@ -522,11 +481,9 @@ class WorkerAgent:
         self.replies = replies
         self.dead_letters = dead_letters
         self.bounded = Consistency.parse(settings.consistency).bounded
-        #: Per logical worker: its clock, and per shard its high-water mark and this
-        #: process's owner epoch.
+        #: Per logical worker: its clock, and the shards' high-water marks for it.
         self.clocks: dict[int, int] = {}
         self.marks: dict[int, list[int]] = {}
-        self.epochs: dict[int, list[int]] = {}
         #: Per logical worker, the highest training offset this process has learned: a
         #: packed message repeated by a restarted packer is not learned twice.
         self.learned: dict[int, int] = {}
@@ -537,11 +494,6 @@ class WorkerAgent:
         self.last_batch: dict[int, float] = {}
         self.busy: set[int] = set()
         self.syncing: dict[int, asyncio.Lock] = {}
-        #: The logical workers (training partitions) Faust has assigned this process, and
-        #: a count of :meth:`forget` calls: what a caller knew of them is out of date once
-        #: it has moved on.
-        self.assigned: set[int] = set()
-        self.incarnation = 0
 
     def client_for(self, worker: int, clock: int) -> KafkaPsClient:
         """A client for one mini-batch of logical worker ``worker`` at ``clock``."""
@@ -556,85 +508,47 @@ class WorkerAgent:
             self.replies,
             worker,
             clock,
-            self.epochs.get(worker, []),
             gate,
             held,
             self.telemetry,
         )
 
-    async def clock_of(self, worker: int, incarnation: int) -> int:
+    async def clock_of(self, worker: int) -> int:
         """The logical worker's clock, learned from the shards when this process takes it
-        over (at start or after a rebalance) by claiming it, so that a moved partition keeps
-        its clock; with it the shards' high-water marks, where replayed batches must be
-        cut, and the epochs that fence the pushes of earlier owners.
-
-        ``incarnation`` is :attr:`incarnation` when the caller learned that this process
-        runs the worker. A claim made after a later :meth:`forget` could land after the
-        next owner's and fence it, so then none is made, or kept: :class:`Revoked`."""
+        over (at start or after a rebalance), so that a moved partition keeps its clock;
+        with it the shards' high-water marks, where replayed batches must be cut."""
         async with self.syncing.setdefault(worker, asyncio.Lock()):
             if worker not in self.clocks:
-
-                def still_ours() -> bool:
-                    return self.incarnation == incarnation
-
-                if not still_ours():
-                    raise Revoked(worker)
-                replies = await self.client_for(worker, 0).claim(still_ours)
-                if replies is None or not still_ours():
-                    raise Revoked(worker)
-                self.clocks[worker] = max(reply.first_offset for reply in replies)
-                self.marks[worker] = [reply.last_offset for reply in replies]
-                self.epochs[worker] = [reply.epoch for reply in replies]
+                ask = self.client_for(worker, 0)
+                state = await ask.shard_state()
+                self.clocks[worker] = max(clock for clock, _ in state)
+                self.marks[worker] = [mark for _, mark in state]
                 self.learned[worker] = min(self.marks[worker])
         return self.clocks[worker]
 
-    def owned_clock(self, worker: int) -> int:
-        """The clock of a logical worker claimed already; :class:`Revoked` if forgotten."""
-        try:
-            return self.clocks[worker]
-        except KeyError:
-            raise Revoked(worker) from None
-
-    def advance(self, worker: int, clock: int, now: float) -> None:
-        """The worker's clock after a mini-batch at ``clock``, unless it was forgotten."""
-        if worker in self.clocks:
-            self.clocks[worker], self.last_batch[worker] = clock + 1, now
-
-    def take_on(self, workers: Iterable[int]) -> None:
-        """The logical workers a rebalance has given this process."""
-        self.assigned = set(workers)
-
     def forget(self, workers: Iterable[int]) -> None:
         """Logical workers this process no longer runs: their next owner asks the shards."""
-        self.incarnation += 1
         for worker in workers:
-            self.assigned.discard(worker)
             self.clocks.pop(worker, None)
             self.marks.pop(worker, None)
-            self.epochs.pop(worker, None)
             self.learned.pop(worker, None)
             self.held_back.pop(worker, None)
 
-    async def heartbeat(self) -> None:
-        """Advance the clocks of this process's idle logical workers, so BSP and SSP never
-        wait on them (also while a rebalance waits for a take: until the revocation, the
-        partitions are still this process's)."""
+    async def heartbeat(self, assigned: Iterable[int]) -> None:
+        """Advance the clocks of idle logical workers among ``assigned``, so BSP and SSP
+        never wait on them."""
         if not self.bounded:
             return
         now = time.monotonic()
-        incarnation = self.incarnation
-        try:
-            for worker in sorted(self.assigned):
-                if worker in self.busy:
-                    continue
-                if now - self.last_batch.get(worker, 0.0) < self.settings.idle_interval:
-                    continue
-                clock = await self.clock_of(worker, incarnation)
-                self.advance(worker, clock, now)
-                idle = self.client_for(worker, clock)
-                await idle.flush(-1, -1, every_shard=True)
-        except Revoked:
-            return  # a rebalance began: the assignment read is out of date
+        for worker in assigned:
+            if worker in self.busy:
+                continue
+            if now - self.last_batch.get(worker, 0.0) < self.settings.idle_interval:
+                continue
+            clock = await self.clock_of(worker)
+            self.clocks[worker], self.last_batch[worker] = clock + 1, now
+            idle = self.client_for(worker, clock)
+            await idle.flush(-1, -1, every_shard=True)
 
     async def train(self, events: Sequence[faust.EventT]) -> None:
         """Learn a take of training events, each logical worker's concurrently."""
@@ -692,7 +606,7 @@ class WorkerAgent:
         never committed); what this process has already learned is skipped."""
         self.busy.add(worker)
         try:
-            await self.clock_of(worker, self.incarnation)
+            await self.clock_of(worker)
             units = self.unlearned(worker, await self.read_units(worker, events))
             offsets = [unit.offset for unit in units]
             batches = [
@@ -706,9 +620,6 @@ class WorkerAgent:
             for i, batch in enumerate(batches):
                 after = records[i + 1] if i + 1 < len(batches) else None
                 ahead = await self.learn_batch(worker, batch, records[i], ahead, after)
-        except Revoked:
-            # Forgotten mid-take: Faust gave up waiting for the take in a rebalance.
-            log.warning("worker %s: partition revoked during its take, stopped", worker)
         finally:
             self.busy.discard(worker)
 
@@ -752,7 +663,7 @@ class WorkerAgent:
 
         ``ahead`` holds rows pulled for it while the mini-batch before learned; with the
         next mini-batch's records ``after``, its rows are pulled now and returned."""
-        clock = self.owned_clock(worker)
+        clock = await self.clock_of(worker)
         following = None
         if after is not None and self.pipelined:
             following = await self.pull_ahead(worker, clock + 1, after)
@@ -766,7 +677,8 @@ class WorkerAgent:
         sent = time.monotonic()
         await client.flush(units[0].offset, units[-1].offset, self.bounded)
         self.telemetry.batch_learned(worker, len(records), time.monotonic() - sent)
-        self.advance(worker, clock, time.monotonic())
+        self.clocks[worker] = clock + 1
+        self.last_batch[worker] = time.monotonic()
         if following is not None:
             following.missing = client.pushed
         return following
@@ -896,13 +808,10 @@ def register_worker(
     async def forget_clocks(app: faust.App, revoked: set[TP], **_: object) -> None:
         workers.forget(tp.partition for tp in revoked if tp.topic == training_name)
 
-    @app.on_partitions_assigned.connect
-    async def take_on(app: faust.App, assigned: set[TP], **_: object) -> None:
-        workers.take_on(tp.partition for tp in assigned if tp.topic == training_name)
-
     @app.timer(settings.idle_interval)
     async def heartbeat() -> None:
-        await workers.heartbeat()
+        assigned = app.consumer.assignment()
+        await workers.heartbeat(tp.partition for tp in assigned if tp.topic == training_name)
 
     @app.agent(training)
     async def train(stream: faust.StreamT) -> None:

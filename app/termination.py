@@ -25,7 +25,6 @@ from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.clocks import Consistency
 from kafka_ps.tables.messages import Kind, decode_message
-from kafka_ps.tables.replay import OwnerEpochs
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
@@ -40,9 +39,8 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 
 class PushWatcher:
-    """Tails the shard topic: per logical worker, the training offsets its pushes cover
-    (pushes a shard fences left out) and the shard-topic offset of its latest push on each
-    shard.
+    """Tails the shard topic: per logical worker, the training offsets its pushes cover and
+    the shard-topic offset of its latest push on each shard.
 
     Parameters
     ----------
@@ -54,8 +52,6 @@ class PushWatcher:
         self.settings = settings
         self.covered: dict[int, int] = defaultdict(lambda: -1)
         self.latest: dict[tuple[int, int], int] = {}
-        #: Per shard, the claims read so far, which fence older owners' pushes as there.
-        self.owners: dict[int, OwnerEpochs] = {}
         self.consumer = Consumer(
             {**confluent_config(settings.broker), "group.id": f"kps-watch-{uuid.uuid4().hex}"}
         )
@@ -68,14 +64,11 @@ class PushWatcher:
         for message in self.consumer.consume(2000, timeout):
             if message.error() is not None:
                 continue
-            push, partition = decode_message(message.value()), message.partition()
-            owners = self.owners.setdefault(partition, OwnerEpochs({}))
-            if push.kind is Kind.CLAIM:
-                owners.raise_to(push.worker, message.offset())
-            if push.kind is not Kind.PUSH or owners.fences(push.worker, push.epoch):
-                continue  # the shard drops a push of an earlier owner: it covers nothing
+            push = decode_message(message.value())
+            if push.kind is not Kind.PUSH:
+                continue
             self.covered[push.worker] = max(self.covered[push.worker], push.last_offset)
-            self.latest[(push.worker, partition)] = message.offset()
+            self.latest[(push.worker, message.partition())] = message.offset()
 
     def close(self) -> None:
         self.consumer.close()

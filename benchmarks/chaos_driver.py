@@ -136,10 +136,8 @@ class ChaosResult:
 
 
 def chaos_settings(settings: JobSettings, consistency: str = "asp") -> JobSettings:
-    """The counting model (its records carry no label), pull retries quick enough to ride
-    out a dead shard, and a rebalance timeout of 20 s instead of 60: a worker kill stalls
-    BSP and SSP that long, and a survivor still inside its take is dropped more often, so
-    its late pushes test the shards' fencing of earlier owners."""
+    """The counting model (its records carry no label), and pull retries quick enough to
+    ride out a dead shard."""
     return settings.model_copy(
         update={
             "model": "kafka_ps.agents.models.count:KeyCounter",
@@ -147,7 +145,6 @@ def chaos_settings(settings: JobSettings, consistency: str = "asp") -> JobSettin
             "predict_unlabelled": True,
             "consistency": consistency,
             "pull_timeout": 2.0,
-            "rebalance_timeout": 20.0,
         }
     )
 

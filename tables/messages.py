@@ -4,14 +4,11 @@ One message carries one shard's keys for one mini-batch, so a worker sends one p
 one push per shard per mini-batch. Layout, little-endian:
 
     header   magic "KM", version u8, kind u8, worker i32, clock i64, request_id u64,
-             first_offset i64, last_offset i64, epoch i64, n_keys u32, n_values u32
+             first_offset i64, last_offset i64, n_keys u32, n_values u32
     keys     (n_keys + 1) u32 end positions into the key blob, then the key blob
     values   (replies and pushes) n_keys + 1 u64 element positions, then the data:
-             float64 in a version 3 message, float16 in a version 4 message (pushes
+             float64 in a version 1 message, float16 in a version 2 message (pushes
              compressed with KPS_PUSH_DTYPE=float16)
-
-Versions 1 and 2 (float64, float16) are the same without ``epoch``; they still decode, with
-epoch 0, so that a job's shard topic written before owner epochs reads on.
 
 A reply's values for a key are all its slots (value and optimizer state), a push's
 values its delta slots; the receiver reshapes them with the parameter's spec.
@@ -29,16 +26,13 @@ import numpy as np
 from kafka_ps.tables.errors import KafkaPsError
 
 MAGIC = b"KM"
-#: The message version says the value type (1 and 3 float64, 2 and 4 float16) and the
-#: header: versions 3 and 4 carry an owner epoch.
-VALUE_TYPES = {1: np.dtype("<f8"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<f2")}
-VERSION = 3
-HALF = 4
+#: The message version says the value type: 1 float64, 2 float16.
+VALUE_TYPES = {1: np.dtype("<f8"), 2: np.dtype("<f2")}
+VERSION = 1
+HALF = 2
 #: Largest magnitude float16 holds; a push with a larger value goes as float64.
 HALF_MAX = float(np.finfo(np.float16).max)
-HEADER = struct.Struct("<2sBBiqQqqqII")
-#: The header of versions 1 and 2: no epoch.
-HEADER_V1 = struct.Struct("<2sBBiqQqqII")
+HEADER = struct.Struct("<2sBBiqQqqII")
 
 
 class Kind(IntEnum):
@@ -47,9 +41,6 @@ class Kind(IntEnum):
     PUSH = 3
     #: A server's note to itself on one of its shard partitions: time to flush it.
     TICK = 4
-    #: A worker process taking a logical worker over: the shard answers with the worker's
-    #: clock and mark, and fences pushes of earlier owners (tables/replay.py).
-    CLAIM = 5
 
 
 class MessageError(KafkaPsError, ValueError):
@@ -84,9 +75,6 @@ class PsMessage:
         A push: the last training offset it covers (inclusive), for the per-worker
         high-water mark. A reply: that worker's high-water mark at the shard. -1 (the
         default) for none.
-    epoch
-        A push: its owner epoch at that shard, the shard-topic offset of the claim its
-        process made. A reply to a claim: that offset. 0 (the default) otherwise.
     """
 
     kind: Kind
@@ -98,7 +86,6 @@ class PsMessage:
     #: Training offsets a push covers (inclusive), for the per-worker high-water mark.
     first_offset: int = -1
     last_offset: int = -1
-    epoch: int = 0
 
 
 def encode_message(message: PsMessage, half: bool = False) -> bytes:
@@ -124,7 +111,6 @@ def encode_message(message: PsMessage, half: bool = False) -> bytes:
             message.request_id,
             message.first_offset,
             message.last_offset,
-            message.epoch,
             len(keys),
             len(message.values),
         ),
@@ -151,31 +137,21 @@ def decode_message(data: bytes) -> PsMessage:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data)
-    if len(view) < HEADER_V1.size:
-        raise MessageError(f"{len(view)} bytes is shorter than the {HEADER_V1.size}-byte header")
-    magic, version = bytes(view[:2]), view[2]
+    if len(view) < HEADER.size:
+        raise MessageError(f"{len(view)} bytes is shorter than the {HEADER.size}-byte header")
+    magic, version, kind, worker, clock, request_id, first, last, n_keys, n_values = (
+        HEADER.unpack_from(view)
+    )
     wire = VALUE_TYPES.get(version)
     if magic != MAGIC or wire is None:
-        raise MessageError(f"not a kafka-ps v1 to v4 message (magic {magic!r} v{version})")
-    header = HEADER if version >= VERSION else HEADER_V1
-    if len(view) < header.size:
-        raise MessageError(f"{len(view)} bytes is shorter than the {header.size}-byte header")
-    if header is HEADER:
-        _, _, kind, worker, clock, request_id, first, last, epoch, n_keys, n_values = (
-            HEADER.unpack_from(view)
-        )
-    else:
-        _, _, kind, worker, clock, request_id, first, last, n_keys, n_values = (
-            HEADER_V1.unpack_from(view)
-        )
-        epoch = 0
+        raise MessageError(f"not a kafka-ps v1 or v2 message (magic {magic!r} v{version})")
     try:
         kind = Kind(kind)
     except ValueError:
         raise MessageError(f"unknown message kind {kind}") from None
     if n_values not in (0, n_keys):
         raise MessageError(f"{n_values} values for {n_keys} keys")
-    position = header.size
+    position = HEADER.size
     key_ends = _array(view, position, "<u4", n_keys + 1)
     position += 4 * (n_keys + 1)
     blob_size = int(key_ends[-1])
@@ -204,7 +180,7 @@ def decode_message(data: bytes) -> PsMessage:
             values = np.split(flat, ends[1:-1].astype(np.int64))
     if position != len(view):
         raise MessageError(f"{len(view) - position} unexpected trailing bytes")
-    return PsMessage(kind, worker, keys, values, clock, request_id, first, last, epoch)
+    return PsMessage(kind, worker, keys, values, clock, request_id, first, last)
 
 
 def _array(view: memoryview, position: int, dtype: str, count: int) -> np.ndarray:

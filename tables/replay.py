@@ -14,17 +14,6 @@ partition asks every shard for its mark and cuts its batches there
 each shard's mark. (Shards' marks differ when a worker died between its pushes to
 different shards of one batch.)
 
-A mark alone cannot stop a **zombie**: a worker process the group dropped while it was inside
-a take (a rebalance waits at most ``KPS_REBALANCE_TIMEOUT`` for it) may finish that take and
-push after the partition's new owner has read the marks and pushed past them; its push then
-straddles the mark, or raises it over work the new owner has yet to push. So a process taking
-a logical worker over first **claims** it on every shard (a ``CLAIM`` message on the shard
-topic), and each shard keeps ``epoch[w]``, the shard-topic offset of the latest claim
-(:class:`OwnerEpochs`); the claim's reply hands the owner that offset, its pushes carry it, and
-a shard drops a push whose epoch is older, as Kafka fences a producer's older epochs. A push
-read before the claim was accepted or dropped by its mark, and the claim's reply carries the
-mark it left.
-
 Under BSP a shard holds a push until every worker has reached its clock. Its shard-topic
 offset may be committed meanwhile, so a held push lives in the table
 (:class:`DeferredPushes`), changelogged like the parameters, and survives a crash.
@@ -36,7 +25,6 @@ loaded into a process reads its position first and goes back to it when Kafka de
 later message (see ``agents/server.py``).
 
 Table layout (reserved keys, see :mod:`tables.clocks`): ``__hwm__:<w>`` int64 LE;
-``__owner__:<w>`` int64 LE;
 ``__deferred__:<offset>`` the push message bytes; ``__deferred__`` the index, int64 LE
 pairs ``(clock, offset)``; ``__position__`` int64 LE. Writes are ordered so that a
 changelog holding a mark also holds what the mark vouches for: a push's parameter records,
@@ -55,7 +43,6 @@ import numpy as np
 from kafka_ps.tables.codec import CodecError
 
 HWM_PREFIX = b"__hwm__:"
-OWNER_PREFIX = b"__owner__:"
 POSITION_KEY = b"__position__"
 #: The bookkeeping keys that vouch for others, in the order a flush writes them after the
 #: rest (:class:`~tables.write_back.WriteBack`): marks, then the read position.
@@ -65,14 +52,10 @@ DEFERRED_PREFIX = b"__deferred__:"
 _INT64 = struct.Struct("<q")
 
 
-def worker_key(prefix: bytes, worker: int) -> bytes:
+def hwm_key(worker: int) -> bytes:
     if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
         raise ValueError(f"worker must be a non-negative int, got {worker!r}")
-    return prefix + str(worker).encode()
-
-
-def hwm_key(worker: int) -> bytes:
-    return worker_key(HWM_PREFIX, worker)
+    return HWM_PREFIX + str(worker).encode()
 
 
 def deferred_key(offset: int) -> bytes:
@@ -89,8 +72,8 @@ def rewrite(table: MutableMapping[bytes, bytes], keys: Iterable[bytes]) -> None:
             continue
 
 
-class _PerWorker:
-    """One int64 per logical worker in the shard's durable mapping, under ``prefix``.
+class HighWaterMarks:
+    """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none).
 
     Parameters
     ----------
@@ -99,38 +82,17 @@ class _PerWorker:
         cached, every call reads or writes it.
     """
 
-    prefix: bytes
-    what: str
-    #: The value of a worker with none stored.
-    missing: int
-
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table
 
     def get(self, worker: int) -> int:
         try:
-            stored = self.table[worker_key(self.prefix, worker)]
+            stored = self.table[hwm_key(worker)]
         except KeyError:
-            return self.missing
+            return -1
         if len(stored) != _INT64.size:
-            raise CodecError(f"{self.what} is {_INT64.size} bytes, got {len(stored)}")
+            raise CodecError(f"a high-water mark is {_INT64.size} bytes, got {len(stored)}")
         return _INT64.unpack(stored)[0]
-
-    def raise_to(self, worker: int, value: int) -> None:
-        if value > self.get(worker):
-            self.table[worker_key(self.prefix, worker)] = _INT64.pack(value)
-
-
-class HighWaterMarks(_PerWorker):
-    """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none).
-
-    Parameters
-    ----------
-    table
-        The shard's durable mapping, read and written on every call.
-    """
-
-    prefix, what, missing = HWM_PREFIX, "a high-water mark", -1
 
     def covers(self, worker: int, last_offset: int) -> bool:
         """Is a push ending at training offset ``last_offset`` old work, already accepted?"""
@@ -138,32 +100,15 @@ class HighWaterMarks(_PerWorker):
 
     def straddles(self, worker: int, first_offset: int, last_offset: int) -> bool:
         """Does the push overlap accepted work only in part? (Never, if workers cut their
-        replayed batches at the marks and earlier owners are fenced; counted, and applied,
-        if it happens.)"""
+        replayed batches at the marks; counted, and applied, if it happens.)"""
         return first_offset <= self.get(worker) < last_offset
+
+    def raise_to(self, worker: int, last_offset: int) -> None:
+        if last_offset > self.get(worker):
+            self.table[hwm_key(worker)] = _INT64.pack(last_offset)
 
     def rewrite(self, worker: int) -> None:
         rewrite(self.table, [hwm_key(worker)])
-
-
-class OwnerEpochs(_PerWorker):
-    """``epoch[w]`` per logical worker: the shard-topic offset of the latest claim of ``w``
-    (0: never claimed). A push made under an older claim is fenced (:meth:`fences`).
-
-    The epoch is the claim's own offset, not a counter, so that a shard replaying its topic
-    after a crash gives the claim the same epoch it answered with the first time.
-
-    Parameters
-    ----------
-    table
-        The shard's durable mapping, read and written on every call.
-    """
-
-    prefix, what, missing = OWNER_PREFIX, "an owner epoch", 0
-
-    def fences(self, worker: int, epoch: int) -> bool:
-        """Is a push of ``epoch`` from a process that ``w`` has been claimed from since?"""
-        return epoch < self.get(worker)
 
 
 class ReadPosition:

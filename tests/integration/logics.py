@@ -13,23 +13,9 @@ from kafka_ps.agents.api import (
     Prediction,
     TrainingRecord,
 )
-from kafka_ps.tables.keys import param_key
 from kafka_ps.tables.update_rules import make_rule
 
 WEIGHTS = b"w:0"
-
-
-def squared_loss_gradient(
-    weights: np.ndarray, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
-) -> np.ndarray:
-    """The mini-batch's gradient of the squared loss at ``weights``; each prediction output."""
-    gradient = np.zeros(len(weights))
-    for record in records:
-        assert record.dense is not None and record.label is not None
-        prediction = float(weights @ record.dense)
-        ps.output(Prediction(prediction, record.label))
-        gradient += (prediction - record.label) * record.dense
-    return gradient
 
 
 class DenseSgd(BatchWorkerLogic):
@@ -45,25 +31,13 @@ class DenseSgd(BatchWorkerLogic):
         self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
     ) -> None:
         weights = (await ps.pull_many([WEIGHTS]))[WEIGHTS][0]
-        ps.push_many({WEIGHTS: squared_loss_gradient(weights, records, ps)[None, :]})
-
-
-class SpreadSgd(DenseSgd):
-    """:class:`DenseSgd` with each weight a key of its own (``w:0``..), so that a mini-batch
-    pulls from several shards at once."""
-
-    def __init__(self, dim: int = 4, lr: float = 0.01) -> None:
-        self.dim = dim
-        self.params = [ParamSpec("w", (1,), make_rule("sgd", lr=lr))]
-        self.keys = [param_key("w", i) for i in range(dim)]
-
-    async def on_batch(
-        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
-    ) -> None:
-        pulled = await ps.pull_many(self.keys)
-        weights = np.array([float(pulled[key].ravel()[0]) for key in self.keys])
-        gradient = squared_loss_gradient(weights, records, ps)
-        ps.push_many({key: np.array([g]) for key, g in zip(self.keys, gradient, strict=True)})
+        gradient = np.zeros(self.dim)
+        for record in records:
+            assert record.dense is not None and record.label is not None
+            prediction = float(weights @ record.dense)
+            ps.output(Prediction(prediction, record.label))
+            gradient += (prediction - record.label) * record.dense
+        ps.push_many({WEIGHTS: gradient[None, :]})
 
 
 class BuggySum(BatchWorkerLogic):

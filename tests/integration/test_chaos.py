@@ -21,9 +21,9 @@ RECORDS = 10_000
 
 @pytest.mark.parametrize("target", ["workers", "servers"])
 @pytest.mark.parametrize("consistency", ["asp", "bsp", "ssp:2"])
-# Under BSP a worker kill can stall the survivors for the rebalance timeout (20 s here,
-# chaos_settings; docs/architecture.md, "Consistency"): five kills can need more than the
-# suite's 600 s on a busy machine. Exactness is what the test checks, not speed.
+# Under BSP a worker kill can stall the survivors for a 60 s rebalance timeout
+# (docs/architecture.md, "Consistency"): five kills need more than the suite's 600 s on a
+# busy machine. Exactness is what the test checks, not speed.
 @pytest.mark.timeout(1200)
 def test_chaos_loses_nothing_and_doubles_nothing(
     job_settings: JobSettings, tmp_path: Path, target: Target, consistency: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -16,7 +16,7 @@ from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
-from kafka_ps.tables.keys import param_key, shard_of
+from kafka_ps.tables.keys import shard_of
 from kafka_ps.tables.messages import Kind, PsMessage, decode_message
 
 LR = 0.002
@@ -273,17 +273,11 @@ def test_a_worker_never_has_more_than_k_pulls_in_flight(
     job_settings: JobSettings, process_factory: Callable[..., JobProcess]
 ) -> None:
     settings = dense_sgd_job(
-        job_settings,
-        shards=4,
-        batch_size=8,
-        max_pulls_in_flight=1,
-        consistency="ssp:1",
-        model="tests.integration.logics:SpreadSgd",
+        job_settings, shards=4, batch_size=8, max_pulls_in_flight=2, consistency="ssp:1"
     )
-    assert {shard_of(param_key("w", i), 4) for i in range(4)} == {0, 2}
     run_job(settings, process_factory, {0: 200, 1: 200})
     sent = {
-        m.request_id: (ts, m.worker, m.clock)
+        m.request_id: (ts, m.worker)
         for ts, m in read_timed(settings.broker, settings.topic("shard"), settings.shards)
         if m.kind is Kind.PULL
     }
@@ -293,14 +287,12 @@ def test_a_worker_never_has_more_than_k_pulls_in_flight(
     }
     peak: dict[int, int] = {}
     for worker in (0, 1):
-        # Every mini-batch asks two shards...
-        per_clock = Counter(clock for _, w, clock in sent.values() if w == worker)
-        assert per_clock and min(per_clock.values()) >= 2
-        # ...yet never both at once (at equal timestamps count the answer first).
+        # At equal timestamps count the answer first: never a false excess.
         steps = sorted(
-            [(ts, 1) for ts, w, _ in sent.values() if w == worker]
-            + [(answered[r], 0) for r, (_, w, _) in sent.items() if w == worker and r in answered]
+            [(ts, 1) for ts, w in sent.values() if w == worker]
+            + [(answered[r], 0) for r, (_, w) in sent.items() if w == worker and r in answered]
         )
         in_flight = np.cumsum([1 if pull else -1 for _, pull in steps])
         peak[worker] = int(in_flight.max())
-    assert peak == {0: 1, 1: 1}
+    # Every mini-batch reads all 4 shards, yet never more than K = 2 at once.
+    assert peak == {0: 2, 1: 2}

@@ -34,7 +34,6 @@ def kafka_client() -> KafkaPsClient:
         None,  # type: ignore[arg-type]
         0,
         0,
-        [0, 0],
         asyncio.Semaphore(),
         {},
         WorkerTelemetry("t", {}, {}),

@@ -1,5 +1,5 @@
 """The layouts docs/formats.md gives, read or written by hand as a user of another language
-would: table pages, kps-batch and kps-packed messages, prediction messages, pushes."""
+would: table pages, kps-batch and kps-packed messages, prediction messages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.batches import encode_batch, split_message
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.worker import Unit, predictions_message
-from kafka_ps.tables.messages import Kind, PsMessage, decode_message, encode_message
 from kafka_ps.tables.pages import page_key
 from kafka_ps.tables.params import ParamRegistry, ParamSpec
 from kafka_ps.tables.shard import Shard
@@ -92,18 +91,3 @@ def test_a_predictions_message_takes_numpy_numbers() -> None:
     unit = Unit(1, [TrainingRecord(features={}, label=1.0)], [(b"", None, None)])
     _, value = predictions_message(0, [unit], [Prediction(np.float64(0.5), np.float32(1.0))])
     assert json.loads(value)["values"] == [0.5] and json.loads(value)["labels"] == [1.0]
-
-
-def test_a_push_reads_as_documented_and_one_written_by_hand_decodes() -> None:
-    keys, delta = [b"w:7", b"w:12"], np.array([[0.5], [-1.0]])
-    push = PsMessage(Kind.PUSH, 3, keys, delta, 4, 0, 10, 19, epoch=77)
-    data = encode_message(push)
-    header = struct.unpack_from("<2sBBiqQqqqII", data)
-    assert header == (b"KM", 3, 3, 3, 4, 0, 10, 19, 77, 2, 2)
-    ends = struct.unpack_from("<3I", data, 56)
-    assert data[68 : 68 + ends[-1]] == b"w:7w:12"
-    by_hand = struct.pack("<2sBBiqQqqqII", b"KM", 3, 5, 1, -1, 9, -1, -1, 41, 0, 0) + struct.pack(
-        "<I", 0
-    )
-    claim = decode_message(by_hand)
-    assert (claim.kind, claim.worker, claim.request_id, claim.epoch) == (Kind.CLAIM, 1, 9, 41)

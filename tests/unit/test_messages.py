@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import struct
 
 import numpy as np
 import pytest
@@ -16,36 +15,14 @@ def test_push_round_trip_keeps_every_field() -> None:
     keys = [b"w:1", b"fc1.weight:12", b"u:alice"]
     values = [np.array([[0.5]]), np.arange(6.0).reshape(2, 3), np.array([-1.0, 2.0])]
     message = PsMessage(
-        Kind.PUSH,
-        3,
-        keys,
-        values,
-        clock=7,
-        request_id=2**62,
-        first_offset=100,
-        last_offset=355,
-        epoch=41,
+        Kind.PUSH, 3, keys, values, clock=7, request_id=2**62, first_offset=100, last_offset=355
     )
     decoded = decode_message(encode_message(message))
-    assert (decoded.kind, decoded.worker, decoded.clock, decoded.epoch) == (Kind.PUSH, 3, 7, 41)
+    assert (decoded.kind, decoded.worker, decoded.clock) == (Kind.PUSH, 3, 7)
     assert (decoded.request_id, decoded.first_offset, decoded.last_offset) == (2**62, 100, 355)
     assert decoded.keys == keys
     for got, sent in zip(decoded.values, values, strict=True):
         np.testing.assert_array_equal(got, sent.ravel())
-
-
-def test_a_message_written_before_owner_epochs_still_decodes_with_epoch_0() -> None:
-    """Versions 1 and 2 lack the epoch: a shard topic written by an earlier release reads on."""
-    keys = [b"w:1", b"w:2"]
-    values = np.array([[0.5], [1.5]])
-    key_ends = np.array([0, 3, 6], dtype="<u4").tobytes()
-    ends = np.array([0, 1, 2], dtype="<u8").tobytes()
-    header = struct.pack("<2sBBiqQqqII", b"KM", 1, 3, 2, 5, 0, 10, 12, 2, 2)
-    old = header + key_ends + b"".join(keys) + ends + values.astype("<f8").tobytes()
-    decoded = decode_message(old)
-    assert (decoded.kind, decoded.worker, decoded.clock, decoded.epoch) == (Kind.PUSH, 2, 5, 0)
-    assert (decoded.first_offset, decoded.last_offset, decoded.keys) == (10, 12, keys)
-    np.testing.assert_array_equal(np.asarray(decoded.values), values)
 
 
 def test_pull_without_values_and_empty_message() -> None:

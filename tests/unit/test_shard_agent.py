@@ -76,18 +76,10 @@ class Harness:
         return replies[-1]
 
 
-def push(
-    worker: int = 0, offsets: tuple[int, int] = (0, 0), clock: int = 0, epoch: int = 0
-) -> PsMessage:
+def push(worker: int = 0, offsets: tuple[int, int] = (0, 0), clock: int = 0) -> PsMessage:
     first, last = offsets
     values = [np.ones((1, 2))]
-    return PsMessage(
-        Kind.PUSH, worker, [W], values, clock, first_offset=first, last_offset=last, epoch=epoch
-    )
-
-
-def claim(worker: int = 0, request_id: int = 9) -> PsMessage:
-    return PsMessage(Kind.CLAIM, worker, [], request_id=request_id)
+    return PsMessage(Kind.PUSH, worker, [W], values, clock, first_offset=first, last_offset=last)
 
 
 def pull(worker: int = 0, clock: int = 0, request_id: int = 7) -> PsMessage:
@@ -130,39 +122,6 @@ def test_a_new_push_of_work_the_shard_has_already_applied_is_dropped() -> None:
     assert shard.agent.replays["dropped"] == 1
     shard.serve(shard.produce(push(offsets=(6, 6))))
     assert value_of(shard.pull()) == [2.5, 2.5]
-
-
-def test_a_claim_fences_the_pushes_of_earlier_owners_and_survives_a_restart() -> None:
-    shard = Harness()
-    shard.serve(shard.produce(push(offsets=(0, 3))))  # the first owner, before any claim
-    claimed = shard.produce(claim())
-    shard.serve(claimed)
-    reply = shard.replies(0)[-1]
-    assert (reply.kind, reply.request_id) == (Kind.REPLY, 9)
-    assert (reply.epoch, reply.first_offset, reply.last_offset) == (claimed.message.offset, 1, 3)
-    # The dropped owner finishes its take and pushes after the claim: its values and mark
-    # are fenced; its clock still moves, so that BSP never waits on a worker in a rebalance.
-    shard.serve(shard.produce(push(offsets=(4, 9), clock=1)))
-    assert shard.agent.replays["fenced"] == 1
-    assert value_of(shard.pull()) == [1.5, 1.5]
-    assert shard.agent.states[0].marks.get(0) == 3
-    assert shard.agent.states[0].clocks.get(0) == 2
-    shard.serve(shard.produce(push(offsets=(4, 6), clock=1, epoch=claimed.message.offset)))
-    assert value_of(shard.pull()) == [2.5, 2.5]
-    shard.flush()
-    restarted = Harness(shard.table, shard.transport)
-    restarted.serve(restarted.produce(push(offsets=(7, 9), clock=2)))
-    assert restarted.agent.replays["fenced"] == 1
-    assert value_of(restarted.pull()) == [2.5, 2.5]
-
-
-def test_a_claim_read_again_after_a_crash_gets_the_epoch_it_got_the_first_time() -> None:
-    first = Harness()
-    records = [first.produce(push(offsets=(0, 0))), first.produce(claim())]
-    first.serve(*records)
-    restarted = Harness({}, first.transport)  # killed before its first flush
-    restarted.serve(*records)
-    assert [reply.epoch for reply in first.replies(0)] == [1, 1]
 
 
 def test_events_are_acknowledged_only_by_the_flush_that_makes_them_durable() -> None:

@@ -21,7 +21,6 @@ from kafka_ps.agents.api import (
 )
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.agents.worker import Revoked, WorkerAgent
 from kafka_ps.tables.keys import param_key, shard_of
 from kafka_ps.tables.messages import Kind, decode_message
 from kafka_ps.tables.update_rules import make_rule
@@ -163,27 +162,6 @@ def test_a_takeover_learns_again_only_what_no_shard_has() -> None:
     assert ps.worker.clocks[0] == 3
 
 
-def test_a_dropped_owner_s_late_push_is_fenced_by_the_next_owner_s_claim() -> None:
-    ps = job(batch_size=2)
-    events = ps.feed(records(1, 2, 3, 4, 5, 6))
-    dropped = ps.worker
-    dead_letters = ps.transport.dead_letters(ps.settings)
-    owner = WorkerAgent(ps.settings, Count(), ps.registry, ps.transport, ps.replies, dead_letters)
-
-    async def taken_over(ps: InMemoryJob) -> None:
-        await dropped.train(events[:2])
-        # The group drops the first process inside its next take; the partition's next
-        # owner claims it and learns on before that take ends and pushes.
-        await owner.train(events[:3])
-        await dropped.train(events[2:4])  # would straddle the mark, and count record 3 twice
-        await owner.train(events)
-
-    run(ps, taken_over)
-    assert [count(ps, k) for k in range(1, 7)] == [1.0] * 6
-    assert sum(agent.replays["fenced"] for agent in ps.shards) >= 1
-    assert sum(agent.replays["straddled"] for agent in ps.shards) == 0
-
-
 def test_a_replayed_mini_batch_is_cut_where_a_shard_s_mark_falls() -> None:
     a, b = 0, 4
     assert (shard_of(param_key("c", a), 2), shard_of(param_key("c", b), 2)) == (0, 1)
@@ -219,8 +197,7 @@ def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> Non
 
     async def beat(ps: InMemoryJob) -> None:
         ps.worker.busy.add(1)
-        ps.worker.take_on([0, 1])
-        await ps.worker.heartbeat()
+        await ps.worker.heartbeat([0, 1])
 
     run(bounded, beat)
     assert bounded.worker.clocks == {0: 1}
@@ -228,38 +205,6 @@ def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> Non
     run(asynchronous, beat)
     assert asynchronous.worker.clocks == {}
     assert asynchronous.transport.records(asynchronous.settings.topic("shard"), 0) == []
-
-
-def test_after_a_revocation_the_heartbeat_claims_nothing_until_the_next_assignment() -> None:
-    ps = job(consistency="ssp:1", partitions=2)
-
-    async def beat(ps: InMemoryJob) -> None:
-        ps.worker.take_on([0, 1])
-        ps.worker.forget([0, 1])  # a rebalance is under way: its assignment is yet to come
-        await ps.worker.heartbeat()
-
-    run(ps, beat)
-    assert ps.worker.clocks == {}
-    assert ps.transport.records(ps.settings.topic("shard"), 0) == []
-
-
-def test_a_claim_unanswered_when_its_worker_is_revoked_is_not_asked_again_or_kept() -> None:
-    """Asked again after a rebalance, a claim could land after the next owner's and fence
-    that owner's pushes: it is given up instead."""
-    ps = job(pull_timeout=0.05)
-
-    async def claim_while_no_shard_serves() -> None:
-        claiming = asyncio.create_task(ps.worker.clock_of(0, ps.worker.incarnation))
-        await asyncio.sleep(0.01)
-        ps.worker.forget([0])
-        with pytest.raises(Revoked):
-            await claiming
-
-    asyncio.run(claim_while_no_shard_serves())
-    assert 0 not in ps.worker.clocks
-    for shard in range(ps.settings.shards):
-        sent = ps.transport.messages(ps.settings.topic("shard"), shard)
-        assert [message.kind for message in sent] == [Kind.CLAIM]
 
 
 def test_a_hashed_model_learns_through_the_agents_what_it_learns_in_process() -> None:

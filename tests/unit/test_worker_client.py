@@ -27,7 +27,6 @@ def client(**settings: object) -> KafkaPsClient:
         None,  # type: ignore[arg-type]
         0,
         0,
-        [0, 0],
         asyncio.Semaphore(),
         {},
         WorkerTelemetry("t", {}, {}),
