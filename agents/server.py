@@ -83,9 +83,10 @@ class ShardState:
         Pulls held until the clocks allow them (BSP and SSP).
     unacked
         Events whose effects are not in the table yet: acknowledged by the next flush.
-    last_flush, last_publish, unpublished, tick_sent
-        When the partition last flushed and last published, whether a push came since it
-        published, and whether a tick is on its way to make it do what is due.
+    last_flush, last_publish, last_event, unpublished, tick_sent
+        When the partition last flushed, last published and last got an event other than a
+        tick, whether a push came since it published, and whether a tick is on its way to
+        make it do what is due.
     sought, seeks, sought_tp, awaiting
         When the partition was last sent back, how many times, the topic partition sent
         back (None once ``expected`` arrives), and the offset it was sent back to (None
@@ -99,6 +100,7 @@ class ShardState:
     unacked: list[faust.EventT] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
     last_publish: float = field(default_factory=time.monotonic)
+    last_event: float = field(default_factory=time.monotonic)
     #: A loaded state publishes every key once (ModelPublisher.republish).
     unpublished: bool = True
     tick_sent: bool = False
@@ -212,6 +214,8 @@ class ShardAgent:
             return
         state.unacked.append(event)
         message = await self.receive(state, event)
+        if message is None or message.kind is not Kind.TICK:
+            state.last_event = time.monotonic()
         if message is not None and message.kind is Kind.PUSH:
             state.unpublished = True
         if self.states.get(event.message.partition) is state:  # not revoked meanwhile
@@ -220,10 +224,20 @@ class ShardAgent:
     async def due(self, state: ShardState, stream: Acknowledger) -> None:
         """Flush, or only publish, if its interval has passed."""
         now = time.monotonic()
-        if now - state.last_flush >= self.settings.flush_interval:
+        if self.flush_due(state, now):
             await self.flush(state, stream)
         elif state.unpublished and now - state.last_publish >= self.settings.publish_interval:
             self.publish(state)
+
+    def flush_due(self, state: ShardState, now: float) -> bool:
+        """A flush is due once per flush interval, and at once when the partition has had
+        no event for two publish intervals: the pushes that stopped (a finite input learned,
+        a pause) are then durable and committed within about a tenth of a second, not up to
+        the flush interval plus Faust's commit interval later. A steady stream never pauses
+        that long, so it still flushes once per flush interval."""
+        settings = self.settings
+        idle = min(settings.flush_interval, 2 * settings.publish_interval)
+        return now - state.last_flush >= settings.flush_interval or now - state.last_event >= idle
 
     async def receive(self, state: ShardState, event: faust.EventT) -> PsMessage | None:
         """Decode and handle the event; bad input goes to dead letters. The message, if it
@@ -422,6 +436,9 @@ class ShardAgent:
         for event in state.unacked:
             await stream.ack(event)
         state.unacked.clear()
+        # Committed now, not at Faust's next commit: whoever waits for the shard to have
+        # applied a push (termination, app/termination.py) reads committed offsets.
+        self.transport.commit()
         state.last_flush = time.monotonic()
         self.telemetry.flushed(state.shard, written, state.last_flush - started, clocks)
 
@@ -464,7 +481,7 @@ class ShardAgent:
             tp = state.sought_tp
             if state.sought is not None and tp is not None and now - state.sought >= SEEK_PATIENCE:
                 await self.seek_again(state, tp)
-            flush = state.unacked and now - state.last_flush >= settings.flush_interval
+            flush = state.unacked and self.flush_due(state, now)
             publish = state.unpublished and now - state.last_publish >= settings.publish_interval
             if (flush or publish) and not state.tick_sent:
                 state.tick_sent = True

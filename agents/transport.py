@@ -9,6 +9,7 @@ test drives :class:`~kafka_ps.agents.worker.WorkerAgent` and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -17,6 +18,8 @@ from faust.types import TP
 
 from kafka_ps.agents.client import read_one
 from kafka_ps.tables.messages import PsMessage
+
+log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -43,6 +46,9 @@ class Transport(Protocol):
     def committed(self, tp: TP) -> int | None:
         """The offset the consumer last committed for ``tp`` (the next one to read), if
         it knows one."""
+
+    def commit(self) -> None:
+        """Commit the acknowledged offsets soon, without waiting for it."""
 
     @property
     def generation(self) -> int:
@@ -84,6 +90,8 @@ class FaustTransport:
     def __init__(self, app: faust.App, bootstrap: str) -> None:
         self.app = app
         self.bootstrap = bootstrap
+        #: Commits under way: a task nobody refers to may be collected before it ends.
+        self.commits: set[asyncio.Task[bool]] = set()
 
     async def send(
         self,
@@ -105,6 +113,21 @@ class FaustTransport:
         # Faust keeps no public committed position (checked in agents/faust_patches.py).
         return self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
 
+    def commit(self) -> None:
+        # Faust's own commit, as its commit timer runs it: the producer flushed first, then
+        # the offsets. One already under way makes this one a no-op; the timer's next
+        # commit then covers what this one would have.
+        task = asyncio.ensure_future(self.app.consumer.commit())
+        self.commits.add(task)
+        task.add_done_callback(self.commits.discard)
+        task.add_done_callback(_finished)
+
     @property
     def generation(self) -> int:
         return self.app.consumer_generation_id
+
+
+def _finished(task: asyncio.Task[bool]) -> None:
+    """Log a commit that failed; Faust's commit timer tries again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("commit failed: %s", task.exception())

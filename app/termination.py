@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import defaultdict
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import confluent_config
@@ -74,14 +74,20 @@ class PushWatcher:
         self.consumer.close()
 
 
-def _committed(settings: JobSettings) -> dict[int, int]:
+def _committed(settings: JobSettings, timeout: float = 10) -> dict[int, int]:
+    """The servers' committed shard-topic offsets; none when the broker did not answer in
+    time (just started, or busy): the caller asks again, within its own deadline."""
     topic = settings.topic("shard")
     consumer = Consumer({**confluent_config(settings.broker), "group.id": settings.group("server")})
     try:
         committed = consumer.committed(
-            [TopicPartition(topic, p) for p in range(settings.shards)], 10
+            [TopicPartition(topic, p) for p in range(settings.shards)], timeout
         )
         return {tp.partition: tp.offset for tp in committed}
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError._TIMED_OUT:
+            raise
+        return {}
     finally:
         consumer.close()
 
@@ -105,7 +111,7 @@ class Termination:
         self.marks: dict[tuple[int, int], int] | None = None
         self.targets: dict[int, int] | None = None
 
-    def step(self, poll: float = 0.2) -> bool:
+    def step(self, poll: float = 0.1) -> bool:
         """Advance the wait by at most ``poll`` seconds; return whether everything is learned."""
         watcher = self.watcher
         if self.targets is None:

@@ -73,6 +73,8 @@ class InMemoryTransport:
         self.generation = 1
         self.sought: dict[TP, int] = {}
         self.committed_offsets: dict[TP, int] = {}
+        #: How many times an agent asked for its acknowledged offsets to be committed.
+        self.commits = 0
 
     async def send(
         self,
@@ -105,6 +107,9 @@ class InMemoryTransport:
 
     def committed(self, tp: TP) -> int | None:
         return self.committed_offsets.get(tp)
+
+    def commit(self) -> None:
+        self.commits += 1
 
     def records(self, topic: str, partition: int = 0) -> list[Record]:
         return self.topics[(topic, partition)]

@@ -5,6 +5,7 @@ flush-then-acknowledge, BSP holds, ticks, and states forgotten on a rebalance.""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from kafka_ps.agents.api import ParamRegistry, ParamSpec
 from kafka_ps.agents.server import ShardAgent
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.init import Constant
-from kafka_ps.tables.messages import Kind, PsMessage, encode_message
+from kafka_ps.tables.messages import Kind, PsMessage, decode_message, encode_message
 from kafka_ps.tables.replay import DEFERRED_INDEX, DeferredPushes, deferred_key
 from kafka_ps.tables.shard import Shard
 from kafka_ps.tables.update_rules import make_rule
@@ -328,6 +329,34 @@ def test_a_partition_is_ticked_once_a_flush_or_a_publication_is_due(
     asyncio.run(shard.agent.tick())  # a tick already sent is not sent again
     kinds = [message.kind for message in shard.transport.messages(shard.settings.topic("shard"))]
     assert kinds == [Kind.PUSH] + [Kind.TICK] * ticks
+
+
+def test_a_partition_idle_for_two_publish_intervals_flushes_and_commits_at_once() -> None:
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
+    shard.serve(shard.produce(push()))
+    state = shard.agent.states[0]
+    state.last_event -= 19.0  # not yet idle for two publish intervals
+    shard.serve(shard.produce(PsMessage(Kind.TICK, 0, [])))
+    assert (shard.acks.offsets[0], shard.transport.commits) == ([], 0)
+    state.last_event -= 2.0  # 21 s idle; the flush interval (60 s) has not passed
+    asyncio.run(shard.agent.tick())
+    (tick,) = shard.transport.records(shard.settings.topic("shard"))[2:]
+    assert decode_message(tick.value).kind is Kind.TICK
+    shard.serve(tick)
+    assert shard.acks.offsets[0] == [0, 1, 2]
+    assert shard.table
+    assert shard.transport.commits == 1
+
+
+def test_a_tick_does_not_count_as_activity() -> None:
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
+    shard.serve(shard.produce(push()))
+    state = shard.agent.states[0]
+    state.last_event -= 5.0
+    shard.serve(shard.produce(PsMessage(Kind.TICK, 0, [])))
+    assert time.monotonic() - state.last_event >= 5.0
+    shard.serve(shard.produce(pull()))
+    assert time.monotonic() - state.last_event < 5.0
 
 
 def test_a_partition_with_nothing_to_publish_or_acknowledge_is_not_ticked() -> None:
