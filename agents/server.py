@@ -214,7 +214,12 @@ class ShardAgent:
             return
         state.unacked.append(event)
         message = await self.receive(state, event)
-        if message is None or message.kind is not Kind.TICK:
+        if message is not None and message.kind is Kind.TICK:
+            # Arrived: another may be sent. What it was sent for may no longer be due (an
+            # event since made the partition busy again), and a tick still thought on its
+            # way would never be sent again: the partition would never flush.
+            state.tick_sent = False
+        else:
             state.last_event = time.monotonic()
         if message is not None and message.kind is Kind.PUSH:
             state.unpublished = True

@@ -22,7 +22,7 @@ from kafka_ps.agents.api import (
     ParamSpec,
     TrainingRecord,
 )
-from kafka_ps.agents.models.kernels import warm_up
+from kafka_ps.agents.models.kernels import warm_up_soon
 from kafka_ps.agents.models.scaling import NumericScaler
 from kafka_ps.agents.models.sparse import SparseBatch, make_hasher
 from kafka_ps.tables.update_rules import UpdateRule
@@ -72,7 +72,7 @@ class HashedLinearModel(BatchWorkerLogic):
             self.params += (self.scaler.spec,)
 
     def open(self) -> None:
-        warm_up()
+        warm_up_soon()
 
     def rows_to_pull(self, records: Sequence[TrainingRecord]) -> Sequence[bytes]:
         batch = self.hasher.encode(records)

@@ -8,6 +8,7 @@ the reference to 1e-9.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -183,3 +184,17 @@ def warm_up() -> None:
     weights = (np.zeros((1, 1)), np.zeros(1), np.zeros(1), np.zeros(1))
     sums = tuple(w.copy() for w in weights)
     mlp_pass(np.zeros((1, 1)), label, weights, sums, 0.1, 1e-8, True, True)
+
+
+def warm_up_soon() -> threading.Thread:
+    """:func:`warm_up` in a thread of its own, started now; the thread.
+
+    A worker process opens its model before its Faust app starts, and loading the kernels
+    (numba's own start-up, about a second) held back the process's start by as much. The
+    app's start mostly waits on the broker, so the two overlap. A mini-batch that comes
+    before the thread is done waits for it at its first kernel call (numba compiles and
+    loads under one lock), and never pays twice.
+    """
+    thread = threading.Thread(target=warm_up, name="kps-kernels", daemon=True)
+    thread.start()
+    return thread

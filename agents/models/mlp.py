@@ -29,7 +29,7 @@ from kafka_ps.agents.api import (
 )
 from kafka_ps.agents.models.dense import BlockedTensor
 from kafka_ps.agents.models.hyper import one_of, positive, positive_int
-from kafka_ps.agents.models.kernels import mlp_pass, warm_up
+from kafka_ps.agents.models.kernels import mlp_pass, warm_up_soon
 from kafka_ps.agents.models.sparse import batch_labels
 from kafka_ps.tables.init import Uniform, Zeros
 from kafka_ps.tables.keys import DenseLayout
@@ -101,7 +101,7 @@ class Mlp(BatchWorkerLogic):
         self.keys = [key for t in self.tensors for key in t.keys]
 
     def open(self) -> None:
-        warm_up()
+        warm_up_soon()
 
     def _inputs(self, records: Sequence[TrainingRecord]) -> np.ndarray:
         try:

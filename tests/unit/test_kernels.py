@@ -163,3 +163,22 @@ def test_warm_up_readies_the_specialisation_every_model_calls() -> None:
         [sys.executable, "-c", FIRST_BATCH], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["[True,", "True,", "True]"], done.stdout + done.stderr
+
+
+OPEN_SOON = """
+import threading
+from kafka_ps.agents.models import kernels, make_model
+
+make_model("logreg_ftrl").open()
+(loading,) = [t for t in threading.enumerate() if t.name == "kps-kernels"]
+loading.join()
+print(all(kernel.signatures for kernel in (kernels.ftrl_logistic_pass, kernels.mlp_pass)))
+"""
+
+
+def test_opening_a_model_loads_its_kernels_in_a_thread_beside_the_start() -> None:
+    """``open()`` returns while the kernels load (about a second of numba's own start-up),
+    so a worker's Faust app starts meanwhile; the thread leaves them loaded."""
+    done = subprocess.run([sys.executable, "-c", OPEN_SOON], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"], done.stdout + done.stderr

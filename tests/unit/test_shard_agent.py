@@ -348,6 +348,23 @@ def test_a_partition_idle_for_two_publish_intervals_flushes_and_commits_at_once(
     assert shard.transport.commits == 1
 
 
+def test_a_tick_that_finds_its_flush_no_longer_due_lets_the_next_one_be_sent() -> None:
+    # Sent for an idle partition; an event came before it did: the partition is busy again.
+    shard = Harness(flush_interval=60.0, publish_interval=10.0)
+    shard.serve(shard.produce(pull()))
+    state = shard.agent.states[0]
+    state.last_event -= 21.0
+    busy = shard.produce(pull(request_id=8))  # on its way as the tick is sent
+    asyncio.run(shard.agent.tick())
+    shard.serve(busy, shard.transport.records(shard.settings.topic("shard"))[2])
+    assert shard.acks.offsets[0] == []  # not idle any more: no flush
+    state.last_event -= 21.0  # idle again: the next tick goes out, and flushes
+    asyncio.run(shard.agent.tick())
+    (tick,) = shard.transport.records(shard.settings.topic("shard"))[3:]
+    shard.serve(tick)
+    assert shard.acks.offsets[0] == [0, 1, 2, 3]
+
+
 def test_a_tick_does_not_count_as_activity() -> None:
     shard = Harness(flush_interval=60.0, publish_interval=10.0)
     shard.serve(shard.produce(push()))
