@@ -202,8 +202,9 @@ def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, floa
     return n, math.sqrt(mean), None
 
 
-def _print_metrics(consumer: Consumer) -> None:
-    for message in consumer.consume(100, 0.5):
+def _print_metrics(consumer: Consumer, wait: float) -> None:
+    """Print the metrics reports that arrived, waiting at most ``wait`` seconds for one."""
+    for message in consumer.consume(100, wait):
         if message.error() is None:
             report = json.loads(message.value())
             shown = "  ".join(
@@ -212,6 +213,9 @@ def _print_metrics(consumer: Consumer) -> None:
             )
             print(f"  metrics: {shown}", flush=True)
 
+
+#: Seconds the driver waits for a metrics report while it only follows the job.
+METRICS_WAIT = 0.5
 
 #: The processes of a job, in the order they stop.
 JOB_ROLES = ("worker", "server")
@@ -400,7 +404,9 @@ def _follow(
             while termination is None or not termination.step():
                 if termination is not None:
                     bar.update(*termination.progress())
-                _print_metrics(metrics)
+                # While a termination is waited for, its steps set the pace: a wait here
+                # put up to half a second between the job's end and the step that sees it.
+                _print_metrics(metrics, METRICS_WAIT if termination is None else 0.0)
                 for process in processes:
                     if not process.running:
                         raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
