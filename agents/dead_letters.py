@@ -2,10 +2,10 @@
 
 A malformed training record, a push the shard rejects, a message that does not decode:
 each is produced to ``J-dead-letters`` with its original bytes intact and headers that
-say why (``kps-reason``, ``kps-detail``) and where it came from (``kps-topic``,
-``kps-partition``, ``kps-offset``), and counted, so nothing is lost silently and no
-process crashes on bad input. Every process publishes its counts by reason to the
-job's metrics topic (:func:`report_counts`).
+say why (``kps-reason``, ``kps-detail``), whose fault it is (``kps-blame``) and where it
+came from (``kps-topic``, ``kps-partition``, ``kps-offset``), and counted, so nothing is
+lost silently and no process crashes on bad input. Every process publishes its counts by
+reason to the job's metrics topic (:func:`report_counts`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import faust
 
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.tables.dead_letters import DeadLetterReason
+from kafka_ps.tables.dead_letters import Blame, DeadLetterReason
 
-__all__ = ["DeadLetterReason", "DeadLetters", "Origin", "report_counts"]
+__all__ = ["Blame", "DeadLetterReason", "DeadLetters", "Origin", "report_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class DeadLetters:
         reason: DeadLetterReason,
         detail: str,
         source: faust.EventT | Origin,
+        blame: Blame = Blame.INPUT,
     ) -> None:
         reason = DeadLetterReason(reason)  # a bare string must name a reason too
         origin = source if isinstance(source, Origin) else Origin.of(source)
@@ -88,6 +89,7 @@ class DeadLetters:
         headers = [
             ("kps-reason", reason.encode()),
             ("kps-detail", detail[:1000].encode(errors="replace")),
+            ("kps-blame", blame.encode()),
             ("kps-topic", origin.topic.encode()),
             ("kps-partition", str(origin.partition).encode()),
             ("kps-offset", str(origin.offset).encode()),

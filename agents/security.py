@@ -11,6 +11,7 @@ job that works against one cluster works against a cluster with SASL and TLS by 
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -133,13 +134,26 @@ def _name(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+#: Where the confluent-kafka clients' librdkafka log lines go. A process that configures
+#: logging (every Faust process does, into its log) gets them; the ``kps`` commands do not,
+#: and print a failure as one line of their own (app/cli_errors.py) instead.
+LIBRDKAFKA_LOG = logging.getLogger("kafka_ps.librdkafka")
+LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+
+
 def confluent_config(bootstrap: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
-    """``bootstrap.servers`` and the security settings of a confluent-kafka producer,
-    consumer or admin client; ``security`` defaults to the environment's."""
+    """``bootstrap.servers``, the security settings and the logger of a confluent-kafka
+    producer, consumer or admin client; ``security`` defaults to the environment's.
+
+    librdkafka prints its own log lines to stderr (``%3|1796675320.141|FAIL|rdkafka#...``,
+    one per second and broker while one is unreachable); with :data:`LIBRDKAFKA_LOG` as the
+    client's ``logger`` they go through Python's logging instead, where the process's
+    logging configuration decides what a user sees."""
     security = security or KafkaSecurity()
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "security.protocol": security.security_protocol.lower(),
+        "logger": LIBRDKAFKA_LOG,
     }
     if security.sasl:
         config["sasl.mechanisms"] = security.sasl_mechanism

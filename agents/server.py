@@ -46,7 +46,7 @@ import numpy as np
 from faust.types import TP
 
 from kafka_ps.agents.api import ParamRegistry, UnknownParameterError
-from kafka_ps.agents.dead_letters import DeadLetterReason, DeadLetters, report_counts
+from kafka_ps.agents.dead_letters import Blame, DeadLetterReason, DeadLetters, report_counts
 from kafka_ps.agents.publisher import ModelPublisher
 from kafka_ps.agents.recovery_watchdog import RecoveryWatchdog
 from kafka_ps.agents.settings import JobSettings
@@ -253,14 +253,17 @@ class ShardAgent:
             if message.kind is not Kind.TICK:
                 await self.handle(state, message, event)
         except RejectedPush as error:
-            await self.dead_letters.send(event.value, event.key, error.reason, str(error), event)
+            await self.dead_letters.send(
+                event.value, event.key, error.reason, str(error), event, Blame.LOGIC
+            )
         except MessageError as error:
             await self.dead_letters.send(
                 event.value, event.key, DeadLetterReason.MALFORMED, str(error), event
             )
         except UnknownParameterError as error:
+            reason = DeadLetterReason.UNKNOWN_PARAMETER
             await self.dead_letters.send(
-                event.value, event.key, DeadLetterReason.UNKNOWN_PARAMETER, str(error), event
+                event.value, event.key, reason, str(error), event, Blame.LOGIC
             )
         return message
 
@@ -360,7 +363,7 @@ class ShardAgent:
             result = state.shard.push(push.keys, push.values, offset)
         except RejectedPush as error:
             await self.dead_letters.send(
-                encode_message(push), None, error.reason, str(error), event
+                encode_message(push), None, error.reason, str(error), event, Blame.LOGIC
             )
         else:
             self.telemetry.applied(state.shard.shard, result)

@@ -12,34 +12,30 @@ import itertools
 import pickle
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from kafka_ps.agents.api import BatchWorkerLogic, TrainingRecord, WorkerLogic
 from kafka_ps.agents.checks import check_logic
+from kafka_ps.agents.client import read_all
 from kafka_ps.agents.jobs import PICKLED, load_logic
 from kafka_ps.agents.logic import Logic, LogicError
 from kafka_ps.agents.records import BadRecordError, encode_record, parse_record
-from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
+from kafka_ps.app.process import ProcessDied
 from kafka_ps.app.train import Summary, run_job
 from kafka_ps.tables.clocks import Consistency
-from kafka_ps.tables.contract import BadPushError
-from kafka_ps.tables.errors import KafkaPsError
+from kafka_ps.tables.dead_letters import Blame
 
 __all__ = ["JobError", "LogicFailed", "run"]
 
 AnyLogic = Logic | WorkerLogic | BatchWorkerLogic
-#: Dead-letter reasons that blame the logic rather than the record.
-LOGIC_REASONS = ("model_error", "unknown_parameter", "wrong_shape", "non_finite_delta")
 
 
-class JobError(KafkaPsError):
+class JobError(ProcessDied):
     """A process of the job died.
 
     Parameters
@@ -160,10 +156,8 @@ def run(
     task = fresh().task
     try:
         summary = run_job(job, records, task, workers, servers, logs)
-    except RuntimeError as error:
-        if "process died" in str(error) or "exited early" in str(error):
-            raise JobError(str(error)) from None
-        raise
+    except ProcessDied as error:
+        raise JobError(str(error)) from None
     letters = _logic_dead_letters(job)
     if letters.counts:
         failed = LogicFailed(letters.counts, letters.details, summary)
@@ -246,42 +240,20 @@ class _DeadLetters:
 def _logic_dead_letters(settings: JobSettings, shown: int = 3) -> _DeadLetters:
     """Dead letters the logic is to blame for, per reason, the first few details, and the
     first such record."""
-    consumer = Consumer(
-        {**confluent_config(settings.broker), "group.id": f"kps-run-{uuid.uuid4().hex}"}
-    )
-    topic = settings.topic("dead-letters")
     found = _DeadLetters()
-    try:
-        tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
-        _, end = consumer.get_watermark_offsets(tp, 10)
-        consumer.assign([tp])
-        for message in _read(consumer, end):
-            headers = dict(message.headers() or [])
-            reason = headers.get("kps-reason", b"").decode()
-            detail = headers.get("kps-detail", b"").decode(errors="replace")
-            # A delta of non-numbers shares its reason with a record's wrong type; the
-            # worker records the logic's error as its repr.
-            if reason not in LOGIC_REASONS and not detail.startswith(f"{BadPushError.__name__}("):
-                continue
-            found.counts[reason] = found.counts.get(reason, 0) + 1
-            if len(found.details) < shown:
-                found.details.append(detail)
-            if found.first is None:
-                with suppress(BadRecordError, ValueError):
-                    found.first = parse_record(
-                        message.value(),
-                        int(headers.get("kps-partition", b"0")),
-                        int(headers.get("kps-offset", b"-1")),
-                    )
-    finally:
-        consumer.close()
+    for message in read_all(settings.broker, settings.topic("dead-letters")):
+        headers = dict(message.headers() or [])
+        if headers.get("kps-blame") != Blame.LOGIC.encode():
+            continue
+        reason = headers.get("kps-reason", b"").decode()
+        found.counts[reason] = found.counts.get(reason, 0) + 1
+        if len(found.details) < shown:
+            found.details.append(headers.get("kps-detail", b"").decode(errors="replace"))
+        if found.first is None:
+            with suppress(BadRecordError, ValueError):
+                found.first = parse_record(
+                    message.value(),
+                    int(headers.get("kps-partition", b"0")),
+                    int(headers.get("kps-offset", b"-1")),
+                )
     return found
-
-
-def _read(consumer: Consumer, end: int) -> Iterator[Any]:
-    read = 0
-    while read < end:
-        for message in consumer.consume(500, 1.0):
-            if message.error() is None:
-                read += 1
-                yield message

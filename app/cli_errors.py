@@ -19,6 +19,8 @@ code    meaning
         set whose package is not installed
 5       the broker does not answer, or refuses a request: wrong credentials, or no ACL
         for a topic or group the command needs
+6       a process of the job exited while the job needed it (its exit code and log file
+        are named)
 130     interrupted (Ctrl-C)
 ======  ==================================================================================
 """
@@ -37,6 +39,7 @@ EXIT_USAGE = UsageError.code
 EXIT_NOT_RUNNING = 3
 EXIT_INPUT = 4
 EXIT_BROKER = BrokerError.code
+EXIT_PROCESS_DIED = 6
 EXIT_INTERRUPTED = 130
 
 

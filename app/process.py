@@ -31,13 +31,27 @@ from kafka_ps.agents.faust_app import create_app
 from kafka_ps.agents.jobs import job_named
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
+from kafka_ps.app.cli_errors import EXIT_PROCESS_DIED
 from kafka_ps.app.input_schema import with_input_schema
 from kafka_ps.app.preflight import Access
 from kafka_ps.app.stopping import BoundedWorker
+from kafka_ps.tables.errors import KafkaPsError
 from kafka_ps.tables.local_state import LocalState
 
 #: The command that hosts each built-in job; any other job is ``kps host JOB``.
 COMMANDS = {"server": "serve", "worker": "learn"}
+
+
+class ProcessDied(KafkaPsError, RuntimeError):
+    """A process of the job exited while the job still needed it.
+
+    Parameters
+    ----------
+    message
+        Which process, how it exited and where its log is, then the end of its log.
+    """
+
+    code = EXIT_PROCESS_DIED
 
 
 def command_line(job: str) -> list[str]:
@@ -198,13 +212,21 @@ class JobProcess:
         return self.logged(b"Ready")
 
     def logged(self, text: bytes) -> bool:
-        """Whether ``text`` is in what this run has logged so far; RuntimeError if the
-        process has exited."""
+        """Whether ``text`` is in what this run has logged so far; :class:`ProcessDied` if
+        the process has exited."""
         if not self.running:
-            raise RuntimeError(f"process exited early:\n{self.log_tail()}")
+            raise self.died()
         with self.log_path.open("rb") as log:
             log.seek(self._log_start)
             return text in log.read()
+
+    def died(self) -> ProcessDied:
+        """The error that says this process exited, how, and where its log is."""
+        code = None if self._process is None else self._process.returncode
+        return ProcessDied(
+            f"{self.job} process exited (code {code}); its log is {self.log_path}\n"
+            f"{self.log_tail()}"
+        )
 
     def wait_log(self, text: bytes, timeout: float) -> None:
         """Wait for ``text`` in what this run has logged so far."""

@@ -409,7 +409,7 @@ def _follow(
                 _print_metrics(metrics, METRICS_WAIT if termination is None else 0.0)
                 for process in processes:
                     if not process.running:
-                        raise RuntimeError(f"{process.job} process died:\n{process.log_tail()}")
+                        raise process.died()
                 if termination is None and feeder is not None and not feeder.is_alive():
                     ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
                     termination = Termination(settings, ends)

@@ -37,6 +37,16 @@ class DeadLetterReason(StrEnum):
     BAD_DELTA = "bad_delta"
 
 
+@unique
+class Blame(StrEnum):
+    """What a dead letter is the fault of (the ``kps-blame`` header): the record or message
+    itself, or the model's logic, which raised on a record or made a push or pull a shard
+    rejects. ``kafka_ps.run`` reports the logic's dead letters (``LogicFailed``)."""
+
+    INPUT = "input"
+    LOGIC = "logic"
+
+
 #: The reasons a training record that does not parse can have.
 RECORD_REASONS: tuple[DeadLetterReason, ...] = (
     DeadLetterReason.EMPTY,

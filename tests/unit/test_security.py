@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import faust
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from kafka_ps.agents.security import (
+    LIBRDKAFKA_LOG,
     MAX_MESSAGE_BYTES,
     KafkaSecurity,
     aiokafka_config,
@@ -22,6 +27,7 @@ from kafka_ps.agents.security import (
 from kafka_ps.agents.settings import LocalKafkaSettings
 from kafka_ps.app.cli_errors import EXIT_USAGE, failure
 from kafka_ps.app.secure_kafka import SecureLocalKafka
+from tests.cli import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +46,7 @@ def test_plaintext_is_the_default_and_adds_nothing_but_the_protocol() -> None:
     assert confluent_config("b:9092") == {
         "bootstrap.servers": "b:9092",
         "security.protocol": "plaintext",
+        "logger": LIBRDKAFKA_LOG,
     }
     assert aiokafka_config("b:9092") == {
         "bootstrap_servers": "b:9092",
@@ -78,6 +85,7 @@ def test_sasl_settings_from_the_environment_reach_every_client_kind(
         "sasl.mechanisms": "SCRAM-SHA-512",
         "sasl.username": "kafka-ps",
         "sasl.password": "s3cret",
+        "logger": LIBRDKAFKA_LOG,
     }
     aiokafka = aiokafka_config("b:9094")
     assert (aiokafka["sasl_mechanism"], aiokafka["sasl_plain_username"]) == (
@@ -180,3 +188,41 @@ def test_the_settings_file_has_a_security_table_and_the_environment_wins(
     monkeypatch.setenv("KPS_SASL_PASSWORD", "")  # empty counts as unset
     security = KafkaSecurity()
     assert (security.security_protocol, security.principal) == ("SASL_SSL", "User:from-env")
+
+
+def test_librdkafka_log_lines_go_through_logging_not_to_stderr(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens there: librdkafka logs a failed connection as it tries.
+    consumer = Consumer({**confluent_config(f"127.0.0.1:{free_port()}"), "group.id": "g"})
+    with caplog.at_level(logging.ERROR, logger=LIBRDKAFKA_LOG.name):
+        with pytest.raises(KafkaException):
+            consumer.committed([TopicPartition("t", 0)], 0.5)
+        consumer.close()
+    assert any("Connection refused" in record.getMessage() for record in caplog.records)
+    assert "rdkafka" not in capfd.readouterr().err
+
+
+UNCONFIGURED = """
+import sys
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from kafka_ps.agents.security import confluent_config
+
+consumer = Consumer({**confluent_config(sys.argv[1]), "group.id": "g"})
+try:
+    consumer.committed([TopicPartition("t", 0)], 0.5)
+except KafkaException as error:
+    print(error.args[0].name())
+consumer.close()
+"""
+
+
+def test_a_process_without_logging_configured_prints_no_librdkafka_lines() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURED, f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["_TIMED_OUT"], done.stdout + done.stderr
+    assert done.stderr == ""

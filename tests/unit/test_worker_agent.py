@@ -185,9 +185,9 @@ def test_bad_records_go_to_dead_letters_and_the_rest_are_learned() -> None:
     run(ps, lambda ps: ps.worker.train(events))
     dead = ps.transport.records(ps.settings.topic("dead-letters"))
     headers = [dict(record.headers) for record in dead]
-    assert [(h["kps-reason"], h["kps-offset"]) for h in headers] == [
-        (b"malformed", b"1"),
-        (b"model_error", b"2"),
+    assert [(h["kps-reason"], h["kps-blame"], h["kps-offset"]) for h in headers] == [
+        (b"malformed", b"input", b"1"),
+        (b"model_error", b"logic", b"2"),
     ]
     assert [count(ps, k) for k in (1, 2, 3)] == [1.0, 1.0, 0.0]
 
@@ -205,6 +205,34 @@ def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> Non
     run(asynchronous, beat)
     assert asynchronous.worker.clocks == {}
     assert asynchronous.transport.records(asynchronous.settings.topic("shard"), 0) == []
+
+
+def test_a_worker_handed_over_in_a_rebalance_gets_heartbeats_until_the_rebalance_ends() -> None:
+    # Revoked from this process, nobody's yet: under BSP every take elsewhere waits for its
+    # clock, and the rebalance waits for those takes.
+    ps = job(consistency="bsp", partitions=2)
+
+    def clocks_of_1() -> list[int | None]:
+        return [agent.states[p].clocks.get(1) for p, agent in enumerate(ps.shards)]
+
+    async def rebalance(ps: InMemoryJob) -> None:
+        await ps.worker.heartbeat([0, 1])
+        ps.worker.forget([1])
+        ps.worker.last_batch = {w: 0.0 for w in ps.worker.last_batch}
+        await ps.worker.heartbeat([0])
+
+    run(ps, rebalance)
+    assert clocks_of_1() == [2, 2]
+    assert 1 not in ps.worker.clocks  # read from the shards, not kept: maybe not ours again
+
+    async def ended(ps: InMemoryJob) -> None:
+        ps.worker.rebalance_ended()
+        ps.worker.last_batch = {w: 0.0 for w in ps.worker.last_batch}
+        await ps.worker.heartbeat([0])
+
+    run(ps, ended)
+    assert clocks_of_1() == [2, 2]  # another process's now
+    assert [agent.states[p].clocks.get(0) for p, agent in enumerate(ps.shards)] == [3, 3]
 
 
 def test_a_hashed_model_learns_through_the_agents_what_it_learns_in_process() -> None:
