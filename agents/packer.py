@@ -87,7 +87,9 @@ class Packer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()
-        self.thread.join(timeout)
+        # A process stopped as it starts (a job that ended meanwhile) may not have started it.
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
 
     def _run(self) -> None:
         settings = self.settings
