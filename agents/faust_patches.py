@@ -14,6 +14,7 @@ from typing import Any
 
 import aiokafka
 from faust.streams import Stream
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -28,6 +29,9 @@ class FaustPatchError(KafkaPsError, RuntimeError):
     """Something a patch replaces or relies on is missing from the installed libraries."""
 
 
+#: Faust's own, kept to check what the patch replaces once it is in place.
+_table_manager_start = getattr(TableManager.on_start, "_kps_original", TableManager.on_start)
+
 #: (owner, attribute) pairs that the patches below replace or call.
 PATCH_TARGETS: list[tuple[type, str]] = [
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
@@ -37,6 +41,8 @@ PATCH_TARGETS: list[tuple[type, str]] = [
     (FlowControlEvent, "is_active"),
     (faust_aiokafka.Consumer, "seek_wait"),
     (Recovery, "active_remaining"),
+    (TableManager, "on_start"),
+    (TableManager, "_update_channels"),
     *STREAM_TARGETS,
 ]
 
@@ -67,6 +73,14 @@ def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None
             raise FaustPatchError(
                 f"faust's Recovery no longer keeps {name.removeprefix('self.')}: kafka-ps's "
                 "recovery watchdog needs review for this faust-streaming version"
+            )
+    # _start_tables_at_once replaces this body: the wait, then these two steps.
+    source = inspect.getsource(_table_manager_start)
+    for step in ("self.sleep(", "self._update_channels()", "self.recovery.start()"):
+        if step not in source:
+            raise FaustPatchError(
+                "faust's TableManager.on_start has changed: kafka-ps's start without its "
+                "one-second wait needs review for this faust-streaming version"
             )
     # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
     if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
@@ -154,7 +168,30 @@ def _keep_queued_messages_on_repeated_resume() -> None:
     FlowControlEvent._kps_keeps_queued = True
 
 
+def _start_tables_at_once() -> None:
+    """Start Faust's table manager without its one-second wait.
+
+    ``TableManager.on_start`` sleeps a second so that tables an agent creates as it starts
+    are still registered before their changelogs are subscribed. kafka-ps creates every
+    table before its app starts (:func:`~kafka_ps.agents.server.register_server`; a later
+    one still fails loudly: "Too late to add tables"), so the wait only delayed every
+    process's start, and every restart after a crash, by a second.
+    """
+    if getattr(TableManager, "_kps_starts_at_once", False):
+        return
+
+    async def on_start(self: TableManager) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    on_start._kps_original = _table_manager_start  # type: ignore[attr-defined]
+    TableManager.on_start = on_start
+    TableManager._kps_starts_at_once = True
+
+
 def apply_faust_patches(fetch_max_wait_ms: int) -> None:
     _with_fetch_wait(fetch_max_wait_ms)
+    _start_tables_at_once()
     _count_sends_in_progress()
     _keep_queued_messages_on_repeated_resume()

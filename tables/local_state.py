@@ -13,17 +13,32 @@ before committing).
 So, as Kafka Streams does under exactly-once, a process marks its data directory while
 it runs and clears the mark on a clean stop; finding the mark at start means the last
 run crashed, and the table files are deleted so Faust rebuilds them from the changelog.
+
+A mark left by a process that is still running is no crash: two processes given one data
+directory would delete each other's open tables. Each process therefore holds an
+exclusive lock on the directory while it runs (the kernel drops it when the process dies,
+however it dies), and a second process is refused in one line, as Kafka Streams refuses a
+second instance on one state directory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 from pathlib import Path
+from typing import IO
+
+from kafka_ps.tables.errors import KafkaPsError
 
 log = logging.getLogger(__name__)
 
 RUNNING_MARK = "kps-running"
+LOCK_FILE = "kps-lock"
+
+
+class DataDirInUse(KafkaPsError):
+    """Another running process holds the data directory."""
 
 
 class LocalState:
@@ -39,19 +54,34 @@ class LocalState:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.mark = data_dir / RUNNING_MARK
+        self._lock: IO[bytes] | None = None
 
     def claim(self) -> bool:
-        """Mark the state in use; first delete it if the last user crashed. Return whether
-        it was deleted."""
+        """Lock the directory and mark the state in use; first delete the state if the last
+        user crashed. Return whether it was deleted; :class:`DataDirInUse` if another
+        running process holds the directory."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.data_dir / LOCK_FILE).open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DataDirInUse(
+                f"data directory {self.data_dir} is in use by another running process: "
+                "give each process its own KPS_DATA_DIR"
+            ) from None
+        self._lock = lock
         crashed = self.mark.exists()
         if crashed:
             log.warning("the last run crashed: rebuilding %s from changelogs", self.data_dir)
             for tables in self.data_dir.glob("v*/tables"):
                 shutil.rmtree(tables)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.mark.touch()
         return crashed
 
     def release(self) -> None:
         """Call after a clean stop: every table write has reached its changelog."""
         self.mark.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

@@ -59,15 +59,17 @@ def _topics_of(bootstrap: str, prefix: str) -> list[str]:
 def process_factory(
     job_settings: JobSettings, tmp_path: Path
 ) -> Iterator[Callable[..., JobProcess]]:
-    """Makes worker child processes; any still running at teardown are killed."""
+    """Makes worker child processes, each with a data directory of its own inside the
+    settings' (as ``kps train`` gives them; restart one with its ``start()``); any still
+    running at teardown are killed."""
     made: list[JobProcess] = []
 
     def make(
         job: str = "benchmarks.counter:COUNTER", settings: JobSettings | None = None
     ) -> JobProcess:
-        worker = JobProcess(
-            job, settings or job_settings, tmp_path / "logs" / f"worker-{len(made)}.log"
-        )
+        settings = settings or job_settings
+        own = settings.model_copy(update={"data_dir": settings.data_dir / f"process-{len(made)}"})
+        worker = JobProcess(job, own, tmp_path / "logs" / f"worker-{len(made)}.log")
         made.append(worker)
         return worker
 

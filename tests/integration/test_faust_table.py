@@ -51,20 +51,20 @@ def test_table_exact_after_restart_and_after_disk_loss(
     worker = process_factory().start()
     send_increments(job_settings, 5000, seed=1, expected=expected)
     run_until_caught_up(worker, job_settings)
-    assert local_counts(job_settings) == dict(expected)
+    assert local_counts(worker.settings) == dict(expected)
     assert changelog_counts(job_settings) == dict(expected)
 
     # Clean restart: the table comes back from local RocksDB; new increments add to it.
-    worker = process_factory().start()
+    worker.start()
     send_increments(job_settings, 1000, seed=2, expected=expected)
     run_until_caught_up(worker, job_settings)
-    assert local_counts(job_settings) == dict(expected)
+    assert local_counts(worker.settings) == dict(expected)
 
     # Disk loss: the restarted worker must rebuild every partition from the changelog.
-    shutil.rmtree(job_settings.data_dir)
-    worker = process_factory().start()
+    shutil.rmtree(worker.settings.data_dir)
+    worker.start()
     send_increments(job_settings, 1000, seed=3, expected=expected)
     run_until_caught_up(worker, job_settings)
-    assert local_counts(job_settings) == dict(expected)
+    assert local_counts(worker.settings) == dict(expected)
     assert changelog_counts(job_settings) == dict(expected)
     assert sum(expected.values()) != 0

@@ -32,8 +32,7 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
     settings = job_settings.model_copy(
         update={"partitions": 2, "shards": 2, "batch_size": 32, "consistency": "ssp:1"}
     )
-    server_settings = settings.model_copy(update={"data_dir": settings.data_dir / "server"})
-    server = process_factory("server", server_settings).start()
+    server = process_factory("server", settings).start()
     worker = process_factory("worker", settings).start()
     rng = random.Random(3)
     records = [
@@ -51,17 +50,17 @@ def test_shard_table_rebuilt_from_changelog_bit_for_bit(
     wait_until_learned(settings, {0: 1500, 1: 1500})
     assert worker.terminate() == 0 and server.terminate() == 0
     # A clean stop leaves the state to be reused, not rebuilt.
-    assert not (server_settings.data_dir / RUNNING_MARK).exists()
+    server_dir = server.settings.data_dir
+    assert not (server_dir / RUNNING_MARK).exists()
 
-    before = read_table(server_settings.data_dir, PARAMS_TABLE)
+    before = read_table(server_dir, PARAMS_TABLE)
     assert len(params_in_table(before)) > 100  # pages of parameters
     assert {b"__clock__:0", b"__clock__:1", b"__hwm__:0", b"__hwm__:1"} <= set(before)
 
-    shutil.rmtree(server_settings.data_dir)
-    server = process_factory("server", server_settings).start()
-    server.wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
+    shutil.rmtree(server_dir)
+    server.start().wait_log(b"Worker ready", 120)  # tables rebuilt, streams resumed
     assert server.terminate() == 0
-    assert read_table(server_settings.data_dir, PARAMS_TABLE) == before
+    assert read_table(server_dir, PARAMS_TABLE) == before
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from faust.tables.manager import TableManager
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from kafka_ps.agents.faust_patches import FaustPatchError, apply_faust_patches, check_patch_targets
@@ -24,6 +25,30 @@ def test_a_resume_while_flowing_keeps_queued_messages() -> None:
         return [queue.get_nowait() for _ in range(queue.qsize())]
 
     assert asyncio.run(scenario()) == ["first message at the committed offset"]
+
+
+def test_the_table_manager_starts_without_waiting_a_second() -> None:
+    apply_faust_patches(10)
+    steps: list[str] = []
+
+    class Manager:
+        should_stop = False
+
+        async def _update_channels(self) -> None:
+            steps.append("channels")
+
+        class recovery:  # the attribute Faust's manager has
+            @staticmethod
+            async def start() -> None:
+                steps.append("recovery")
+
+    async def start() -> float:
+        started = asyncio.get_running_loop().time()
+        await TableManager.on_start(Manager())  # type: ignore[arg-type]
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(start()) < 0.5  # Faust's own waits 1.0 s
+    assert steps == ["channels", "recovery"]
 
 
 def test_the_patched_names_exist_in_the_installed_libraries() -> None:
