@@ -13,6 +13,7 @@ import faust
 
 from kafka_ps.agents.adapter import as_batch_logic
 from kafka_ps.agents.api import BatchWorkerLogic, ParamRegistry
+from kafka_ps.agents.packer import PACKER_ASSIGNED, packs_input
 from kafka_ps.agents.server import PARAMS_TABLE, register_server
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import TopicSpec
@@ -36,11 +37,15 @@ class Job:
         Every topic the job uses, created before any of its processes starts.
     role
         Appended to the job's app id to name this role's consumer group.
+    ready_lines
+        Lines, besides Faust's "Ready", that a process of the job logs once it has joined
+        the consumer groups of its own (the worker's packer).
     """
 
     register: Callable[[faust.App, JobSettings], None]
     topics: Callable[[JobSettings], list[TopicSpec]]
     role: str = ""
+    ready_lines: Callable[[JobSettings], tuple[bytes, ...]] = lambda _settings: ()
 
     def group(self, settings: JobSettings) -> str:
         return settings.group(self.role)
@@ -114,12 +119,16 @@ def _register_workers(app: faust.App, settings: JobSettings) -> None:
                 log.exception("the logic's %s() raised", hook.__name__)
 
 
+def _packer_assigned(settings: JobSettings) -> tuple[bytes, ...]:
+    return (PACKER_ASSIGNED.encode(),) if packs_input(settings) else ()
+
+
 JOBS: dict[str, Job] = {
     # Shards and workers run in processes of their own, in consumer groups of their own:
     # a Faust process delivers all its topics through one conductor, so a worker blocked
     # on a pull would stop its own process's shards from answering (docs/architecture.md).
     "server": Job(_register_servers, ps_topics, role="server"),
-    "worker": Job(_register_workers, ps_topics, role="worker"),
+    "worker": Job(_register_workers, ps_topics, "worker", _packer_assigned),
 }
 
 

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 FETCH = 2000
 #: Seconds between two asynchronous commits of acknowledged input offsets.
 COMMIT_INTERVAL = 0.5
+#: Logged at each assignment of the packer's group. A process's first one ends its join:
+#: until then the input partitions are in a rebalance, and nothing is packed.
+PACKER_ASSIGNED = "packer: assigned"
 
 
 def packs_input(settings: JobSettings) -> bool:
@@ -107,10 +110,14 @@ class Packer:
         )
         producer = Producer(producer_config(settings.broker, linger_ms=1))
 
-        def on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        def on_revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            log.info("packer: revoked %s", sorted(p.partition for p in partitions))
             self._commit(consumer, producer, wait=True)
 
-        consumer.subscribe([settings.input_topic], on_revoke=on_revoke)
+        def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            log.info("%s %s", PACKER_ASSIGNED, sorted(p.partition for p in partitions))
+
+        consumer.subscribe([settings.input_topic], on_assign=on_assign, on_revoke=on_revoke)
         committed = time.monotonic()
         try:
             while not self.stopping.is_set():

@@ -259,7 +259,10 @@ class JobSettings(FileSettings):
     connect_timeout: float = 10.0
     #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
     session_timeout: float = 10.0
-    heartbeat_interval: float = 1.0
+    #: A member learns of a rebalance at its next heartbeat, so each join (a process
+    #: starting or coming back) waited up to this long for the others: 1 s cost a job's
+    #: start about a second twice over (the worker group, then the packer group).
+    heartbeat_interval: float = 0.25
     rebalance_timeout: float = Field(default=60.0, gt=0)
     commit_interval: float = 1.0
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"

@@ -828,9 +828,9 @@ def register_worker(
 
     @app.task
     async def start_router() -> None:
-        await router.start()
         if packer is not None:
-            packer.start()
+            packer.start()  # its group join, in its thread, beside the router's start
+        await router.start()
 
     @app.on_before_shutdown.connect
     async def stop_router(app: faust.App, **_: object) -> None:

@@ -202,14 +202,22 @@ class JobProcess:
         return self._process is not None and self._process.poll() is None
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Wait for Faust's "Ready" line in this run's log (the process has started; its
-        tables may still be recovering)."""
-        self.wait_log(b"Ready", timeout)
+        """Wait until the process is :attr:`ready`."""
+        deadline = Deadline(timeout)
+        while not self.ready:
+            if deadline.passed():
+                raise TimeoutError(
+                    f"{self.job} process not ready after {timeout:.0f}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
 
     @property
     def ready(self) -> bool:
-        """Whether Faust's "Ready" line is in this run's log yet."""
-        return self.logged(b"Ready")
+        """Whether this run has logged Faust's "Ready" line and the job's own
+        (:attr:`~agents.jobs.Job.ready_lines`): the process has started and joined its
+        groups; its tables may still be recovering."""
+        lines = (b"Ready", *job_named(self.job).ready_lines(self.settings))
+        return all(self.logged(line) for line in lines)
 
     def logged(self, text: bytes) -> bool:
         """Whether ``text`` is in what this run has logged so far; :class:`ProcessDied` if

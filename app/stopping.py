@@ -10,6 +10,7 @@ a forced stop only skips what a clean one adds, such as the last publish or expo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -24,7 +25,12 @@ from kafka_ps.agents.faust_patches import check_patch_targets
 #: Exit code of a process that its watchdog ended.
 FORCED_EXIT = 128 + signal.SIGTERM
 
-check_patch_targets([(faust.Worker, "_on_sigterm"), (faust.Worker, "_on_sigint")])
+#: Seconds the event loop turns after a clean stop before it closes (mode waits 1.0).
+SENTINEL_SECONDS = 0.05
+
+check_patch_targets(
+    [(faust.Worker, "_on_sigterm"), (faust.Worker, "_on_sigint"), (faust.Worker, "_sentinel_task")]
+)
 
 _armed = threading.Lock()
 
@@ -92,3 +98,11 @@ class BoundedWorker(faust.Worker):
     def _on_sigint(self) -> None:
         exit_within(self.stop_timeout)
         super()._on_sigint()
+
+    async def _sentinel_task(self) -> None:
+        """The last task before the event loop closes, which lets callbacks still queued
+        run. mode sleeps a whole second here, after every service has stopped and every
+        future is gathered: a second added to each process's stop, and so to the end of
+        every ``kps train`` (its processes stop one after the other). A few loop turns are
+        all the queued callbacks need."""
+        await asyncio.sleep(SENTINEL_SECONDS)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from confluent_kafka import Consumer
 
 from kafka_ps.agents.api import Task
 from kafka_ps.agents.batches import encode_batch
-from kafka_ps.agents.client import Record, produce, read_all
+from kafka_ps.agents.client import Record, read_all
 from kafka_ps.agents.jobs import END_OF_INPUT
 from kafka_ps.agents.metrics import is_score
 from kafka_ps.agents.model_export import export_npz
@@ -36,6 +35,7 @@ from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.warm_start import load_warm_start
 from kafka_ps.app.datasets import DATASETS, FLIGHT_CROSSES, PHISHING_FEATURES, RecordFields, load
+from kafka_ps.app.feeder import Feeder
 from kafka_ps.app.preflight import require_access
 from kafka_ps.app.process import JobProcess, job_access, wait_first_ready
 from kafka_ps.app.termination import Termination, end_offsets
@@ -346,26 +346,27 @@ def _learn(
     window: Window,
 ) -> float:
     """Start the processes and follow the job until it has learned its input; seconds taken."""
-    for process in processes:
-        process.start()
-    # The clock starts as the first process is ready: from then on it may learn what the
-    # topic holds, while the others are still starting.
-    wait_first_ready(processes)
-    with window(processes):
-        started = time.monotonic()
+    feeder = None if feed is None else Feeder(settings, feed)
+    try:
         for process in processes:
-            process.wait_ready()
-        if feed is None:
-            ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
-            _follow(settings, None, processes, ends)
-        else:
-            feeder = threading.Thread(
-                target=produce,
-                args=(settings.broker, settings.input_topic, feed),
-            )
-            feeder.start()
-            _follow(settings, feeder, processes)
-        return time.monotonic() - started
+            process.start()
+        # The clock starts as the first process is ready: from then on it may learn what
+        # the topic holds, while the others are still starting.
+        wait_first_ready(processes)
+        with window(processes):
+            started = time.monotonic()
+            for process in processes:
+                process.wait_ready()
+            if feeder is None:
+                ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
+                _follow(settings, None, processes, ends)
+            else:
+                feeder.open()
+                _follow(settings, feeder, processes)
+            return time.monotonic() - started
+    finally:
+        if feeder is not None:
+            feeder.close()
 
 
 def stop_all(processes: list[JobProcess], grace: float = 30.0) -> None:
@@ -385,7 +386,7 @@ def _summary(settings: JobSettings, task: Task, seconds: float) -> Summary:
 
 def _follow(
     settings: JobSettings,
-    feeder: threading.Thread | None,
+    feeder: Feeder | None,
     processes: list[JobProcess],
     ends: dict[int, int] | None = None,
 ) -> None:
@@ -410,13 +411,13 @@ def _follow(
                 for process in processes:
                     if not process.running:
                         raise process.died()
-                if termination is None and feeder is not None and not feeder.is_alive():
+                if termination is None and feeder is not None and feeder.done:
                     ends = end_offsets(settings.broker, settings.input_topic, settings.partitions)
                     termination = Termination(settings, ends)
     finally:
         metrics.close()
         if feeder is not None:
-            feeder.join()
+            feeder.close()
         if termination is not None:
             termination.close()
 

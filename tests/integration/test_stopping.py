@@ -57,9 +57,9 @@ def test_sigterm_ends_every_process_within_10s_with_the_broker_gone(tmp_path: Pa
 
     try:
         spawn("train", "--dataset", "flights", "--limit", "300000", log="train.log")
-        standalone = {"KPS_APP_ID": "standalone", "KPS_DATA_DIR": str(tmp_path / "standalone")}
-        spawn("serve", log="server.log", **standalone)
-        spawn("worker", "--job", "worker", log="worker.log", **standalone)  # the alias
+        for role, args in (("server", ["serve"]), ("worker", ["worker", "--job", "worker"])):
+            own = str(tmp_path / "standalone" / role)  # "worker" is the alias of learn
+            spawn(*args, log=f"{role}.log", KPS_APP_ID="standalone", KPS_DATA_DIR=own)
         _wait_for(".kps/data/*/worker-1.log", tmp_path, b"Worker ready", 180)
         _wait_for("worker.log", tmp_path, b"Worker ready", 180)
         _wait_for("server.log", tmp_path, b"Worker ready", 180)
