@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from kafka_ps.agents.security import producer_config
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.tables.pages import encode_values
+from kafka_ps.tables.codec import encode_values
 from kafka_ps.tables.shard import Shard
 
 MARKS_PREFIX = b"__marks__:"

@@ -13,8 +13,9 @@ A record is one object with these fields, all optional except that ``features`` 
 ==========  ===================================================================
 
 A field set to ``null`` (``nil``) counts as absent. Anything else is rejected with a
-:class:`BadRecordError` whose ``reason`` is one of :data:`REASONS`, so that a worker can
-send the record to the dead-letter topic with that reason in a header (invariant 7 in
+:class:`BadRecordError` whose ``reason`` is one of
+:data:`~tables.dead_letters.RECORD_REASONS`, so that a worker can send the record to the
+dead-letter topic with that reason in a header (invariant 7 in
 docs/architecture.md#invariants): undecodable bytes, unknown fields, wrong types (a
 boolean is not a number), NaN or infinite numbers, oversized records, too many features
 and feature names that would break parameter keys or feature crosses (``:``, ``=`` and
@@ -39,11 +40,9 @@ import numpy as np
 import orjson
 
 from kafka_ps.agents.api import TrainingRecord, frozen
-from kafka_ps.tables.dead_letters import RECORD_REASONS, DeadLetterReason, RejectedError
+from kafka_ps.tables.dead_letters import DeadLetterReason, RejectedError
 
 Format = Literal["json", "msgpack"]
-#: The reasons a record that does not parse can have.
-REASONS = RECORD_REASONS
 
 MAX_RECORD_BYTES = 1 << 20
 MAX_FEATURES = 10_000

@@ -105,10 +105,6 @@ class LocalKafkaSettings(FileSettings):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def secure_bootstrap(self) -> str:
-        return f"{self.host}:{self.secure_port}"
-
 
 class JobSettings(FileSettings):
     """One kafka-ps job: which broker, which topics, where local state lives.

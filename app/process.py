@@ -13,8 +13,6 @@ and the benchmarks do that.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -33,6 +31,7 @@ from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
 from kafka_ps.app.cli_errors import EXIT_PROCESS_DIED
 from kafka_ps.app.input_schema import with_input_schema
+from kafka_ps.app.orphans import die_with_parent, parent_env
 from kafka_ps.app.preflight import Access
 from kafka_ps.app.stopping import BoundedWorker
 from kafka_ps.tables.errors import KafkaPsError
@@ -60,7 +59,9 @@ def command_line(job: str) -> list[str]:
 
 
 def run_process(job: str, settings: JobSettings) -> None:
-    """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT."""
+    """Host ``job``'s agents and tables in this process until SIGTERM or SIGINT (which
+    its parent's death sends, if a :class:`JobProcess` started it)."""
+    die_with_parent()
     spec = job_named(job)
     ensure_topics(settings.broker, spec.topics(settings))
     if job in ("worker", "server"):
@@ -121,14 +122,22 @@ def settings_env(settings: JobSettings) -> dict[str, str]:
     }
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM it when the process that started it dies, so none is orphaned."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1
 _JOB_VARIABLES = {f"KPS_{name.upper()}" for name in JobSettings.model_fields}
+
+
+def child_env(settings: JobSettings) -> dict[str, str]:
+    """The environment of a process :class:`JobProcess` starts: this one's, with the job's
+    settings instead of any inherited ones, the working directory on ``PYTHONPATH``, and
+    this process as the parent it dies with (:mod:`app.orphans`)."""
+    path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    inherited = {k: v for k, v in os.environ.items() if k not in _JOB_VARIABLES}
+    return {
+        **inherited,
+        **settings_env(settings),
+        **parent_env(),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": path,
+    }
 
 
 #: Seconds a process may take to log Faust's "Ready" line.
@@ -145,7 +154,8 @@ def wait_first_ready(processes: Sequence[JobProcess], timeout: float = READY_TIM
 
 
 class JobProcess:
-    """One child process hosting ``job``, with its own log file and data directory.
+    """One child process hosting ``job``, with its own log file and data directory; it
+    stops when this process dies, even by SIGKILL (:mod:`app.orphans`).
 
     Parameters
     ----------
@@ -179,21 +189,13 @@ class JobProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-        inherited = {k: v for k, v in os.environ.items() if k not in _JOB_VARIABLES}
-        env = {
-            **inherited,
-            **settings_env(self.settings),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": path,
-        }
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "kafka_ps.app.cli", *command_line(self.job)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=child_env(self.settings),
             )
         return self
 

@@ -9,6 +9,7 @@ layout. Never pickle.
 
 from __future__ import annotations
 
+import math
 import operator
 import struct
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from kafka_ps.tables.errors import KafkaPsError
 MAGIC = b"KP"
 FORMAT_VERSION = 1
 
-#: magic, version, dtype code, ndim, n_slots, rule id, shard offset, clock.
-HEADER = struct.Struct("<2sBBBBHqq")
+#: magic, version, dtype code, ndim, n_slots, rule id; then shard offset, clock.
+_LEAD = "<2sBBBBH"
+HEADER = struct.Struct(_LEAD + "qq")
+#: Where the header's shard offset starts (:func:`encode_values` writes it per record).
+OFFSET_AT = struct.calcsize(_LEAD)
 DIM = struct.Struct("<I")
 
 #: Wire dtype codes; arrays are always stored little-endian.
@@ -118,27 +122,48 @@ class ParamRecord:
         return self.slots[0].dtype
 
 
+def _head(
+    wire: np.dtype, shape: tuple[int, ...], n_slots: int, rule_id: int, offset: int, clock: int
+) -> bytes:
+    """A record's header and dims, everything before its arrays."""
+    code = DTYPE_CODES[wire]
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, code, len(shape), n_slots, rule_id, offset, clock)
+    return header + b"".join(DIM.pack(d) for d in shape)
+
+
 def encode_record(rec: ParamRecord) -> bytes:
     """The wire bytes of ``rec``."""
     wire = rec.dtype.newbyteorder("<")
-    header = HEADER.pack(
-        MAGIC,
-        FORMAT_VERSION,
-        DTYPE_CODES[wire],
-        len(rec.shape),
-        len(rec.slots),
-        rec.rule_id,
-        rec.offset,
-        rec.clock,
-    )
-    dims = b"".join(DIM.pack(d) for d in rec.shape)
+    head = _head(wire, rec.shape, len(rec.slots), rec.rule_id, rec.offset, rec.clock)
     arrays = (slot.astype(wire, copy=False).tobytes(order="C") for slot in rec.slots)
-    return b"".join((header, dims, *arrays))
+    return b"".join((head, *arrays))
 
 
 def encode_value(value: np.ndarray, offset: int = -1, clock: int = -1) -> bytes:
     """A one-slot record: the form of the model-updates topic."""
     return encode_record(ParamRecord((np.asarray(value),), offset=offset, clock=clock))
+
+
+def encode_values(values: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    """:func:`encode_value` of each row of ``values`` ``(m, *shape)`` with its shard offset
+    from ``offsets`` ``(m,)``, byte for byte, at once.
+
+    A shard publishes thousands of values per flush, so the records are built as the rows
+    of one array (the header copied to every row, then each row's offset and value written
+    in), not one by one; the values are trusted to be of a supported dtype (a shard's own).
+    """
+    m, *shape = values.shape
+    if not m:
+        return []
+    wire = values.dtype.newbyteorder("<")
+    head = _head(wire, tuple(shape), 1, 0, -1, -1)
+    size = len(head) + math.prod(shape) * wire.itemsize
+    rows = np.empty((m, size), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    rows[:, OFFSET_AT : OFFSET_AT + 8] = offsets.astype("<i8").reshape(m, 1).view(np.uint8)
+    rows[:, len(head) :] = np.ascontiguousarray(values, dtype=wire).reshape(m, -1).view(np.uint8)
+    raw = rows.tobytes()
+    return [raw[i * size : (i + 1) * size] for i in range(m)]
 
 
 def decode_record(data: bytes | bytearray | memoryview) -> ParamRecord:
@@ -192,26 +217,3 @@ def decode_record(data: bytes | bytearray | memoryview) -> ParamRecord:
         slot.flags.writeable = False
         slots.append(slot)
     return ParamRecord(tuple(slots), offset=offset, clock=clock, rule_id=rule_id)
-
-
-def _header_template(n_slots: int, shape: tuple[int, ...], dtype: np.dtype, rule_id: int) -> bytes:
-    wire = np.dtype(dtype).newbyteorder("<")
-    header = HEADER.pack(
-        MAGIC, FORMAT_VERSION, DTYPE_CODES[wire], len(shape), n_slots, rule_id, -1, -1
-    )
-    return header + b"".join(DIM.pack(d) for d in shape)
-
-
-def encode_batch(slots: np.ndarray, offset: int, rule_id: int, clock: int = -1) -> list[bytes]:
-    """Records for ``m`` parameters of one layout at once: ``slots`` is ``(m, n_slots, *shape)``.
-
-    Byte for byte what :func:`encode_record` writes for each row, without per-record checks.
-    """
-    m, n_slots, *shape = slots.shape
-    wire = slots.dtype.newbyteorder("<")
-    template = bytearray(_header_template(n_slots, tuple(shape), wire, rule_id))
-    struct.pack_into("<qq", template, 8, offset, clock)
-    header = bytes(template)
-    raw = np.ascontiguousarray(slots, dtype=wire).tobytes()
-    size = len(raw) // m if m else 0
-    return [header + raw[i * size : (i + 1) * size] for i in range(m)]

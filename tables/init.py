@@ -159,11 +159,6 @@ class Uniform(ParamInit):
         return (self.scale * (2.0 * u - 1.0)).astype(dtype).reshape(shape)
 
 
-INITIALISERS: dict[str, type[ParamInit]] = {
-    init.name: init for init in (Zeros, Constant, Normal, Uniform)
-}
-
-
 @dataclass(frozen=True)
 class ParamInitFunction(ParamInit):
     """The user's own ``param_init(key) -> value``, run on the shard on a key's first use.

@@ -239,24 +239,6 @@ def flush_slab(table: MutableMapping[bytes, bytes], shard: int, slab: Slab) -> t
     return len(dirty), size
 
 
-def encode_values(values: np.ndarray, stamps: np.ndarray, rule_id: int = 0) -> list[bytes]:
-    """One-slot codec records (the model-updates form) for ``m`` values of one layout,
-    each carrying its own shard offset; byte for byte ``encode_value`` row by row."""
-    m, *shape = values.shape
-    if not m:
-        return []
-    wire = values.dtype.newbyteorder("<")
-    template = encode_record(ParamRecord((np.zeros(shape, dtype=wire),), rule_id=rule_id))
-    head = len(template) - int(np.prod(shape, dtype=np.int64)) * wire.itemsize
-    rows = np.empty((m, len(template)), dtype=np.uint8)
-    rows[:, :head] = np.frombuffer(template[:head], dtype=np.uint8)
-    rows[:, 8:16] = stamps.astype("<i8").reshape(m, 1).view(np.uint8)
-    rows[:, head:] = np.ascontiguousarray(values, dtype=wire).reshape(m, -1).view(np.uint8)
-    raw = rows.tobytes()
-    size = len(template)
-    return [raw[i * size : (i + 1) * size] for i in range(m)]
-
-
 def params_in_table(records: Mapping[bytes, bytes | None]) -> dict[bytes, np.ndarray]:
     """Every parameter's slots ``(n_slots, *shape)`` in a table's latest records (as read
     from its changelog): the pages, expanded key by key; bookkeeping records are left out."""

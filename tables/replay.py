@@ -62,16 +62,6 @@ def deferred_key(offset: int) -> bytes:
     return DEFERRED_PREFIX + str(offset).encode()
 
 
-def rewrite(table: MutableMapping[bytes, bytes], keys: Iterable[bytes]) -> None:
-    """Write stored values again, unchanged: a crash may have lost their changelog record
-    while the local store kept them, and the replay that proves it writes nothing else."""
-    for key in keys:
-        try:
-            table[key] = table[key]
-        except KeyError:
-            continue
-
-
 class HighWaterMarks:
     """``hwm[w]`` per logical worker: the highest training offset accepted from it (-1: none).
 
@@ -106,9 +96,6 @@ class HighWaterMarks:
     def raise_to(self, worker: int, last_offset: int) -> None:
         if last_offset > self.get(worker):
             self.table[hwm_key(worker)] = _INT64.pack(last_offset)
-
-    def rewrite(self, worker: int) -> None:
-        rewrite(self.table, [hwm_key(worker)])
 
 
 class ReadPosition:
@@ -200,10 +187,6 @@ class DeferredPushes:
         for offset in offsets:
             with suppress(KeyError):  # a message the index outlived (see take_due)
                 del self.table[deferred_key(offset)]
-
-    def rewrite(self, offset: int) -> None:
-        if (self._index()[:, 1] == offset).any():
-            rewrite(self.table, [deferred_key(offset), DEFERRED_INDEX])
 
 
 def replay_segments(offsets: Sequence[int], marks: Iterable[int]) -> list[slice]:

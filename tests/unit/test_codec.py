@@ -13,9 +13,9 @@ from kafka_ps.tables.codec import (
     CodecError,
     ParamRecord,
     decode_record,
-    encode_batch,
     encode_record,
     encode_value,
+    encode_values,
 )
 
 DTYPES = [np.float32, np.float64, np.int64, np.int32]
@@ -181,10 +181,12 @@ def test_fuzz_only_raises_codec_error() -> None:
                 _try_decode(data[:pos] + bytes([byte]) + data[pos + 1 :])
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_batch_codec_matches_the_per_record_codec(dtype: type) -> None:
+@pytest.mark.parametrize("dtype", [*DTYPES, ">f8"])
+@pytest.mark.parametrize("shape", [(), (1,), (2, 4)])
+def test_many_values_encode_as_each_one_does(dtype: type | str, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(5)
-    slots = (rng.normal(size=(7, 3, 2, 4)) * 100).astype(dtype)
-    blobs = encode_batch(slots, offset=42, rule_id=5, clock=9)
-    for row, blob in zip(slots, blobs, strict=True):
-        assert blob == encode_record(ParamRecord(tuple(row), offset=42, clock=9, rule_id=5))
+    values = (rng.normal(size=(7, *shape)) * 100).astype(dtype)
+    offsets = np.array([-1, 0, 3, 3, 9, 2**40, 2**63 - 1])
+    expected = [encode_value(v, offset=int(o)) for v, o in zip(values, offsets, strict=True)]
+    assert encode_values(values, offsets) == expected
+    assert encode_values(values[:0], offsets[:0]) == []

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from kafka_ps.tables.init import INITIALISERS, ParamInit
+from kafka_ps.tables.init import Constant, Normal, ParamInit, Uniform, Zeros
 from kafka_ps.tables.keys import (
     DenseLayout,
     group_by_shard,
@@ -154,19 +154,16 @@ def test_layout_errors() -> None:
 # Initialisers are seeded by the key, so they are tested with the keys.
 
 
-def make_init(name: str, **kw: float) -> ParamInit:
-    """The initialiser registered as ``name``, built from its arguments."""
-    return INITIALISERS[name](**kw)
-
-
-@pytest.mark.parametrize(("name", "kw"), [("normal", {"std": 0.1}), ("uniform", {"scale": 0.1})])
-def test_random_init_is_deterministic_per_key(name: str, kw: dict[str, float]) -> None:
-    a = make_init(name, **kw)(b"w:1", (64,), np.float32)
+@pytest.mark.parametrize(("make_init", "kw"), [(Normal, {"std": 0.1}), (Uniform, {"scale": 0.1})])
+def test_random_init_is_deterministic_per_key(
+    make_init: type[ParamInit], kw: dict[str, float]
+) -> None:
+    a = make_init(**kw)(b"w:1", (64,), np.float32)
     assert a.shape == (64,) and a.dtype == np.float32 and np.isfinite(a).all()
-    np.testing.assert_array_equal(a, make_init(name, **kw)(b"w:1", (64,), np.float32))
-    assert not np.array_equal(a, make_init(name, **kw)(b"w:2", (64,), np.float32))
-    assert not np.array_equal(a, make_init(name, seed=7, **kw)(b"w:1", (64,), np.float32))
-    assert make_init(name, **kw)(b"w:1", (2, 3), np.float64).shape == (2, 3)
+    np.testing.assert_array_equal(a, make_init(**kw)(b"w:1", (64,), np.float32))
+    assert not np.array_equal(a, make_init(**kw)(b"w:2", (64,), np.float32))
+    assert not np.array_equal(a, make_init(seed=7, **kw)(b"w:1", (64,), np.float32))
+    assert make_init(**kw)(b"w:1", (2, 3), np.float64).shape == (2, 3)
 
 
 def test_random_init_is_the_same_in_another_process() -> None:
@@ -181,27 +178,26 @@ def test_random_init_is_the_same_in_another_process() -> None:
         text=True,
         check=True,
     )
-    here = make_init("normal", std=1.0)(b"w:9", (4,), "f8").tolist()
+    here = Normal(std=1.0)(b"w:9", (4,), "f8").tolist()
     assert result.stdout.strip() == str(here)
 
 
 def test_random_init_statistics() -> None:
-    normal = make_init("normal", std=2.0)(b"emb:0", (20000,), np.float64)
+    normal = Normal(std=2.0)(b"emb:0", (20000,), np.float64)
     assert abs(normal.mean()) < 0.05 and abs(normal.std() - 2.0) < 0.05
-    uniform = make_init("uniform", scale=0.5)(b"emb:0", (20000,), np.float64)
+    uniform = Uniform(scale=0.5)(b"emb:0", (20000,), np.float64)
     assert uniform.min() >= -0.5 and uniform.max() < 0.5 and abs(uniform.mean()) < 0.01
 
 
 def test_constant_and_zeros() -> None:
-    np.testing.assert_array_equal(make_init("zeros")(b"c:0", (3,), np.int64), [0, 0, 0])
-    np.testing.assert_array_equal(make_init("constant", c=0.5)(b"c:0", (2,)), [0.5, 0.5])
+    np.testing.assert_array_equal(Zeros()(b"c:0", (3,), np.int64), [0, 0, 0])
+    np.testing.assert_array_equal(Constant(c=0.5)(b"c:0", (2,)), [0.5, 0.5])
 
 
-def test_init_registry_errors() -> None:
-    assert set(INITIALISERS) == {"zeros", "constant", "normal", "uniform"}
+def test_init_errors() -> None:
     with pytest.raises(ValueError):
-        make_init("normal", std=-1.0)
+        Normal(std=-1.0)
     with pytest.raises(TypeError):
-        make_init("normal", sigma=1.0)
+        Normal(sigma=1.0)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
-        make_init("uniform", scale=1.0)(b"w:0", (2,), np.int64)
+        Uniform(scale=1.0)(b"w:0", (2,), np.int64)

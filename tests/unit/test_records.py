@@ -14,13 +14,13 @@ from kafka_ps.agents import records
 from kafka_ps.agents.api import TrainingRecord
 from kafka_ps.agents.records import (
     MAX_FEATURES,
-    REASONS,
     BadRecordError,
     _plain,
     encode_fields,
     encode_record,
     parse_record,
 )
+from kafka_ps.tables.dead_letters import RECORD_REASONS
 
 FORMATS = ["json", "msgpack"]
 
@@ -28,7 +28,7 @@ FORMATS = ["json", "msgpack"]
 def reason_of(data: bytes, **kw: int | bool) -> str:
     with pytest.raises(BadRecordError) as info:
         parse_record(data, **kw)
-    assert info.value.reason in REASONS
+    assert info.value.reason in RECORD_REASONS
     return info.value.reason
 
 
@@ -309,7 +309,7 @@ def test_fuzz_raises_only_bad_record_error() -> None:
         try:
             record = parse_record(data)
         except BadRecordError as error:
-            assert error.reason in REASONS
+            assert error.reason in RECORD_REASONS
             outcomes[error.reason] = outcomes.get(error.reason, 0) + 1
         else:
             outcomes["ok"] = outcomes.get("ok", 0) + 1

@@ -16,7 +16,6 @@ from kafka_ps.tables.replay import (
     deferred_key,
     hwm_key,
     replay_segments,
-    rewrite,
 )
 
 
@@ -86,14 +85,6 @@ def test_read_position_is_durable_int64_le_and_written_only_when_it_moves() -> N
         position.get()
 
 
-def test_rewrite_writes_present_keys_again_unchanged() -> None:
-    table = CountingTable()
-    table[b"a"] = b"1"
-    table.writes.clear()
-    rewrite(table, [b"a", b"missing"])
-    assert table.writes == [b"a"] and table == {b"a": b"1"}
-
-
 def test_deferred_pushes_come_due_by_clock_then_offset() -> None:
     table: dict[bytes, bytes] = {}
     deferred = DeferredPushes(table)
@@ -112,16 +103,6 @@ def test_deferred_pushes_come_due_by_clock_then_offset() -> None:
     deferred.done([30])
     assert len(deferred) == 0
     assert set(table) == {DEFERRED_INDEX}
-
-
-def test_rewriting_a_deferred_push_rewrites_it_and_its_index() -> None:
-    table = CountingTable()
-    deferred = DeferredPushes(table)
-    deferred.add(0, 4, b"x")
-    table.writes.clear()
-    deferred.rewrite(4)
-    deferred.rewrite(5)
-    assert table.writes == [deferred_key(4), DEFERRED_INDEX]
 
 
 @pytest.mark.parametrize(

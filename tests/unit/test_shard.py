@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kafka_ps.tables.codec import decode_record, encode_value
+from kafka_ps.tables.codec import decode_record, encode_value, encode_values
 from kafka_ps.tables.init import Constant, ParamInitFunction
-from kafka_ps.tables.pages import encode_values, page_key, params_in_table
+from kafka_ps.tables.pages import page_key, params_in_table
 from kafka_ps.tables.params import ParamRegistry, ParamSpec
 from kafka_ps.tables.shard import FlushResult, RejectedPush, Shard
 from kafka_ps.tables.update_rules import ParamUpdate, make_rule
