@@ -167,12 +167,21 @@ def prediction_rows(body: dict[str, Any]) -> Iterator[PredictedRecord]:
         yield PredictedRecord((partition, offset, index), key, label, value)
 
 
+#: Seconds :func:`read_prediction_rows` may take to read the predictions topic to its end:
+#: generous for a whole data set's predictions, and a broker that stops answering fails the
+#: summary instead of hanging the job.
+PREDICTIONS_TIMEOUT = 600.0
+
+
 def read_prediction_rows(settings: JobSettings) -> Iterator[PredictedRecord]:
     """Every entry of every message on the job's predictions topic up to its current end,
     in each partition's order. A batch published again after a takeover appears again:
     readers count each record once by its ``record`` triple."""
     messages = read_all(
-        settings.broker, settings.topic("predictions"), range(settings.partitions), math.inf
+        settings.broker,
+        settings.topic("predictions"),
+        range(settings.partitions),
+        PREDICTIONS_TIMEOUT,
     )
     for message in messages:
         yield from prediction_rows(json.loads(message.value()))
