@@ -11,21 +11,17 @@ from typing import Any
 import numpy as np
 
 from kafka_ps.agents.api import Prediction, Task
+from kafka_ps.tables.reals import is_real
 
 EPS = 1e-15
-
-
-def is_score(value: Any) -> bool:
-    """Whether an output is a number the metrics score (a :class:`~agents.logic.Logic`
-    may output any JSON value; only numbers are scored against labels)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
 class ProgressiveMetrics:
     """Running totals for the whole stream plus the current window.
 
-    Only predictions with a label and a numeric value (:func:`is_score`) are scored.
+    Only predictions with a label and a real number as value (:func:`~tables.reals.is_real`;
+    a :class:`~agents.logic.Logic` may output any JSON value) are scored.
 
     Parameters
     ----------
@@ -56,7 +52,7 @@ class ProgressiveMetrics:
         """Score a mini-batch's predictions (those with a label and a numeric value), at
         numpy's speed: the sums agree with adding them one by one up to rounding."""
         scored = [
-            (p.label, p.value) for p in predictions if p.label is not None and is_score(p.value)
+            (p.label, p.value) for p in predictions if p.label is not None and is_real(p.value)
         ]
         if not scored:
             return

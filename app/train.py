@@ -27,7 +27,6 @@ from kafka_ps.agents.api import Task
 from kafka_ps.agents.batches import encode_batch
 from kafka_ps.agents.client import Record, read_all
 from kafka_ps.agents.jobs import END_OF_INPUT
-from kafka_ps.agents.metrics import is_score
 from kafka_ps.agents.model_export import export_npz
 from kafka_ps.agents.progress import ProgressBar
 from kafka_ps.agents.records import BadRecordError, encode_fields
@@ -40,6 +39,7 @@ from kafka_ps.app.preflight import require_access
 from kafka_ps.app.process import JobProcess, job_access, wait_first_ready
 from kafka_ps.app.termination import Termination, end_offsets
 from kafka_ps.tables.keys import stable_hash
+from kafka_ps.tables.reals import is_real
 
 DEFAULT_MODELS = {
     "flights": "logreg_ftrl",
@@ -196,7 +196,7 @@ def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, floa
         if record in seen:
             continue
         seen.add(record)
-        if y is None or not is_score(p):
+        if y is None or not is_real(p):
             continue
         n += 1
         if task == "classification":
