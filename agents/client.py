@@ -74,32 +74,93 @@ def _reader(bootstrap: str) -> Consumer:
     )
 
 
+class ToEnd:
+    """A read of ``topic`` (or of its ``partitions``) from the beginning up to the end offsets
+    it has when this opens, within ``timeout`` seconds of the first batch being asked for.
+
+    :func:`read_all` is the usual way in; this is for a caller that times the read itself
+    (``benchmarks/measure.py``): opening connects and assigns, and :meth:`batches` hands out
+    whole ``consume()`` batches, checked for errors, with nothing else done per message.
+
+    Parameters
+    ----------
+    bootstrap
+        The broker.
+    topic
+        The topic to read.
+    partitions
+        Its partitions to read; all of them when None.
+    timeout
+        Seconds :meth:`batches` may take to reach the end; then it raises TimeoutError.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.topic = topic
+        self.timeout = timeout
+        self.consumer = _reader(bootstrap)
+        try:
+            if partitions is None:
+                partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            #: Per partition that holds anything, its end offset and its message count at most.
+            self.ends: dict[int, int] = {}
+            self.most = 0
+            for partition in partitions:
+                tp = TopicPartition(topic, partition)
+                low, high = self.consumer.get_watermark_offsets(tp, 10)
+                if high > low:
+                    self.ends[partition] = high
+                    self.most += high - low
+            self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.ends])
+        except BaseException:
+            self.consumer.close()
+            raise
+
+    def batches(self, size: int = 1000) -> Iterator[list[Message]]:
+        """Every message up to the ends, up to ``size`` at a time."""
+        ends, left = dict(self.ends), self.most
+        deadline = Deadline(self.timeout)
+        while ends:
+            if deadline.passed():
+                raise TimeoutError(f"reading {self.topic}: partitions {sorted(ends)} not at end")
+            # Never more than can be left: consume() waits out its timeout for a full batch.
+            messages = self.consumer.consume(max(min(size, left), 1), 0.5)
+            for message in messages:
+                if message.error():
+                    raise KafkaException(message.error())
+            left -= len(messages)
+            # The consumer's position is one past the last message it returned from each
+            # partition: one call a batch instead of a look at every message.
+            at = self.consumer.position([TopicPartition(self.topic, p) for p in ends])
+            for tp in at:
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+            if messages:
+                yield messages
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> ToEnd:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def read_all(
     bootstrap: str, topic: str, partitions: Iterable[int] | None = None, timeout: float = 60.0
 ) -> Iterator[Message]:
-    """Every message of ``topic`` (or of its ``partitions``) up to the end it has now."""
-    consumer = _reader(bootstrap)
-    try:
-        if partitions is None:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends: dict[int, int] = {}
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = Deadline(timeout)
-        while ends:
-            if deadline.passed():
-                raise TimeoutError(f"reading {topic}: partitions {sorted(ends)} not at end")
-            for message in consumer.consume(1000, 0.5):
-                if message.error():
-                    raise KafkaException(message.error())
-                yield message
-                if message.offset() + 1 >= ends.get(message.partition(), 1 << 62):
-                    del ends[message.partition()]
-    finally:
-        consumer.close()
+    """Every message of ``topic`` (or of its ``partitions``) up to the end it has now; a
+    TimeoutError if that takes more than ``timeout`` seconds (:class:`ToEnd`)."""
+    with ToEnd(bootstrap, topic, partitions, timeout) as reading:
+        for batch in reading.batches():
+            yield from batch
 
 
 def read_one(

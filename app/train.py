@@ -10,7 +10,6 @@ predictions topic.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 import uuid
@@ -27,7 +26,7 @@ from kafka_ps.agents.api import Task
 from kafka_ps.agents.batches import encode_batch
 from kafka_ps.agents.client import Record, read_all
 from kafka_ps.agents.jobs import END_OF_INPUT
-from kafka_ps.agents.metrics import is_score
+from kafka_ps.agents.metrics import ProgressiveMetrics
 from kafka_ps.agents.model_export import export_npz
 from kafka_ps.agents.progress import ProgressBar
 from kafka_ps.agents.records import BadRecordError, encode_fields
@@ -167,39 +166,46 @@ def prediction_rows(body: dict[str, Any]) -> Iterator[PredictedRecord]:
         yield PredictedRecord((partition, offset, index), key, label, value)
 
 
+#: Seconds :func:`read_prediction_rows` may take to read the predictions topic to its end:
+#: generous for a whole data set's predictions, and a broker that stops answering fails the
+#: summary instead of hanging the job.
+PREDICTIONS_TIMEOUT = 600.0
+
+#: Predictions scored a numpy call at a time by :func:`read_predictions`.
+SCORE_EVERY = 1 << 16
+
+
 def read_prediction_rows(settings: JobSettings) -> Iterator[PredictedRecord]:
     """Every entry of every message on the job's predictions topic up to its current end,
     in each partition's order. A batch published again after a takeover appears again:
     readers count each record once by its ``record`` triple."""
     messages = read_all(
-        settings.broker, settings.topic("predictions"), range(settings.partitions), math.inf
+        settings.broker,
+        settings.topic("predictions"),
+        range(settings.partitions),
+        PREDICTIONS_TIMEOUT,
     )
     for message in messages:
         yield from prediction_rows(json.loads(message.value()))
 
 
-def read_predictions(settings: JobSettings, task: str) -> tuple[int, float, float | None]:
-    """Progressive loss over every prediction the job published, each record counted once."""
-    n, loss, correct = 0, 0.0, 0
+def read_predictions(settings: JobSettings, task: Task) -> tuple[int, float, float | None]:
+    """Progressive loss over every prediction the job published, each record counted once,
+    scored as the workers score them (:class:`~agents.metrics.ProgressiveMetrics`); a loss
+    of 0 when none was scored."""
+    metrics = ProgressiveMetrics(task)
     seen: set[tuple[int, int, int | None]] = set()
-    for record, _, y, p in read_prediction_rows(settings):
+    fresh: list[PredictedRecord] = []
+    for row in read_prediction_rows(settings):
         # A batch published again after a takeover is counted once.
-        if record in seen:
-            continue
-        seen.add(record)
-        if y is None or not is_score(p):
-            continue
-        n += 1
-        if task == "classification":
-            q = min(max(p, 1e-15), 1 - 1e-15)
-            loss -= y * math.log(q) + (1 - y) * math.log(1 - q)
-            correct += int((p >= 0.5) == (y >= 0.5))
-        else:
-            loss += (p - y) ** 2
-    mean = loss / max(n, 1)
-    if task == "classification":
-        return n, mean, correct / max(n, 1)
-    return n, math.sqrt(mean), None
+        if row.record not in seen:
+            seen.add(row.record)
+            fresh.append(row)
+            if len(fresh) == SCORE_EVERY:
+                metrics.add_all(fresh)
+                fresh.clear()
+    metrics.add_all(fresh)
+    return metrics.records, metrics.loss if metrics.records else 0.0, metrics.accuracy
 
 
 def _print_metrics(consumer: Consumer, wait: float) -> None:

@@ -4,13 +4,9 @@ the bytes each topic carries, and how many key updates the shards were sent."""
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-from kafka_ps.agents.client import read_all
-from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.client import ToEnd, read_all
 from kafka_ps.agents.server import PARAMS_TABLE
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.messages import Kind, MessageError, decode_message
@@ -29,36 +25,19 @@ class ConsumeRate:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
-def raw_consume_rate(bootstrap: str, topic: str, partitions: int) -> ConsumeRate:
+def raw_consume_rate(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 600.0
+) -> ConsumeRate:
     """Read ``topic`` from its beginning to its current end offsets with
     ``consume(num_messages=10000)`` and nothing else per message: the transport's limit.
+    A read that takes more than ``timeout`` seconds raises TimeoutError.
 
     The clock starts at the first ``consume`` call, so it includes the first fetch but not
     connecting or assigning."""
-    consumer = Consumer(
-        {
-            **confluent_config(bootstrap),
-            "group.id": f"kps-bench-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        watermarks = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
-        ]
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        count, total = 0, sum(high - low for low, high in watermarks)
+    with ToEnd(bootstrap, topic, range(partitions), timeout) as reading:
         started = time.perf_counter()
-        while count < total:
-            # Never ask for more than is left: consume() waits out its timeout otherwise.
-            batch = min(CONSUME_BATCH, total - count)
-            for message in consumer.consume(num_messages=batch, timeout=1.0):
-                if message.error() is not None:
-                    raise KafkaException(message.error())
-                count += 1
+        count = sum(len(batch) for batch in reading.batches(CONSUME_BATCH))
         return ConsumeRate(count, time.perf_counter() - started)
-    finally:
-        consumer.close()
 
 
 @dataclass(frozen=True)

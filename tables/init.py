@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from kafka_ps.tables.keys import stable_hash
+from kafka_ps.tables.reals import is_finite_real
 
 
 class ParamInit(ABC):
@@ -55,7 +56,7 @@ def _check_seed(seed: int) -> None:
 
 
 def _check_scale(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if not is_finite_real(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -87,7 +88,7 @@ class Constant(ParamInit):
     same_for_every_key: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.c, int | float) or not math.isfinite(self.c):
+        if not is_finite_real(self.c):
             raise ValueError(f"c must be a finite number, got {self.c!r}")
 
     def __call__(

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from kafka_ps.tables.errors import KafkaPsError
+from kafka_ps.tables.reals import is_finite_real
 
 Slots = tuple[np.ndarray, ...]
 
@@ -33,13 +34,7 @@ def _check_hyper(
     name: str, value: float, *, low: float, low_open: bool, high: float = math.inf
 ) -> None:
     """Raise ValueError unless ``value`` is a real in (low, high), or [low, high) if closed."""
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > low if low_open else value >= low)
-        and value < high
-    )
+    ok = is_finite_real(value) and (value > low if low_open else value >= low) and value < high
     if not ok:
         bracket = "(" if low_open else "["
         raise ValueError(

@@ -22,7 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from kafka_ps.agents.api import TrainingRecord
+from kafka_ps.agents.api import Task, TrainingRecord
+from kafka_ps.agents.metrics import losses
 from kafka_ps.tables.init import Normal
 from kafka_ps.tables.keys import hash_cross, hash_feature
 from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
@@ -30,8 +31,6 @@ from kafka_ps.tables.update_rules import ftrl_step, ftrl_weights
 Record = TrainingRecord | Mapping[str, Any]
 #: Logits are clipped to this magnitude before the sigmoid, as River does.
 MAX_LOGIT = 35.0
-#: Probabilities are clipped to [EPS, 1 - EPS] before taking logs.
-EPS = 1e-15
 
 _hash_feature = lru_cache(maxsize=1 << 20)(hash_feature)
 _hash_cross = lru_cache(maxsize=1 << 20)(hash_cross)
@@ -72,10 +71,14 @@ def sigmoid(logit: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-MAX_LOGIT, min(MAX_LOGIT, logit))))
 
 
-def logloss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPS, 1.0 - EPS)
+def _mean_loss(task: Task, labels: np.ndarray, predictions: np.ndarray) -> float:
+    """The mean loss as kafka-ps's own metrics score each prediction (:func:`losses`)."""
     y = np.asarray(labels, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    return float(np.mean(losses(task, y, np.asarray(predictions, dtype=np.float64))))
+
+
+def logloss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return _mean_loss("classification", labels, probabilities)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -96,8 +99,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def rmse(labels: np.ndarray, predictions: np.ndarray) -> float:
-    errors = np.asarray(predictions, dtype=np.float64) - np.asarray(labels, dtype=np.float64)
-    return float(np.sqrt(np.mean(errors * errors)))
+    return math.sqrt(_mean_loss("regression", labels, predictions))
 
 
 @dataclass(frozen=True)

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from typing import TypeVar
+
+from kafka_ps.tables.reals import is_finite_real
 
 T = TypeVar("T")
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def positive(name: str, value: float) -> float:
     """``value`` as a float, if it is a finite number > 0."""
-    if not (_is_real(value) and math.isfinite(value) and value > 0):
+    if not (is_finite_real(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def non_negative(name: str, value: float) -> float:
     """``value`` as a float, if it is a finite number >= 0."""
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+    if not (is_finite_real(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def finite(name: str, value: float) -> float:
     """``value`` as a float, if it is a finite number."""
-    if not (_is_real(value) and math.isfinite(value)):
+    if not is_finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -17,12 +17,10 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from kafka_ps.agents.client import produce
+from kafka_ps.agents.client import produce, read_all
 from kafka_ps.agents.model_export import read_model
 from kafka_ps.agents.records import encode_record
-from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
@@ -61,23 +59,13 @@ CASES: dict[str, tuple[bytes, str]] = {
 }
 
 
-def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+def entries(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
     """(key, value, headers) of every message in partition 0 of ``topic``."""
-    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-dlq"})
-    tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
-    _, end = consumer.get_watermark_offsets(tp, 10)
-    consumer.assign([tp])
-    messages = []
-    while len(messages) < end:
-        messages += [
-            (m.key(), m.value(), dict(m.headers() or [])) for m in consumer.consume(100, 1)
-        ]
-    consumer.close()
-    return messages
+    return [(m.key(), m.value(), dict(m.headers() or [])) for m in read_all(bootstrap, topic, [0])]
 
 
 def reports(bootstrap: str, settings: JobSettings) -> list[dict[str, Any]]:
-    return [json.loads(value) for _, value, _ in read_all(bootstrap, settings.topic("metrics"))]
+    return [json.loads(value) for _, value, _ in entries(bootstrap, settings.topic("metrics"))]
 
 
 def last_counts(metrics: list[dict[str, Any]], role: str) -> dict[str, int]:
@@ -125,7 +113,7 @@ def test_bad_input_is_dead_lettered_counted_and_never_learned(
     assert worker.terminate() == 0, worker.log_tail()
     assert server.terminate() == 0, server.log_tail()
 
-    [(key, value, headers)] = read_all(settings.broker, settings.topic("dead-letters"))
+    [(key, value, headers)] = entries(settings.broker, settings.topic("dead-letters"))
     assert (key, value) == (BAD_KEY, bad)
     assert headers["kps-reason"].decode() == reason
     assert headers["kps-topic"].decode() == settings.input_topic
@@ -135,7 +123,7 @@ def test_bad_input_is_dead_lettered_counted_and_never_learned(
     np.testing.assert_array_equal(model[WEIGHTS], y @ x)
     predicted = [
         offset
-        for _, v, _ in read_all(settings.broker, settings.topic("predictions"))
+        for _, v, _ in entries(settings.broker, settings.topic("predictions"))
         for offset in json.loads(v)["offsets"]
     ]
     assert predicted == [i for i in range(GOOD + 1) if i != BAD_AT]
@@ -180,7 +168,7 @@ def test_a_shard_dead_letters_bad_messages_from_any_client(
     assert server.running, server.log_tail()
     assert server.terminate() == 0, server.log_tail()
 
-    letters = read_all(settings.broker, settings.topic("dead-letters"))
+    letters = entries(settings.broker, settings.topic("dead-letters"))
     assert {value: headers["kps-reason"].decode() for _, value, headers in letters} == bad
     assert [int(headers["kps-offset"]) for _, _, headers in letters] == [1, 2, 3, 4, 5, 6]
     model = read_model(settings.broker, settings.topic("model-updates"))

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from kafka_ps.agents.security import confluent_config
+from kafka_ps.agents.client import read_all
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import FLIGHT_CROSSES, flights, movielens
 from kafka_ps.app.process import settings_env
@@ -55,32 +54,23 @@ def test_flights_logistic_regression_matches_sequential_ftrl_and_river(
 
 
 def read_model_updates(bootstrap: str, topic: str, partitions: int) -> dict[str, np.ndarray]:
-    """A plain consumer decoding the documented format (docs/formats.md) by hand."""
-    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-plain"})
+    """The topic's messages decoded by hand from the documented format (docs/formats.md)."""
     latest: dict[str, np.ndarray] = {}
-    for partition in range(partitions):
-        tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
-        low, high = consumer.get_watermark_offsets(tp, 10)
-        consumer.assign([tp])
-        seen = 0
-        while seen < high - low:
-            for message in consumer.consume(1000, 1.0):
-                seen += 1
-                value = message.value()
-                if message.key().startswith(b"__marks__:"):
-                    marks = np.frombuffer(value, "<i8")
-                    assert marks.shape == (2,) and (marks >= -1).all()
-                    continue
-                magic, version, dtype, ndim, n_slots, _rule, _offset, _clock = struct.unpack_from(
-                    "<2sBBBBHqq", value
-                )
-                assert (magic, version, dtype, n_slots) == (b"KP", 1, 2, 1)
-                shape = struct.unpack_from(f"<{ndim}I", value, 24)
-                size = int(np.prod(shape))
-                latest[message.key().decode()] = np.frombuffer(
-                    value, "<f8", size, 24 + 4 * ndim
-                ).reshape(shape)
-    consumer.close()
+    for message in read_all(bootstrap, topic, range(partitions)):
+        value = message.value()
+        if message.key().startswith(b"__marks__:"):
+            marks = np.frombuffer(value, "<i8")
+            assert marks.shape == (2,) and (marks >= -1).all()
+            continue
+        magic, version, dtype, ndim, n_slots, _rule, _offset, _clock = struct.unpack_from(
+            "<2sBBBBHqq", value
+        )
+        assert (magic, version, dtype, n_slots) == (b"KP", 1, 2, 1)
+        shape = struct.unpack_from(f"<{ndim}I", value, 24)
+        size = int(np.prod(shape))
+        latest[message.key().decode()] = np.frombuffer(value, "<f8", size, 24 + 4 * ndim).reshape(
+            shape
+        )
     return latest
 
 

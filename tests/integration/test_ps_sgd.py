@@ -6,12 +6,10 @@ import itertools
 from collections.abc import Callable
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from kafka_ps.agents.client import produce
+from kafka_ps.agents.client import produce, read_all
 from kafka_ps.agents.model_export import read_table
 from kafka_ps.agents.records import encode_record
-from kafka_ps.agents.security import confluent_config
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import JobProcess
 from kafka_ps.app.termination import wait_until_learned
@@ -21,15 +19,7 @@ LR = 0.01
 
 
 def read_messages(bootstrap: str, topic: str) -> list[PsMessage]:
-    consumer = Consumer({**confluent_config(bootstrap), "group.id": "t-reader"})
-    tp = TopicPartition(topic, 0, OFFSET_BEGINNING)
-    _, end = consumer.get_watermark_offsets(tp, 10)
-    consumer.assign([tp])
-    messages: list[PsMessage] = []
-    while len(messages) < end:
-        messages += [decode_message(m.value()) for m in consumer.consume(500, 1.0)]
-    consumer.close()
-    return messages
+    return [decode_message(m.value()) for m in read_all(bootstrap, topic)]
 
 
 def test_one_worker_one_shard_equals_sequential_sgd(

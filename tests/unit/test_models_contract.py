@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 
 from kafka_ps.agents.api import ParamRegistry, Prediction, TrainingRecord
 from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.metrics import losses
 from kafka_ps.agents.models import MODELS, Mlp, make_model
 from kafka_ps.tables.codec import ParamRecord, decode_record, encode_record
 from kafka_ps.tables.init import ParamInit
@@ -118,17 +119,6 @@ def unlabelled(record: TrainingRecord) -> TrainingRecord:
     return dataclasses.replace(record, label=None)
 
 
-def losses(task: str, values: Sequence[float], labels: Sequence[float | None]) -> np.ndarray:
-    """Per-record logloss (classification) or squared error (regression)."""
-    p, y = np.array(values), np.array(labels, dtype=np.float64)
-    if task == "classification":
-        p = np.clip(p, 1e-12, 1.0 - 1e-12)
-        loss: np.ndarray = -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
-    else:
-        loss = (p - y) ** 2
-    return loss
-
-
 def test_every_model_has_a_case() -> None:
     assert set(CASES) == set(MODELS)
 
@@ -228,8 +218,9 @@ def test_learning_lowers_the_progressive_loss(name: str) -> None:
     untrained = LocalParameterServer(model.params).run(
         model, [unlabelled(r) for r in records], BATCH
     )
-    loss = losses(model.task, [p.value for p in predictions], labels)
-    baseline = losses(model.task, [p.value for p in untrained], labels)
+    y = np.array(labels, dtype=np.float64)
+    loss = losses(model.task, y, np.array([p.value for p in predictions]))
+    baseline = losses(model.task, y, np.array([p.value for p in untrained]))
     half = len(records) // 2
     assert loss[half:].mean() < loss[:half].mean()
     assert loss[half:].mean() < 0.9 * baseline[half:].mean()
