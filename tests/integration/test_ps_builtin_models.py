@@ -14,13 +14,13 @@ import pytest
 from kafka_ps.agents.api import TrainingRecord
 from kafka_ps.agents.batches import encode_batch
 from kafka_ps.agents.local import LocalParameterServer
+from kafka_ps.agents.metrics import losses
 from kafka_ps.agents.models import MODELS, make_model
 from kafka_ps.agents.records import encode_record, parse_record
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.datasets import FLIGHTS_DENSE_DIM, RecordFields, flights, flights_dense
 from kafka_ps.app.train import run_job
 from tests.unit.test_models_contract import CASES as CONTRACT
-from tests.unit.test_models_contract import losses
 from tests.unit.test_models_contract import stream as contract_stream
 
 RECORDS = 20_000
@@ -125,8 +125,8 @@ def test_builtin_model_gives_the_local_parameters_through_kafka(
     )
     summary = run_job(settings, None, logic.task, workers=1, servers=1, logs=tmp_path, feed=feed)
     assert summary.records == len(records)
-    labels = [r.label for r in records]
-    expected = losses(logic.task, [p.value for p in outputs], labels).mean()
+    labels = np.array([r.label for r in records])
+    expected = losses(logic.task, labels, np.array([p.value for p in outputs])).mean()
     assert summary.loss == pytest.approx(
         expected if logic.task == "classification" else math.sqrt(expected), rel=1e-12
     )
