@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from kafka_ps.agents.faust_patches import apply_faust_patches
+from kafka_ps.agents.faust_compat import apply_faust_patches
 from kafka_ps.agents.security import faust_config
 from kafka_ps.agents.settings import JobSettings
 

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from kafka_ps.agents.faust_compat import events_received_at, recovery_started_at
+
 log = logging.getLogger(__name__)
 
 #: Seconds without an event from a partition that still has records to recover.
@@ -65,12 +67,12 @@ class RecoveryWatchdog:
         seconds (since the recovery started, or since the last seek), each with the offset
         to read next."""
         recovery = self.recovery
-        started = recovery._recovery_started_at
+        started = recovery_started_at(recovery)
         if not recovery.in_recovery or started is None:
             return {}
         if started != self.started:
             self.started, self.seeks, self.sought_at = started, 0, started
-        received = recovery._active_events_received_at
+        received = events_received_at(recovery)
         return {
             tp: max(recovery.active_offsets[tp] + 1, 0)
             for tp, remaining in recovery.active_remaining().items()

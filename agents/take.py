@@ -10,9 +10,8 @@ ends once its events hold ``max_records`` records (or ``within`` seconds pass), 
 events are acknowledged after the body of the loop has learned them, as with
 ``take_events``.
 
-It relies on the names ``take_events`` itself uses (:data:`STREAM_NAMES`, and the
-instance attribute ``_processors``); they are checked with the other Faust touch points
-(:mod:`agents.faust_patches`).
+It relies on private names ``take_events`` itself uses, reached through
+:mod:`agents.faust_compat`.
 """
 
 from __future__ import annotations
@@ -21,13 +20,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import faust
-from faust.streams import Stream
-from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
-#: Private names of :class:`faust.streams.Stream` that :func:`take_records` uses.
-STREAM_NAMES = ("_enable_passive", "add_processor", "wait_for_stopped")
-STREAM_TARGETS: list[tuple[type, str]] = [(Stream, name) for name in STREAM_NAMES]
+from kafka_ps.agents.faust_compat import enable_passive, remove_processor
 
 
 async def take_records(
@@ -67,7 +62,7 @@ async def take_records(
 
     stream.enable_acks = False  # acknowledged here, after the loop body
     stream.add_processor(add)
-    stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]
+    enable_passive(stream)
     try:
         while not stream.should_stop:
             await stream.wait_for_stopped(full, timeout=within)  # type: ignore[arg-type]
@@ -86,4 +81,4 @@ async def take_records(
                 consumed.set()
     finally:
         stream.enable_acks = acks
-        stream._processors.remove(add)  # type: ignore[attr-defined]
+        remove_processor(stream, add)

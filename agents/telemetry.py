@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 
+from kafka_ps.agents.faust_compat import read_offset
 from kafka_ps.agents.metrics import ProgressiveMetrics
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.tables.errors import UsageError
@@ -291,7 +292,7 @@ def consumer_lag(consumer: ConsumerT, topic: str) -> dict[TP, int]:
             end = consumer.highwater(tp)
         except (AssertionError, AttributeError):  # revoked since: aiokafka asserts, or has
             continue  # no assignment in the middle of a rebalance
-        read = consumer._read_offset.get(tp)  # Faust keeps no public read position
+        read = read_offset(consumer, tp)
         if end is not None and read is not None:
             lag[tp] = max(end - read - 1, 0)
     return lag

@@ -17,6 +17,7 @@ import faust
 from faust.types import TP
 
 from kafka_ps.agents.client import read_one
+from kafka_ps.agents.faust_compat import committed_offset
 from kafka_ps.tables.messages import PsMessage
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,7 @@ class FaustTransport:
         return await asyncio.to_thread(read_one, self.bootstrap, topic, partition, offset)
 
     def committed(self, tp: TP) -> int | None:
-        # Faust keeps no public committed position (checked in agents/faust_patches.py).
-        return self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return committed_offset(self.app.consumer, tp)
 
     def commit(self) -> None:
         task = asyncio.ensure_future(self._commit())

@@ -10,7 +10,6 @@ a forced stop only skips what a clean one adds, such as the last publish or expo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -18,19 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import faust
-
-from kafka_ps.agents.faust_patches import check_patch_targets
+from kafka_ps.agents.faust_compat import SignalledWorker
 
 #: Exit code of a process that its watchdog ended.
 FORCED_EXIT = 128 + signal.SIGTERM
-
-#: Seconds the event loop turns after a clean stop before it closes (mode waits 1.0).
-SENTINEL_SECONDS = 0.05
-
-check_patch_targets(
-    [(faust.Worker, "_on_sigterm"), (faust.Worker, "_on_sigint"), (faust.Worker, "_sentinel_task")]
-)
 
 _armed = threading.Lock()
 
@@ -76,7 +66,7 @@ def bound_sigterm(seconds: float) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-class BoundedWorker(faust.Worker):
+class BoundedWorker(SignalledWorker):
     """A Faust worker that ends within ``stop_timeout`` seconds of SIGTERM or SIGINT.
 
     Parameters
@@ -87,22 +77,15 @@ class BoundedWorker(faust.Worker):
         Seconds from the signal to a forced exit.
     """
 
+    #: The last loop turns, which let callbacks still queued run. mode waits a whole second
+    #: here, after every service has stopped and every future is gathered: a second added to
+    #: each process's stop, and so to the end of every ``kps train`` (its processes stop one
+    #: after the other). A few loop turns are all the queued callbacks need.
+    sentinel_seconds = 0.05
+
     def __init__(self, *args: Any, stop_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stop_timeout = stop_timeout
 
-    def _on_sigterm(self) -> None:
+    def on_stop_signal(self) -> None:
         exit_within(self.stop_timeout)
-        super()._on_sigterm()
-
-    def _on_sigint(self) -> None:
-        exit_within(self.stop_timeout)
-        super()._on_sigint()
-
-    async def _sentinel_task(self) -> None:
-        """The last task before the event loop closes, which lets callbacks still queued
-        run. mode sleeps a whole second here, after every service has stopped and every
-        future is gathered: a second added to each process's stop, and so to the end of
-        every ``kps train`` (its processes stop one after the other). A few loop turns are
-        all the queued callbacks need."""
-        await asyncio.sleep(SENTINEL_SECONDS)

@@ -1,27 +1,35 @@
-"""Fixes to faust-streaming behaviour that kafka-ps depends on, applied before an app starts.
+"""Every private name of faust-streaming, mode and aiokafka that kafka-ps touches, in one place.
 
-Each one is a small monkeypatch with the reason it exists; all are idempotent. Each one
-replaces or relies on a private name of faust-streaming, mode or aiokafka: importing this
-module checks that every such name still exists, so that a release that renamed one stops
+Faust keeps no public read or committed position, no public hook for a stop signal, and
+some of its behaviour needs a fix (each patch below says why). The patches, the accessors
+for private attributes and the worker's signal hooks are all here, and nowhere else
+(tests/unit/test_faust_compat.py checks that statically). Importing this module checks that
+every private name it touches still exists, so that a release that renamed one stops
 kafka-ps at start with one line naming it (:class:`FaustPatchError`) instead of silently
-running without the fix.
+running without a fix or failing mid-job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import re
+from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import aiokafka
+import faust
 from faust.streams import Stream
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP, ConsumerT
+from mode.utils.aiter import aiter
 from mode.utils.queues import FlowControlEvent
 
-from kafka_ps.agents.take import STREAM_TARGETS
 from kafka_ps.tables.errors import KafkaPsError
 
 
@@ -32,8 +40,8 @@ class FaustPatchError(KafkaPsError, RuntimeError):
 #: Faust's own, kept to check what the patch replaces once it is in place.
 _table_manager_start = getattr(TableManager.on_start, "_kps_original", TableManager.on_start)
 
-#: (owner, attribute) pairs that the patches below replace or call.
-PATCH_TARGETS: list[tuple[type, str]] = [
+#: (owner, attribute) pairs of class attributes this module replaces, overrides or calls.
+CLASS_NAMES: list[tuple[type, str]] = [
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
     (ProducerBuffer, "_send_pending"),
     (ProducerBuffer, "size"),
@@ -43,54 +51,123 @@ PATCH_TARGETS: list[tuple[type, str]] = [
     (Recovery, "active_remaining"),
     (TableManager, "on_start"),
     (TableManager, "_update_channels"),
-    *STREAM_TARGETS,
+    (Stream, "_enable_passive"),
+    (Stream, "add_processor"),
+    (Stream, "wait_for_stopped"),
+    (faust.Worker, "_on_sigterm"),
+    (faust.Worker, "_on_sigint"),
+    (faust.Worker, "_sentinel_task"),
+]
+
+#: (code, attribute) pairs of instance attributes this module reads or sets: each is
+#: assigned as ``self.<attribute>`` in that code (a class has none of them until then).
+INSTANCE_NAMES: list[tuple[Callable[..., Any] | type, str]] = [
+    (Stream.__init__, "_processors"),
+    (Consumer.__init__, "_committed_offset"),
+    (Consumer.__init__, "_read_offset"),
+    (Recovery, "_recovery_started_at"),
+    (Recovery, "_active_events_received_at"),
+    (aiokafka.AIOKafkaConsumer.__init__, "_fetch_max_wait_ms"),
 ]
 
 
-def check_patch_targets(targets: list[tuple[type, str]] = PATCH_TARGETS) -> None:
-    """Raise :class:`FaustPatchError` unless every patched or used name exists."""
-    for owner, name in targets:
+def _gone(name: str) -> FaustPatchError:
+    installed = ", ".join(
+        f"{package} {version(package)}"
+        for package in ("faust-streaming", "mode-streaming", "aiokafka")
+    )
+    return FaustPatchError(
+        f"{name} is gone ({installed}): kafka-ps's Faust compatibility layer "
+        "(agents/faust_compat.py) needs review for this version"
+    )
+
+
+def check_faust_names(
+    class_names: list[tuple[type, str]] = CLASS_NAMES,
+    instance_names: list[tuple[Callable[..., Any] | type, str]] = INSTANCE_NAMES,
+) -> None:
+    """Raise :class:`FaustPatchError` unless every private or patched name exists."""
+    for owner, name in class_names:
         if not hasattr(owner, name):
-            raise FaustPatchError(
-                f"{owner.__module__}.{owner.__qualname__}.{name} is gone: kafka-ps's Faust "
-                "patches need review for this faust-streaming/mode/aiokafka version"
-            )
-    if "self._processors" not in inspect.getsource(Stream.__init__):
-        raise FaustPatchError(
-            "faust.streams.Stream no longer keeps _processors: kafka-ps's record-bounded "
-            "take (agents/take.py) needs review for this faust-streaming version"
-        )
-    # FaustTransport.committed reads it: the offsets the consumer last committed.
-    if "self._committed_offset" not in inspect.getsource(Consumer.__init__):
-        raise FaustPatchError(
-            "faust's Consumer no longer keeps _committed_offset: kafka-ps's shard seek-back "
-            "(agents/transport.py) needs review for this faust-streaming version"
-        )
-    # agents/recovery_watchdog.py reads when recovery started and last heard from each tp.
-    source = inspect.getsource(Recovery)
-    for name in ("self._recovery_started_at", "self._active_events_received_at"):
-        if name not in source:
-            raise FaustPatchError(
-                f"faust's Recovery no longer keeps {name.removeprefix('self.')}: kafka-ps's "
-                "recovery watchdog needs review for this faust-streaming version"
-            )
+            raise _gone(f"{owner.__module__}.{owner.__qualname__}.{name}")
+    for code, name in instance_names:
+        if not re.search(rf"self\.{name}\b", inspect.getsource(code)):
+            raise _gone(f"{code.__module__}.{code.__qualname__}: self.{name}")
     # _start_tables_at_once replaces this body: the wait, then these two steps.
     source = inspect.getsource(_table_manager_start)
     for step in ("self.sleep(", "self._update_channels()", "self.recovery.start()"):
         if step not in source:
-            raise FaustPatchError(
-                "faust's TableManager.on_start has changed: kafka-ps's start without its "
-                "one-second wait needs review for this faust-streaming version"
-            )
-    # _with_fetch_wait sets this attribute on each aiokafka consumer it creates.
-    if "self._fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__):
-        raise FaustPatchError(
-            "aiokafka.AIOKafkaConsumer no longer keeps _fetch_max_wait_ms: kafka-ps's fetch-"
-            "wait patch needs review for this aiokafka version"
-        )
+            raise _gone(f"faust.tables.manager.TableManager.on_start: {step}")
 
 
-check_patch_targets()
+check_faust_names()
+
+
+def read_offset(consumer: ConsumerT, tp: TP) -> int | None:
+    """The offset of the last record of ``tp`` the streams read, if any."""
+    return consumer._read_offset.get(tp)  # type: ignore[attr-defined]
+
+
+def committed_offset(consumer: ConsumerT, tp: TP) -> int | None:
+    """The offset of ``tp`` the consumer last committed, if any."""
+    return consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+
+
+def recovery_started_at(recovery: Any) -> float | None:
+    """When (``time.monotonic()``) the running table recovery started, if one did."""
+    return recovery._recovery_started_at
+
+
+def events_received_at(recovery: Any) -> dict[TP, float]:
+    """When (``time.monotonic()``) the running recovery last read from each changelog."""
+    return recovery._active_events_received_at
+
+
+def enable_passive(stream: faust.StreamT) -> None:
+    """Run ``stream``'s processors on its events without iterating it, as ``take_events`` does."""
+    stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]
+
+
+def remove_processor(stream: faust.StreamT, processor: Callable[..., Any]) -> None:
+    """Undo ``stream.add_processor(processor)``, which Faust has no public way to do."""
+    stream._processors.remove(processor)  # type: ignore[attr-defined]
+
+
+class SignalledWorker(faust.Worker):
+    """A :class:`faust.Worker` whose stop signals and last loop turns can be changed without
+    overriding mode's private handlers.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As for :class:`faust.Worker`.
+    """
+
+    #: Seconds the event loop turns after a clean stop before it closes (None: mode's 1.0).
+    sentinel_seconds: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Only to say, in the signature, that the arguments are faust.Worker's.
+        super().__init__(*args, **kwargs)
+
+    def on_stop_signal(self) -> None:
+        """Run on SIGTERM or SIGINT, before the worker starts stopping."""
+
+    def _on_sigterm(self) -> None:
+        self.on_stop_signal()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self.on_stop_signal()
+        super()._on_sigint()
+
+    async def _sentinel_task(self) -> None:
+        if self.sentinel_seconds is None:
+            await super()._sentinel_task()
+        else:
+            await asyncio.sleep(self.sentinel_seconds)
+
+
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 
 
