@@ -10,9 +10,12 @@ raises its own error (``docs/api.md`` lists them):
 - a delta of the wrong shape, of non-numbers, or with NaN or Inf:
   :class:`~tables.contract.BadPushError` (``reason`` ``wrong_shape``, ``wrong_type`` or
   ``non_finite_delta``);
-- a record with no output, or two, or an output that is not JSON-serialisable:
+- a record with no output, or two, or an output that is not JSON-serialisable, or, for
+  a classification task, a numeric output that is not a probability in [0, 1]:
   :class:`~agents.logic.OutputError`;
-- parameters that are not declared properly: :class:`~agents.logic.LogicError`.
+- parameters that are not declared properly, or a logic object that
+  :func:`kafka_ps.run` cannot pickle for the job's processes:
+  :class:`~agents.logic.LogicError`.
 
 The error says which mini-batch it happened in (in a note).
 """
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +39,10 @@ from kafka_ps.agents.api import (
 )
 from kafka_ps.agents.local import LocalParameterServer, Session
 from kafka_ps.agents.logic import Logic, LogicError, OutputError
+from kafka_ps.agents.records import record_from_fields
+from kafka_ps.tables.reals import is_real
 
-__all__ = ["check_logic", "sample_records"]
+__all__ = ["check_logic", "pickle_logic", "sample_records"]
 
 TASKS = ("classification", "regression")
 
@@ -85,10 +92,31 @@ def _check_declarations(logic: Logic | WorkerLogic | BatchWorkerLogic) -> None:
         raise LogicError(f"task must be one of {TASKS}, got {task!r}")
 
 
+def pickle_logic(logic: Logic | WorkerLogic | BatchWorkerLogic) -> bytes:
+    """``logic`` pickled, as :func:`kafka_ps.run` ships it to the job's processes.
+
+    Raises :class:`~agents.logic.LogicError` if it cannot be pickled (a lock, a lambda or a
+    local class in it) or could not be unpickled there: a class defined in ``__main__``
+    pickles by a name that the processes' ``__main__`` does not have.
+    """
+    cls = type(logic)
+    if cls.__module__ == "__main__":
+        raise LogicError(
+            f"{cls.__qualname__} is defined in __main__, which the job's processes cannot "
+            "import: define it in a module, or pass 'module:factory'"
+        )
+    try:
+        return pickle.dumps(logic)
+    except Exception as error:
+        raise LogicError(f"the logic cannot be pickled for the job's processes: {error}") from error
+
+
 def check_logic(
     logic: Logic | WorkerLogic | BatchWorkerLogic,
-    records: Sequence[TrainingRecord] | None = None,
+    records: Sequence[Mapping[str, Any] | TrainingRecord] | None = None,
     batch_size: int = 16,
+    *,
+    picklable: bool = True,
 ) -> LocalParameterServer:
     """Run ``logic`` over ``records`` in process and raise at its first mistake.
 
@@ -98,9 +126,16 @@ def check_logic(
         A :class:`~agents.logic.Logic`, :class:`~agents.api.WorkerLogic` or
         :class:`~agents.api.BatchWorkerLogic` instance. Its hooks run as on a runtime.
     records
-        Records it should learn from; by default :func:`sample_records`.
+        Records it should learn from, as :func:`kafka_ps.run` takes them: mappings with
+        the fields of :func:`~agents.records.encode_record` (parsed as a worker parses
+        them) or :class:`~agents.api.TrainingRecord` objects; by default
+        :func:`sample_records`.
     batch_size
         Records per mini-batch.
+    picklable
+        Check that the logic pickles for the job's processes (:func:`pickle_logic`), as
+        :func:`kafka_ps.run` needs of a logic object. False for a logic only ever given
+        by name (``module:factory``), which every process builds itself.
 
     Returns
     -------
@@ -110,12 +145,18 @@ def check_logic(
     """
     _check_declarations(logic)
     batch_logic = as_batch_logic(logic)  # a Logic's rules are checked here (LogicError)
+    if picklable:
+        pickle_logic(logic)
     if records is None:
         records = sample_records(logic)
     if not records:
         raise ValueError("check_logic needs at least one record")
+    parsed = [
+        item if isinstance(item, TrainingRecord) else record_from_fields(item, offset)
+        for offset, item in enumerate(records)
+    ]
     server = LocalParameterServer(batch_logic.params)
-    asyncio.run(_run(server, batch_logic, records, batch_size))
+    asyncio.run(_run(server, batch_logic, parsed, batch_size))
     return server
 
 
@@ -133,7 +174,7 @@ async def _run(
             session = Session(server)
             try:
                 await logic.on_batch(batch, session)
-                _check_outputs(batch, session)
+                _check_outputs(batch, session, logic.task)
                 server.apply(session.pushes)
             except Exception as error:
                 error.add_note(
@@ -147,9 +188,11 @@ async def _run(
         logic.close()
 
 
-def _check_outputs(batch: Sequence[TrainingRecord], session: Session) -> None:
+def _check_outputs(batch: Sequence[TrainingRecord], session: Session, task: str) -> None:
     """As many outputs as records, each JSON-serialisable (a :class:`~agents.logic.Logic`'s
-    adapter checks each record's output itself, on every runtime)."""
+    adapter checks each record's output itself, on every runtime), and for classification
+    each numeric one a probability: the metrics score it by logloss, which a raw score or
+    logit would make meaningless (or infinite) without any error on Kafka."""
     outputs = session.outputs
     if len(outputs) != len(batch):
         raise OutputError(
@@ -160,3 +203,10 @@ def _check_outputs(batch: Sequence[TrainingRecord], session: Session) -> None:
             json.dumps({"value": output.value, "extra": dict(output.extra)})
         except (TypeError, ValueError) as error:
             raise OutputError(f"output {t} is not JSON-serialisable: {error}") from None
+        value = output.value
+        # NaN fails the comparison too.
+        if task == "classification" and is_real(value) and not 0.0 <= value <= 1.0:
+            raise OutputError(
+                f"output {t} is {value!r}, not a probability in [0, 1]: a classification "
+                "logic outputs the probability of label 1 (a logit needs a sigmoid)"
+            )

@@ -579,6 +579,13 @@ def encode_record(
     return _serialized(obj, fmt, max_size)
 
 
+def record_from_fields(fields: Mapping[str, Any], offset: int = -1) -> TrainingRecord:
+    """The record a worker parses from :func:`encode_record`'s keyword arguments (a record
+    as a mapping, as :func:`kafka_ps.run` and :func:`~agents.checks.check_logic` take it),
+    so a check in process sees what the job sees on Kafka."""
+    return parse_record(encode_record(**fields), 0, offset)
+
+
 def encode_fields(
     fields: Mapping[str, Any], fmt: Format = "json", *, max_size: int = MAX_RECORD_BYTES
 ) -> bytes:

@@ -12,6 +12,7 @@ import itertools
 import pickle
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from kafka_ps.agents.api import BatchWorkerLogic, TrainingRecord, WorkerLogic
-from kafka_ps.agents.checks import check_logic
+from kafka_ps.agents.checks import check_logic, pickle_logic
 from kafka_ps.agents.client import read_all
 from kafka_ps.agents.jobs import PICKLED, load_logic
 from kafka_ps.agents.logic import Logic, LogicError
-from kafka_ps.agents.records import BadRecordError, encode_record, parse_record
+from kafka_ps.agents.records import BadRecordError, parse_record
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.process import ProcessDied
 from kafka_ps.app.train import Summary, run_job
@@ -71,8 +72,8 @@ def run(
     source: Iterable[Mapping[str, Any] | TrainingRecord] | str,
     *,
     params: Mapping[str, Any] | None = None,
-    workers: int = 1,
-    servers: int = 1,
+    worker_processes: int = 1,
+    server_processes: int = 1,
     consistency: str = "asp",
     partitions: int | None = None,
     shards: int | None = None,
@@ -80,6 +81,8 @@ def run(
     settings: JobSettings | None = None,
     check: bool = True,
     logs: Path | None = None,
+    workers: int | None = None,
+    servers: int | None = None,
 ) -> Summary:
     """Train ``logic`` on ``source`` through Kafka; return the job's summary.
 
@@ -96,10 +99,10 @@ def run(
         end it has when the job starts.
     params
         The factory's keyword arguments when ``logic`` is a name.
-    workers
-        Worker processes.
-    servers
-        Server (shard) processes.
+    worker_processes
+        Worker processes (the logical workers, ``partitions``, are spread over them).
+    server_processes
+        Server processes (the ``shards`` are spread over them).
     consistency
         ``"asp"``, ``"bsp"`` or ``"ssp:<s>"``.
     partitions
@@ -117,6 +120,9 @@ def run(
         mini-batches first, so that a mistake raises here before any process starts.
     logs
         Where the processes' logs go; default: the job's data directory.
+    workers, servers
+        Deprecated names of ``worker_processes`` and ``server_processes`` (they count
+        processes, not logical workers or shards); they warn, and go in the next release.
 
     Raises
     ------
@@ -129,6 +135,8 @@ def run(
     JobError
         A process of the job died.
     """
+    worker_processes = _renamed("workers", workers, "worker_processes", worker_processes)
+    server_processes = _renamed("servers", servers, "server_processes", server_processes)
     base = settings or JobSettings()
     run_id = f"{base.app_id}-run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     data_dir = base.data_dir / run_id
@@ -151,11 +159,12 @@ def run(
         fields = (_fields(item) for item in source)
         head = list(itertools.islice(fields, 2 * job.batch_size))
         if check and head:
-            check_logic(fresh(), [_wire(item, t) for t, item in enumerate(head)], job.batch_size)
+            # _ship has pickled a logic object; one given by name is never pickled.
+            check_logic(fresh(), head, job.batch_size, picklable=False)
         records = itertools.chain(head, fields)
     task = fresh().task
     try:
-        summary = run_job(job, records, task, workers, servers, logs)
+        summary = run_job(job, records, task, worker_processes, server_processes, logs)
     except ProcessDied as error:
         raise JobError(str(error)) from None
     letters = _logic_dead_letters(job)
@@ -165,13 +174,27 @@ def run(
     return summary
 
 
+def _renamed(old_name: str, old: int | None, new_name: str, new: int) -> int:
+    """``new``, or ``old`` given by its deprecated keyword, with a warning."""
+    if old is None:
+        return new
+    if new != 1:
+        raise TypeError(f"run() got both {old_name}= and {new_name}=; {old_name} is its old name")
+    warnings.warn(
+        f"run({old_name}=) is deprecated: use {new_name}= (it counts processes)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old
+
+
 def _reproduce(fresh: Any, record: TrainingRecord | None) -> BaseException | None:
     """The logic's own exception, raised again here on the first record it failed on
     (learned alone, as the worker tried it), or None if it does not fail again."""
     if record is None:
         return None
     try:
-        check_logic(fresh(), [record], 1)
+        check_logic(fresh(), [record], 1, picklable=False)
     except Exception as error:
         error.add_note(
             f"raised again in the caller on the record the job's worker failed on "
@@ -192,16 +215,7 @@ def _ship(
         return logic, kwargs, lambda: load_logic(logic, kwargs)
     if params:
         raise TypeError("params is for a logic given by name; this logic is an object")
-    cls = type(logic)
-    if cls.__module__ == "__main__":
-        raise LogicError(
-            f"{cls.__qualname__} is defined in __main__, which the job's processes cannot "
-            "import: define it in a module, or pass 'module:factory'"
-        )
-    try:
-        data = pickle.dumps(logic)
-    except Exception as error:
-        raise LogicError(f"the logic cannot be pickled for the job's processes: {error}") from error
+    data = pickle_logic(logic)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "logic.pickle"
     path.write_bytes(data)
@@ -219,11 +233,6 @@ def _fields(item: Mapping[str, Any] | TrainingRecord) -> dict[str, Any]:
             "ts": item.timestamp,
         }
     return dict(item)
-
-
-def _wire(fields: Mapping[str, Any], offset: int) -> TrainingRecord:
-    """The record a worker parses from these fields (the check sees what Kafka sees)."""
-    return parse_record(encode_record(**fields), 0, offset)
 
 
 @dataclass

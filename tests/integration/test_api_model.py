@@ -41,8 +41,8 @@ def test_run_trains_a_logic_object_from_python(job_settings: JobSettings, tmp_pa
     summary = run(
         logic,
         records,
-        workers=1,
-        servers=1,
+        worker_processes=1,
+        server_processes=1,
         partitions=2,
         shards=2,
         batch_size=64,

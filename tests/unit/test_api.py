@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from kafka_ps import (
 )
 from kafka_ps.agents.jobs import PICKLED, load_logic
 from kafka_ps.agents.logic import LogicAdapter
+from kafka_ps.agents.records import BadRecordError
 from kafka_ps.tables.init import Constant
 from kafka_ps.tables.keys import param_key
 from tests.integration.api_model import AdaGradRegression, synthetic
@@ -192,7 +194,7 @@ MISTAKES: dict[str, tuple[dict[str, Any], type[Exception], str]] = {
 def test_check_logic_catches_each_documented_mistake(mistake: str) -> None:
     script, error, message = MISTAKES[mistake]
     with pytest.raises(error, match=message) as raised:
-        check_logic(Scripted(**script), records(3))
+        check_logic(Scripted(**script), records(3), picklable=False)  # scripts hold lambdas
     assert any("check_logic: in mini-batch 0" in note for note in raised.value.__notes__)
 
 
@@ -312,3 +314,86 @@ def test_run_refuses_a_logic_its_processes_cannot_load(tmp_path: Path) -> None:
         run(AdaGradRegression(3), [], consistency="sometimes", settings=settings)
     with pytest.raises(ValueError, match="unknown model"):
         run("nope", [], settings=settings)
+
+
+def test_check_logic_takes_records_as_mappings_parsed_as_run_parses_them() -> None:
+    fields = [
+        {"dense": np.arange(3.0), "label": 1.5, "key": "a"},
+        {"features": {"c": "v"}, "dense": [0, 1, 2], "ts": 7},
+    ]
+    server = check_logic(Scripted(), [*fields, TrainingRecord(dense=np.ones(3), key=b"c")])
+    assert [p.record_key for p in server.outputs] == [b"a", None, b"c"]
+    assert [p.label for p in server.outputs] == [1.5, None, None]
+    with pytest.raises(BadRecordError):  # as the producer refuses it
+        check_logic(Scripted(), [{"dense": [1.0, float("nan"), 0.0]}])
+
+
+class Locked(Scripted):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def test_check_logic_refuses_a_logic_run_cannot_pickle_for_its_processes() -> None:
+    with pytest.raises(LogicError, match=r"cannot be pickled.*lock"):
+        check_logic(Locked())
+    with pytest.raises(LogicError, match="cannot be pickled"):
+        check_logic(Scripted(outputs=lambda r: [(r, 1.0)]))
+    in_main = type("InMain", (Scripted,), {"__module__": "__main__"})
+    with pytest.raises(LogicError, match="__main__"):
+        check_logic(in_main())
+    check_logic(Locked(), picklable=False)  # a logic only ever built by its factory
+
+
+class Scores(Scripted):
+    """A classifier that outputs what its test says, for every record."""
+
+    task = "classification"
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    async def learn(self, records: Sequence[TrainingRecord], ps: Params) -> None:
+        for record in records:
+            ps.output(record, self.value if record.offset == 2 else 0.5)
+
+
+@pytest.mark.parametrize("value", [2.3, -0.1, float("nan"), float("inf")])
+def test_check_logic_refuses_a_classifier_output_that_is_not_a_probability(value: float) -> None:
+    with pytest.raises(OutputError, match=r"output 2 is .*not a probability in \[0, 1\]"):
+        check_logic(Scores(value), records(4))
+
+
+def test_check_logic_takes_probabilities_and_non_numbers_from_a_classifier() -> None:
+    for value in (0.0, 1.0, 1, "yes"):
+        check_logic(Scores(value), records(4))  # type: ignore[arg-type]
+    regression = Scores(2.3)
+    regression.task = "regression"
+    check_logic(regression, records(4))
+
+
+def test_run_counts_processes_and_takes_the_old_names_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kafka_ps.app.api as api
+    from kafka_ps.agents.settings import JobSettings
+
+    calls: list[tuple[int, int]] = []
+
+    def run_job(*args: Any) -> str:
+        calls.append(args[3:5])
+        return "summary"
+
+    monkeypatch.setattr(api, "run_job", run_job)
+    monkeypatch.setattr(api, "_logic_dead_letters", lambda settings: api._DeadLetters())
+    settings = JobSettings(data_dir=tmp_path, broker="127.0.0.1:1")
+    source = [{"dense": [1.0], "label": 1.0}]
+    assert api.run("linear", source, worker_processes=3, server_processes=2, settings=settings)
+    with pytest.warns(DeprecationWarning, match="use worker_processes="):
+        api.run("linear", source, workers=4, settings=settings)
+    with pytest.warns(DeprecationWarning, match="use server_processes="):
+        api.run("linear", source, servers=5, settings=settings)
+    assert calls == [(3, 2), (4, 1), (1, 5)]
+    with pytest.raises(TypeError, match="both workers= and worker_processes="):
+        api.run("linear", source, workers=2, worker_processes=2, settings=settings)
