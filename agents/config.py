@@ -23,9 +23,11 @@ table with :class:`agents.settings.LocalKafkaSettings` fields and a ``[security]
 
 from __future__ import annotations
 
+import inspect
 import os
+import textwrap
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
@@ -54,11 +56,41 @@ def with_config_file(
     return init, env, TomlConfigSettingsSource(settings_cls, path, toml_table_header=(table,))
 
 
+def parameters_section(settings_cls: type[BaseSettings]) -> str:
+    """A numpydoc ``Parameters`` section made from the fields' descriptions: each field, its
+    environment variable, its description and its default (unless a factory makes it, which
+    may depend on where the process runs)."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    lines = ["Parameters", "----------"]
+    for name, field in settings_cls.model_fields.items():
+        default = "" if field.default_factory else f" (default: {field.default!r})"
+        text = f"``{prefix}{name.upper()}``: {field.description}{default}."
+        indent = " " * 4
+        wrapped = textwrap.fill(
+            text, 88, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
+        lines += [name, wrapped]
+    return "\n".join(lines)
+
+
 class FileSettings(BaseSettings):
     """Settings read, highest first, from the values given, the environment, then the table
-    ``config_table`` of the settings file."""
+    ``config_table`` of the settings file.
+
+    A subclass whose fields all have a ``description`` and whose docstring has no
+    ``Parameters`` section gets one made from them, so the descriptions are the one place
+    a setting is documented.
+    """
 
     config_table: ClassVar[str] = ""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        described = all(field.description for field in cls.model_fields.values())
+        if described and "\nParameters\n---" not in doc:
+            cls.__doc__ = f"{doc}\n\n{parameters_section(cls)}\n"
 
     @classmethod
     def settings_customise_sources(

@@ -73,8 +73,6 @@ _unpack = partial(msgpack.unpackb, raw=False, strict_map_key=True)
 class BadRecordError(RejectedError):
     """A training record that must not reach a model (see :class:`RejectedError`)."""
 
-    code = 4  # EXIT_INPUT: bad input data
-
 
 def _show(value: object, limit: int = 60) -> str:
     text = repr(value)

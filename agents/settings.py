@@ -109,130 +109,26 @@ class LocalKafkaSettings(FileSettings):
 class JobSettings(FileSettings):
     """One kafka-ps job: which broker, which topics, where local state lives.
 
-    Parameters
-    ----------
-    broker
-        ``KPS_BROKER``: the bootstrap servers, ``host:port[,host:port...]``.
-    app_id
-        ``KPS_APP_ID``: the job's name; its consumer groups and topics start with it.
-    data_dir
-        ``KPS_DATA_DIR``: where processes keep their local table state;
-        ``.kps/data`` in the working directory by default.
-    input_topic
-        ``KPS_INPUT_TOPIC``: the training topic, which producers write.
-    partitions
-        ``KPS_PARTITIONS``: training partitions (>= 1): logical workers, and partitions of
-        the input, replies and predictions topics.
-    instance_id
-        ``KPS_INSTANCE_ID``: static group membership (KIP-345), unique per process; a
-        process restarted with it takes its partitions back without a rebalance. None
-        (the default): dynamic membership.
-    standby_replicas
-        ``KPS_STANDBY_REPLICAS``: standby copies of each table partition kept warm by
-        other server processes (>= 0), so a moved partition needs no rebuild.
-    stop_timeout
-        ``KPS_STOP_TIMEOUT``: seconds (> 0) a process may take to stop after SIGTERM
-        before it exits anyway; ``kps train`` allows its processes this plus 1 s.
-    connect_timeout
-        ``KPS_CONNECT_TIMEOUT``: seconds the command line waits for the broker's first
-        answer.
-    session_timeout
-        ``KPS_SESSION_TIMEOUT``: the consumer groups' session timeout in seconds; short,
-        so that a killed process is noticed quickly.
-    heartbeat_interval
-        ``KPS_HEARTBEAT_INTERVAL``: seconds between consumer heartbeats.
-    rebalance_timeout
-        ``KPS_REBALANCE_TIMEOUT``: seconds a rebalance waits for every member to rejoin.
-        Under BSP and SSP a worker whose clock waits on a killed process holds a rebalance
-        this long; a shorter timeout drops such a worker mid-take, and its push, sent after
-        its partition moved, straddles the new owner's and counts records twice (the SSP
-        chaos test at 20 s).
-    commit_interval
-        ``KPS_COMMIT_INTERVAL``: seconds between offset commits.
-    log_level
-        ``KPS_LOG_LEVEL``: debug, info (the default), warning, error or critical.
-    fetch_max_wait_ms
-        ``KPS_FETCH_MAX_WAIT_MS``: longest a consumer's fetch waits on the broker for new
-        records, in milliseconds (Faust fixes 1500).
-    shards
-        ``KPS_SHARDS``: server shards (>= 1): partitions of the shard topic and of the
-        parameter table.
-    model
-        ``KPS_MODEL``: a built-in model's name (agents/models) or
-        ``package.module:factory``.
-    model_params
-        ``KPS_MODEL_PARAMS``: the model's hyper-parameters, a JSON object.
-    batch_size
-        ``KPS_BATCH_SIZE``: records per mini-batch, >= 1.
-    batch_wait
-        ``KPS_BATCH_WAIT``: seconds (> 0) a worker waits for more input messages before it
-        learns what it has read.
-    max_pulls_in_flight
-        ``KPS_MAX_PULLS_IN_FLIGHT``: K, the pull requests one logical worker may have
-        unanswered at once (>= 1); shards hold at most K pulls per worker.
-    pull_timeout
-        ``KPS_PULL_TIMEOUT``: seconds a worker waits for a pull reply before it asks again.
-    publish_interval
-        ``KPS_PUBLISH_INTERVAL``: seconds (> 0) between a shard's publications of its
-        changed parameters and its high-water marks to model-updates.
-    flush_interval
-        ``KPS_FLUSH_INTERVAL``: seconds (> 0) between a shard's flushes of its changed
-        pages to the table (and so to its changelog); pushes are acknowledged after the
-        flush, so a crash replays at most this much of the shard topic.
-    pull_ahead
-        ``KPS_PULL_AHEAD``: under ASP, pull a mini-batch's rows while the mini-batch
-        before learns, for logic that can name its keys beforehand (the hashed models);
-        on by default.
-    pack_input
-        ``KPS_PACK_INPUT``: pack one-record input messages many to a message before the
-        workers read them (agents/packer.py); turn off when producers write ``kps-batch``
-        messages themselves.
-    push_threshold
-        ``KPS_PUSH_THRESHOLD``: Li et al.'s significance filter (>= 0): a key's push is held
-        back while the largest magnitude of its accumulated delta is at most this, and
-        joins the key's next push; 0 (the default) pushes every change.
-    push_dtype
-        ``KPS_PUSH_DTYPE``: the value type of pushes on the wire, float64 or float16 (a
-        push with a value beyond float16's range still goes as float64).
-    page_size
-        ``KPS_PAGE_SIZE``: keys per page of a shard's parameters, the unit of table
-        writes; >= 1.
-    consistency
-        ``KPS_CONSISTENCY``: ``asp``, ``bsp`` or ``ssp:<s>``: asynchronous,
-        bulk-synchronous, or workers at most ``s`` clocks apart (tables/clocks.py).
-    idle_interval
-        ``KPS_IDLE_INTERVAL``: seconds without a mini-batch after which an idle logical
-        worker's clock advances.
-    metrics_window
-        ``KPS_METRICS_WINDOW``: records per progressive-metrics window.
-    warm_start
-        ``KPS_WARM_START``: start parameters from a .npz file (as ``kps model`` writes)
-        or ``topic:<model-updates topic>`` instead of their initialisers; empty: no.
-    export_on_exit
-        ``KPS_EXPORT_ON_EXIT``: a .npz file ``kps train`` writes the model to when the job
-        ends or is stopped; empty: none.
-    metrics_interval
-        ``KPS_METRICS_INTERVAL``: seconds between a process's reports of its dead-letter
-        counts (sent only on change).
-    predict_unlabelled
-        ``KPS_PREDICT_UNLABELLED``: predict records without a label instead of sending
-        them to dead letters.
-    metrics_port
-        ``KPS_METRICS_PORT``: the port (0 to 65535) this process serves Prometheus
-        metrics on at ``/metrics``; 0 (the default): none. ``kps train`` gives its
-        processes this port, the next one, and so on.
-    metrics_host
-        ``KPS_METRICS_HOST``: the address the metrics port listens on; 0.0.0.0 in a
-        container that is scraped from outside.
+    Each field's ``description`` is its one documentation: the ``Parameters`` section below
+    (generated, :func:`agents.config.parameters_section`), ``kps COMMAND --help`` and the
+    settings table of docs/operations.md are made or checked from it.
     """
 
     config_table: ClassVar[str] = "job"
 
     model_config = SettingsConfigDict(env_prefix="KPS_")
 
-    broker: str = "127.0.0.1:9092"
-    app_id: str = "kafka-ps"
-    data_dir: Path = Field(default_factory=lambda: state_dir() / "data")
+    broker: str = Field(
+        default="127.0.0.1:9092", description="the bootstrap servers, host:port[,host:port...]"
+    )
+    app_id: str = Field(
+        default="kafka-ps",
+        description="the job's name; its consumer groups and topics start with it",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: state_dir() / "data",
+        description="where processes keep their local table state",
+    )
     input_topic: str = Field(
         default="kps-training", description="the training topic, which producers write"
     )
@@ -242,28 +138,57 @@ class JobSettings(FileSettings):
         description="training partitions: logical workers, and partitions of the input, "
         "replies and predictions topics",
     )
-    #: Static group membership (KIP-345): a process restarted with the same id takes its
-    #: partitions back at once, without a rebalance. Unique per process; None: dynamic.
-    instance_id: str | None = None
-    #: Standby copies of each table partition kept warm by other server processes, so a
-    #: partition that moves needs no rebuild from the changelog.
-    standby_replicas: int = Field(default=0, ge=0)
-    #: Seconds a process may take to stop after SIGTERM before it exits anyway (a container
-    #: engine SIGKILLs at 10 s); ``kps train`` allows its processes this plus 1 s.
-    stop_timeout: float = Field(default=7.0, gt=0)
-    #: Seconds the command line waits for the broker's first answer before it gives up.
-    connect_timeout: float = 10.0
-    #: Consumer-group timeouts, in seconds; short so that a killed process is noticed quickly.
-    session_timeout: float = 10.0
-    #: A member learns of a rebalance at its next heartbeat, so each join (a process
-    #: starting or coming back) waited up to this long for the others: 1 s cost a job's
-    #: start about a second twice over (the worker group, then the packer group).
-    heartbeat_interval: float = 0.25
-    rebalance_timeout: float = Field(default=60.0, gt=0)
-    commit_interval: float = 1.0
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: Longest a consumer's fetch waits on the broker for new records (Faust fixes 1500).
-    fetch_max_wait_ms: int = 10
+    instance_id: str | None = Field(
+        default=None,
+        description="static group membership (KIP-345), unique per process: a process "
+        "restarted with it takes its partitions back without a rebalance; None: dynamic",
+    )
+    standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="standby copies of each table partition kept warm by other server "
+        "processes, so a partition that moves needs no rebuild from the changelog",
+    )
+    # A container engine SIGKILLs at 10 s.
+    stop_timeout: float = Field(
+        default=7.0,
+        gt=0,
+        description="seconds a process may take to stop after SIGTERM before it exits anyway; "
+        "kps train allows its processes this plus 1 s",
+    )
+    connect_timeout: float = Field(
+        default=10.0,
+        description="seconds the command line waits for the broker's first answer",
+    )
+    session_timeout: float = Field(
+        default=10.0,
+        description="the consumer groups' session timeout in seconds; short, so that a "
+        "killed process is noticed quickly",
+    )
+    # A member learns of a rebalance at its next heartbeat, so each join (a process starting
+    # or coming back) waited up to this long for the others: 1 s cost a job's start about a
+    # second twice over (the worker group, then the packer group).
+    heartbeat_interval: float = Field(
+        default=0.25, description="seconds between consumer heartbeats"
+    )
+    # Under BSP and SSP a worker whose clock waits on a killed process holds a rebalance this
+    # long; a shorter timeout drops such a worker mid-take, and its push, sent after its
+    # partition moved, straddles the new owner's and counts records twice (the SSP chaos
+    # test at 20 s).
+    rebalance_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a rebalance waits for every member to rejoin",
+    )
+    commit_interval: float = Field(default=1.0, description="seconds between offset commits")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="the processes' log level"
+    )
+    fetch_max_wait_ms: int = Field(
+        default=10,
+        description="longest a consumer's fetch waits on the broker for new records, in "
+        "milliseconds (Faust fixes 1500)",
+    )
     shards: int = Field(
         default=2,
         ge=1,
@@ -283,11 +208,16 @@ class JobSettings(FileSettings):
         description="seconds a worker waits for more input messages before it learns what "
         "it has read",
     )
-    #: K: pull requests one logical worker may have unanswered at once (one per shard
-    #: it reads per mini-batch); shards hold at most K pulls per worker.
-    max_pulls_in_flight: int = Field(default=8, ge=1)
-    #: Seconds a worker waits for a pull reply before it asks again.
-    pull_timeout: float = 10.0
+    max_pulls_in_flight: int = Field(
+        default=8,
+        ge=1,
+        description="K, the pull requests one logical worker may have unanswered at once "
+        "(one per shard it reads per mini-batch); shards hold at most K pulls per worker",
+    )
+    pull_timeout: float = Field(
+        default=10.0,
+        description="seconds a worker waits for a pull reply before it asks again",
+    )
     publish_interval: float = Field(
         default=0.05,
         gt=0,
@@ -300,30 +230,47 @@ class JobSettings(FileSettings):
         description="seconds between a shard's flushes of its changed pages to the table; "
         "pushes are acknowledged after the flush",
     )
-    #: Pack one-record input messages many to a message before the workers read them
-    #: (agents/packer.py); off when producers write ``kps-batch`` messages themselves.
-    pack_input: bool = True
-    #: Under ASP, pull a mini-batch's rows while the mini-batch before learns, for logic
-    #: that can name its keys beforehand (the hashed models).
-    pull_ahead: bool = True
-    #: Li et al.'s significance filter: a key's push is held back while the largest
-    #: magnitude of its accumulated delta is at most this (0: push every change); what is
-    #: held back joins the key's next push from the same logical worker.
-    push_threshold: float = Field(default=0.0, ge=0)
-    #: The value type of pushes on the wire: "float64", or "float16" (a push with a value
-    #: beyond float16's range still goes as float64).
-    push_dtype: Literal["float64", "float16"] = "float64"
-    #: Keys per page of a shard's parameters: the unit of table writes (tables/pages.py).
-    page_size: int = Field(default=1024, ge=1)
+    pack_input: bool = Field(
+        default=True,
+        description="pack one-record input messages many to a message before the workers "
+        "read them (agents/packer.py); off when producers write kps-batch messages themselves",
+    )
+    pull_ahead: bool = Field(
+        default=True,
+        description="under ASP, pull a mini-batch's rows while the mini-batch before learns, "
+        "for logic that can name its keys beforehand (the hashed models)",
+    )
+    push_threshold: float = Field(
+        default=0.0,
+        ge=0,
+        description="Li et al.'s significance filter: a key's push is held back while the "
+        "largest magnitude of its accumulated delta is at most this, and joins the key's next "
+        "push; 0 pushes every change",
+    )
+    push_dtype: Literal["float64", "float16"] = Field(
+        default="float64",
+        description="the value type of pushes on the wire (a push with a value beyond "
+        "float16's range still goes as float64)",
+    )
+    page_size: int = Field(
+        default=1024,
+        ge=1,
+        description="keys per page of a shard's parameters, the unit of table writes "
+        "(tables/pages.py)",
+    )
     consistency: str = Field(
         default="asp",
         description="asp, bsp or ssp:<s>: asynchronous, bulk-synchronous, or workers at most "
         "s clocks apart (tables/clocks.py)",
     )
-    #: Seconds without a mini-batch after which an idle logical worker's clock advances.
-    idle_interval: float = 0.2
-    #: Records per progressive-metrics window.
-    metrics_window: int = 10_000
+    idle_interval: float = Field(
+        default=0.2,
+        description="seconds without a mini-batch after which an idle logical worker's clock "
+        "advances",
+    )
+    metrics_window: int = Field(
+        default=10_000, description="records per progressive-metrics window"
+    )
     warm_start: str = Field(
         default="",
         description="start parameters from a .npz file (as kps model writes) or "
@@ -334,16 +281,28 @@ class JobSettings(FileSettings):
         description="a .npz file kps train writes the model to when the job ends or is "
         "stopped (SIGTERM, Ctrl-C)",
     )
-    #: Seconds between a process's reports of its dead-letter counts (sent only on change).
-    metrics_interval: float = 5.0
-    #: Predict records without a label instead of sending them to dead letters.
-    predict_unlabelled: bool = False
-    #: The port this process serves Prometheus metrics on at ``/metrics`` (agents/telemetry.py);
-    #: 0: none. ``kps train`` gives its processes this port, the next one, and so on.
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    #: The address the metrics port listens on: 0.0.0.0 in a container that is scraped
-    #: from outside.
-    metrics_host: str = "127.0.0.1"
+    metrics_interval: float = Field(
+        default=5.0,
+        description="seconds between a process's reports of its dead-letter counts (sent "
+        "only on change)",
+    )
+    predict_unlabelled: bool = Field(
+        default=False,
+        description="predict records without a label instead of sending them to dead letters",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the port this process serves Prometheus metrics on at /metrics "
+        "(agents/telemetry.py); 0: none. kps train gives its processes this port, the next "
+        "one, and so on",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="the address the metrics port listens on: 0.0.0.0 in a container that "
+        "is scraped from outside",
+    )
 
     @field_validator("consistency")
     @classmethod

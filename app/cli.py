@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kafka_ps.agents.config import CONFIG_VARIABLE
-from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.cli_errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, UsageError, failure
-from kafka_ps.app.cli_settings import add_setting_flags, given_settings
+from kafka_ps.app.cli_settings import add_setting_flags, job_settings
 from kafka_ps.app.local_kafka import LocalKafka
 from kafka_ps.app.preflight import Access, require_access, require_broker
 
@@ -41,22 +40,6 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0 if status.running else EXIT_NOT_RUNNING
 
 
-#: The settings ``kps train`` and ``kps demo`` take as flags.
-TRAIN_FLAGS = (
-    "model",
-    "model_params",
-    "batch_size",
-    "partitions",
-    "shards",
-    "consistency",
-    "publish_interval",
-    "export_on_exit",
-    "warm_start",
-)
-#: The settings ``kps produce`` takes as flags.
-PRODUCE_FLAGS = ("input_topic", "partitions")
-
-
 def _check_model(model: str, params: dict[str, object]) -> None:
     """Build the model once here, so that a bad name or parameter fails before any process."""
     from kafka_ps.agents.jobs import load_logic
@@ -70,7 +53,7 @@ def _check_model(model: str, params: dict[str, object]) -> None:
 def _host(args: argparse.Namespace) -> int:
     from kafka_ps.app.process import run_process
 
-    run_process(args.job, JobSettings())
+    run_process(args.job, job_settings(args))
     return 0
 
 
@@ -78,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     from kafka_ps.app.stopping import bound_sigterm
     from kafka_ps.app.train import Stopped, run_training, stop_on_sigterm, training_settings
 
-    configured = JobSettings(**given_settings(args))
+    configured = job_settings(args)
     settings = configured if args.until_end else training_settings(args.dataset, configured)
     if {"model", "model_params"} & configured.model_fields_set:
         _check_model(settings.model, settings.model_params)
@@ -116,7 +99,7 @@ def _produce(args: argparse.Namespace) -> int:
     from kafka_ps.app.sources import read_file
     from kafka_ps.app.train import batched_training_records, training_records
 
-    settings = JobSettings(**given_settings(args))
+    settings = job_settings(args)
     topic, partitions = settings.input_topic, settings.partitions
     source = None
     if args.file:
@@ -172,7 +155,7 @@ class _Counted:
 
 def _health(args: argparse.Namespace) -> int:
     """A container's health: the job's broker answers (``HEALTHCHECK`` in docker/Dockerfile)."""
-    settings = JobSettings()
+    settings = job_settings(args)
     require_broker(settings.broker, min(settings.connect_timeout, 5.0))
     print(f"ok: {settings.broker} answers")
     return 0
@@ -181,7 +164,7 @@ def _health(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from kafka_ps.app.status import show_status
 
-    settings = JobSettings()
+    settings = job_settings(args)
     require_broker(settings.broker, settings.connect_timeout)
     show_status(settings, once=args.once, interval=args.interval)
     return 0
@@ -190,7 +173,7 @@ def _status(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from kafka_ps.app.plot import plot_learning_curve
 
-    settings = JobSettings()
+    settings = job_settings(args)
     require_broker(settings.broker, settings.connect_timeout)
     try:
         points = plot_learning_curve(settings, Path(args.out))
@@ -203,7 +186,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _exporter(args: argparse.Namespace) -> int:
     from kafka_ps.app.exporter import serve
 
-    settings = JobSettings()
+    settings = job_settings(args)
     require_broker(settings.broker, settings.connect_timeout)
     print(f"serving job {settings.app_id}'s metrics on :{args.port}/metrics", flush=True)
     serve(settings, args.port, args.interval)
@@ -214,7 +197,7 @@ def _model(args: argparse.Namespace) -> int:
     from kafka_ps.agents.model_export import export_npz
     from kafka_ps.agents.warm_start import load_warm_start
 
-    settings = JobSettings()
+    settings = job_settings(args)
     require_broker(settings.broker, settings.connect_timeout)
     if args.topic:
         count = export_npz(settings.broker, args.topic, args.out)
@@ -266,21 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.set_defaults(handler=_kafka)
 
-    hosting = "configured by KPS_* variables and the settings file; runs until SIGTERM"
+    hosting = "configured by flags, KPS_* variables and the settings file; runs until SIGTERM"
     serve = commands.add_parser(
         "serve", help="run a process that hosts shards of the job's parameters", epilog=hosting
     )
+    add_setting_flags(serve)
     serve.set_defaults(handler=_host, job="server")
     learn = commands.add_parser(
         "learn",
         help="run a process that hosts logical workers (training partitions)",
         epilog=hosting,
     )
+    add_setting_flags(learn)
     learn.set_defaults(handler=_host, job="worker")
     host = commands.add_parser(
         "host", help="run a process that hosts any job: server, worker or module:attribute"
     )
     host.add_argument("job", help="server (as kps serve), worker (as kps learn), module:attribute")
+    add_setting_flags(host)
     host.set_defaults(handler=_host)
     # The old spelling: `kps worker --job server` is `kps serve`, `--job worker` `kps learn`.
     alias = commands.add_parser(
@@ -290,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is kps learn, --job module:attribute is kps host module:attribute.",
     )
     alias.add_argument("--job", default="worker", help="server, worker, or module:attribute")
+    add_setting_flags(alias)
     alias.set_defaults(handler=_host)
 
     for name, help_text in [
@@ -308,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(
             "--until-end",
             action="store_true",
-            help="learn what KPS_INPUT_TOPIC holds now (job set by KPS_* variables), then stop",
+            help="learn what the input topic holds now (the job its settings name), then stop",
         )
         train.add_argument(
             "--workers", type=int, default=2, help="processes hosting logical workers (kps learn)"
@@ -317,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--servers", type=int, default=1, help="processes hosting shards (kps serve)"
         )
         train.add_argument("--limit", type=int, default=None)
-        add_setting_flags(train, TRAIN_FLAGS)
+        add_setting_flags(train)
         train.set_defaults(handler=_train)
 
     produce = commands.add_parser(
@@ -349,22 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON record per Kafka message instead of kps-batch messages of 1000",
     )
     produce.add_argument("--limit", type=int, default=None)
-    add_setting_flags(produce, PRODUCE_FLAGS, aliases={"input_topic": "--topic"})
+    add_setting_flags(produce, aliases={"input_topic": "--topic"})
     produce.set_defaults(handler=_produce)
 
     status = commands.add_parser("status", help="the live job (KPS_APP_ID), refreshing")
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    add_setting_flags(status)
     status.set_defaults(handler=_status)
     plot = commands.add_parser("plot", help="the job's learning curve as a PNG")
     plot.add_argument("--out", default="learning-curve.png")
+    add_setting_flags(plot)
     plot.set_defaults(handler=_plot)
     exporter = commands.add_parser("exporter", help="serve the job's metrics to Prometheus")
     exporter.add_argument("--port", type=int, default=9108)
     exporter.add_argument("--interval", type=float, default=5.0, help="seconds between reads")
+    add_setting_flags(exporter)
     exporter.set_defaults(handler=_exporter)
 
     health = commands.add_parser("health", help="exit 0 if the job's broker (KPS_BROKER) answers")
+    add_setting_flags(health)
     health.set_defaults(handler=_health)
 
     model = commands.add_parser("model", help="read the model-updates topic into a .npz file")
@@ -374,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: <KPS_APP_ID>-model-updates over the job's KPS_WARM_START values",
     )
+    add_setting_flags(model)
     model.set_defaults(handler=_model)
 
     bench = commands.add_parser(

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, TypedDict
 import numpy as np
 
 from kafka_ps.agents.api import Task
-from kafka_ps.app.cli_errors import EXIT_INPUT
 from kafka_ps.tables.errors import KafkaPsError
 
 if TYPE_CHECKING:
@@ -113,8 +112,6 @@ class RecordFields(TypedDict):
 
 class DatasetUnavailableError(KafkaPsError, RuntimeError):
     """The package that ships a data set is not installed; the message says how to fix it."""
-
-    code = EXIT_INPUT
 
 
 def _require(module: str, dataset: str, install: str) -> ModuleType:

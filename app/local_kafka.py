@@ -28,7 +28,6 @@ from confluent_kafka.admin import AdminClient
 from kafka_ps.agents.deadline import Deadline
 from kafka_ps.agents.security import MAX_MESSAGE_BYTES, KafkaSecurity, confluent_config
 from kafka_ps.agents.settings import LocalKafkaSettings
-from kafka_ps.app.cli_errors import EXIT_KAFKA_TOOL
 from kafka_ps.tables.errors import KafkaPsError
 
 #: The broker's files, shipped as package data of ``app``.
@@ -45,8 +44,6 @@ def _package_file(name: str, destination: Path) -> Path:
 
 class LocalKafkaError(KafkaPsError, RuntimeError):
     """Something stops the local broker from starting; the message says what."""
-
-    code = EXIT_KAFKA_TOOL
 
 
 @dataclass(frozen=True)

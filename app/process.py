@@ -29,7 +29,6 @@ from kafka_ps.agents.faust_app import create_app
 from kafka_ps.agents.jobs import job_named
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.agents.topics import ensure_topics
-from kafka_ps.app.cli_errors import EXIT_PROCESS_DIED
 from kafka_ps.app.input_schema import with_input_schema
 from kafka_ps.app.orphans import die_with_parent, parent_env
 from kafka_ps.app.preflight import Access
@@ -49,8 +48,6 @@ class ProcessDied(KafkaPsError, RuntimeError):
     message
         Which process, how it exited and where its log is, then the end of its log.
     """
-
-    code = EXIT_PROCESS_DIED
 
 
 def command_line(job: str) -> list[str]:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from kafka_ps.agents.records import FIELDS, BadRecordError, record_from_object
-from kafka_ps.app.cli_errors import EXIT_INPUT
 from kafka_ps.tables.errors import KafkaPsError
 
 
@@ -66,8 +65,6 @@ SUFFIXES = {
 
 class InputError(KafkaPsError, ValueError):
     """A file, or a row of it, that cannot become training records; the message is one line."""
-
-    code = EXIT_INPUT
 
 
 @dataclass

@@ -12,26 +12,19 @@ import pytest
 import yaml
 
 from kafka_ps.agents.settings import JobSettings
-from kafka_ps.app.cli import PRODUCE_FLAGS, TRAIN_FLAGS, build_parser
+from kafka_ps.app.cli import build_parser
 from kafka_ps.app.cli_errors import EXIT_USAGE
-from kafka_ps.app.cli_settings import given_settings
+from kafka_ps.app.cli_settings import given_settings, job_settings
+from kafka_ps.app.process import child_env, settings_env
 from kafka_ps.app.train import DEFAULT_PARAMS, training_settings
 from tests.cli import run_kps
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
-#: The settings each command takes as flags, all generated from JobSettings.
-COMMAND_SETTINGS = {
-    "train": set(TRAIN_FLAGS),
-    "demo": set(TRAIN_FLAGS),
-    "produce": set(PRODUCE_FLAGS),
-}
-#: The settings the commands use that must be among their flags.
-REQUIRED = {
-    "train": {"model", "model_params", "batch_size", "partitions", "shards", "consistency"}
-    | {"publish_interval", "export_on_exit", "warm_start"},
-    "produce": {"input_topic", "partitions"},
-}
+#: The commands that run or read a job, each taking every setting as a flag.
+JOB_COMMANDS = ("serve", "learn", "host", "worker", "train", "demo", "produce")
+JOB_COMMANDS += ("status", "plot", "exporter", "health", "model")
+COMMAND_SETTINGS = {command: set(JobSettings.model_fields) for command in JOB_COMMANDS}
 
 #: What ``kps train`` sets for a data set's fresh job, whatever the settings say.
 PER_RUN = {"app_id", "input_topic", "data_dir", "model", "model_params"}
@@ -67,8 +60,6 @@ def test_every_flag_named_after_a_setting_is_generated_from_it() -> None:
         for name, action in setting_flags.items():
             assert f"--{name.replace('_', '-')}" in action.option_strings
             assert action.default is argparse.SUPPRESS, f"kps {command} --{name}: own default"
-    for command, names in REQUIRED.items():
-        assert names <= COMMAND_SETTINGS[command], command
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_SETTINGS))
@@ -199,3 +190,65 @@ def test_compose_defaults_are_the_models() -> None:
         assert default, f"{variable}: {value}"
         JobSettings.__pydantic_validator__.validate_assignment(checked, name, default[1])
         assert getattr(checked, name) == getattr(JobSettings(), name), variable
+
+
+def test_bool_and_literal_settings_get_their_own_kind_of_flag() -> None:
+    settings = settings_from(
+        "serve", "--no-pack-input", "--predict-unlabelled", "--log-level", "debug",
+        "--push-dtype", "float16", "--instance-id", "a-1",
+    )  # fmt: skip
+    assert (settings.pack_input, settings.predict_unlabelled) == (False, True)
+    assert (settings.log_level, settings.push_dtype, settings.instance_id) == (
+        "debug",
+        "float16",
+        "a-1",
+    )
+    assert settings_from("learn", "--pack-input").pack_input is True
+
+
+def test_an_existing_flag_keeps_its_meaning() -> None:
+    """``kps model --topic`` is the topic to read, not ``--input-topic``; ``kps produce
+    --topic`` is ``--input-topic``; kps train's own flags are not settings."""
+    args = build_parser().parse_args(["model", "--topic", "old-model-updates"])
+    assert args.topic == "old-model-updates" and "input_topic" not in given_settings(args)
+    args = build_parser().parse_args(["train", "--workers", "3", "--limit", "9", "--until-end"])
+    assert (args.workers, args.limit, args.until_end, given_settings(args)) == (3, 9, True, {})
+
+
+def test_a_flag_reaches_the_environment_of_the_processes_a_command_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KPS_BATCH_SIZE", "64")
+    settings = job_settings(
+        build_parser().parse_args(
+            ["train", "--batch-size", "7", "--no-pull-ahead", "--model-params", '{"a": 1}']
+        )
+    )
+    env = child_env(settings)
+    assert env == {**env, **settings_env(settings)}
+    assert (env["KPS_BATCH_SIZE"], env["KPS_PULL_AHEAD"], env["KPS_MODEL_PARAMS"]) == (
+        "7",
+        "false",
+        '{"a": 1}',
+    )
+    for name, value in env.items():
+        if name.startswith("KPS_"):
+            monkeypatch.setenv(name, value)
+    assert JobSettings() == settings
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
+        (["learn", "--model-params", "{nope"], "argument --model-params: '{nope' is not JSON"),
+        (["status", "--metrics-port", "70000"], "argument --metrics-port: '70000' is not valid"),
+    ],
+)
+def test_a_bad_value_of_any_commands_flag_stops_with_one_line_and_exit_2(
+    args: list[str], message: str
+) -> None:
+    result = run_kps(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == EXIT_USAGE and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"kps {args[0]}: error: {message}"), lines[0]

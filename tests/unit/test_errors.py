@@ -10,7 +10,7 @@ import pytest
 
 import kafka_ps
 from kafka_ps.agents import KafkaPsError as exported
-from kafka_ps.app.cli_errors import failure
+from kafka_ps.app.cli_errors import EXIT_CODES, EXIT_USAGE, failure
 from kafka_ps.tables.errors import KafkaPsError
 
 #: Error classes still outside the root, in modules another branch is rewriting; they join
@@ -77,3 +77,15 @@ def test_the_command_line_ends_with_each_errors_documented_code(
 ) -> None:
     error = getattr(importlib.import_module(module), name)("first line\nsecond line")
     assert failure(error) == ("first line", code)
+
+
+@pytest.mark.parametrize(("module", "name", "code"), EXIT_CODES)
+def test_each_exit_code_names_an_error_that_exists(module: str, name: str, code: int) -> None:
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, KafkaPsError) and code != EXIT_USAGE
+
+
+def test_no_error_knows_its_exit_code() -> None:
+    """The mapping from error to exit code lives in app/cli_errors.py alone (issue 16)."""
+    knowing = [cls.__qualname__ for cls in _error_classes() if hasattr(cls, "code")]
+    assert knowing == []

@@ -10,7 +10,7 @@ import pytest
 
 from kafka_ps.agents.settings import JobSettings
 from kafka_ps.app.api import JobError
-from kafka_ps.app.cli_errors import EXIT_PROCESS_DIED, failure
+from kafka_ps.app.cli_errors import EXIT_PROCESS_DIED, exit_code, failure
 from kafka_ps.app.process import JobProcess, ProcessDied
 
 
@@ -32,7 +32,7 @@ def test_a_process_that_exited_is_reported_with_its_code_and_its_log(tmp_path: P
 
 def test_the_python_api_reports_a_died_process_as_a_job_error() -> None:
     assert issubclass(JobError, ProcessDied)
-    assert JobError("x").code == EXIT_PROCESS_DIED
+    assert exit_code(JobError("x")) == EXIT_PROCESS_DIED
 
 
 def _running(process: JobProcess, log: Path, lines: list[str]) -> subprocess.Popen[bytes]:
