@@ -268,9 +268,8 @@ class ShardAgent:
         return message
 
     async def answer(self, state: ShardState, pull: PsMessage) -> None:
-        """Reply with the values; ``clock`` carries the shard's slowest worker clock,
-        ``first_offset`` the requesting worker's own clock and ``last_offset`` its
-        high-water mark here."""
+        """Reply with the values, the shard's slowest worker clock, and the requesting
+        worker's own clock and high-water mark here."""
         reply = PsMessage(
             Kind.REPLY,
             pull.worker,
@@ -278,8 +277,8 @@ class ShardAgent:
             state.shard.pull(pull.keys),
             clock=state.clocks.minimum(self.workers),
             request_id=pull.request_id,
-            first_offset=state.clocks.get(pull.worker),
-            last_offset=state.marks.get(pull.worker),
+            worker_clock=state.clocks.get(pull.worker),
+            mark=state.marks.get(pull.worker),
         )
         await self.transport.send(self.reply_topic, encode_message(reply), pull.worker)
         self.telemetry.answered(state.shard.shard)

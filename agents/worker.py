@@ -197,7 +197,7 @@ class KafkaPsClient:
         replies = await asyncio.gather(
             *(self._pull_shard(shard, []) for shard in range(self.settings.shards))
         )
-        return [(reply.first_offset, reply.last_offset) for reply in replies]
+        return [(reply.worker_clock, reply.mark) for reply in replies]
 
     def push_many(self, deltas: Mapping[bytes, np.ndarray]) -> None:
         """Refuse at once what a shard would reject (by the rule agents/local.py applies

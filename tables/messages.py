@@ -4,7 +4,7 @@ One message carries one shard's keys for one mini-batch, so a worker sends one p
 one push per shard per mini-batch. Layout, little-endian:
 
     header   magic "KM", version u8, kind u8, worker i32, clock i64, request_id u64,
-             first_offset i64, last_offset i64, n_keys u32, n_values u32
+             first_offset|worker_clock i64, last_offset|mark i64, n_keys u32, n_values u32
     keys     (n_keys + 1) u32 end positions into the key blob, then the key blob
     values   (replies and pushes) n_keys + 1 u64 element positions, then the data:
              float64 in a version 1 message, float16 in a version 2 message (pushes
@@ -12,6 +12,10 @@ one push per shard per mini-batch. Layout, little-endian:
 
 A reply's values for a key are all its slots (value and optimizer state), a push's
 values its delta slots; the receiver reshapes them with the parameter's spec.
+
+Two header slots mean one thing per kind: a reply's ``worker_clock`` and ``mark``, any
+other message's ``first_offset`` and ``last_offset``. Only this module maps them, so the
+wire stays as it was and no reader takes one for the other.
 """
 
 from __future__ import annotations
@@ -69,12 +73,18 @@ class PsMessage:
     request_id
         Matches a reply to its pull (a random 63-bit id); 0 (the default) otherwise.
     first_offset
-        A push: the first training offset it covers (inclusive). A reply: the requesting
-        worker's own clock at the shard. -1 (the default) for none.
+        A push: the first training offset it covers (inclusive). -1 (the default) for none;
+        always -1 on a reply.
     last_offset
         A push: the last training offset it covers (inclusive), for the per-worker
-        high-water mark. A reply: that worker's high-water mark at the shard. -1 (the
-        default) for none.
+        high-water mark. -1 (the default) for none; always -1 on a reply.
+    worker_clock
+        A reply: the requesting worker's own clock at the shard. -1 (the default) for none;
+        always -1 on other kinds.
+    mark
+        A reply: the requesting worker's high-water mark at the shard, the highest training
+        offset of its pushes applied there. -1 (the default) for none; always -1 on other
+        kinds.
     """
 
     kind: Kind
@@ -83,9 +93,10 @@ class PsMessage:
     values: Sequence[np.ndarray] = ()
     clock: int = -1
     request_id: int = 0
-    #: Training offsets a push covers (inclusive), for the per-worker high-water mark.
     first_offset: int = -1
     last_offset: int = -1
+    worker_clock: int = -1
+    mark: int = -1
 
 
 def encode_message(message: PsMessage, half: bool = False) -> bytes:
@@ -100,6 +111,7 @@ def encode_message(message: PsMessage, half: bool = False) -> bytes:
             largest = max(float(np.abs(np.asarray(v)).max(initial=0.0)) for v in values)
         version = HALF if largest <= HALF_MAX else VERSION
     wire = VALUE_TYPES[version]
+    slot_a, slot_b = _offset_slots(message)
     key_ends = np.cumsum([len(key) for key in keys], dtype=np.uint32) if keys else []
     parts = [
         HEADER.pack(
@@ -109,8 +121,8 @@ def encode_message(message: PsMessage, half: bool = False) -> bytes:
             message.worker,
             message.clock,
             message.request_id,
-            message.first_offset,
-            message.last_offset,
+            slot_a,
+            slot_b,
             len(keys),
             len(message.values),
         ),
@@ -139,7 +151,7 @@ def decode_message(data: bytes) -> PsMessage:
     view = memoryview(data)
     if len(view) < HEADER.size:
         raise MessageError(f"{len(view)} bytes is shorter than the {HEADER.size}-byte header")
-    magic, version, kind, worker, clock, request_id, first, last, n_keys, n_values = (
+    magic, version, kind, worker, clock, request_id, slot_a, slot_b, n_keys, n_values = (
         HEADER.unpack_from(view)
     )
     wire = VALUE_TYPES.get(version)
@@ -180,7 +192,23 @@ def decode_message(data: bytes) -> PsMessage:
             values = np.split(flat, ends[1:-1].astype(np.int64))
     if position != len(view):
         raise MessageError(f"{len(view) - position} unexpected trailing bytes")
-    return PsMessage(kind, worker, keys, values, clock, request_id, first, last)
+    if kind is Kind.REPLY:
+        return PsMessage(
+            kind, worker, keys, values, clock, request_id, worker_clock=slot_a, mark=slot_b
+        )
+    return PsMessage(kind, worker, keys, values, clock, request_id, slot_a, slot_b)
+
+
+def _offset_slots(message: PsMessage) -> tuple[int, int]:
+    """The two header slots after the request id, filled by the message's kind; a field
+    the kind does not carry must be unset, or it would be lost on the way."""
+    if message.kind is Kind.REPLY:
+        if message.first_offset != -1 or message.last_offset != -1:
+            raise MessageError("a reply carries no training offsets")
+        return message.worker_clock, message.mark
+    if message.worker_clock != -1 or message.mark != -1:
+        raise MessageError(f"a {message.kind.name.lower()} carries no worker clock or mark")
+    return message.first_offset, message.last_offset
 
 
 def _array(view: memoryview, position: int, dtype: str, count: int) -> np.ndarray:

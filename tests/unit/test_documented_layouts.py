@@ -14,6 +14,7 @@ from kafka_ps.agents.api import Prediction, TrainingRecord
 from kafka_ps.agents.batches import encode_batch, split_message
 from kafka_ps.agents.records import encode_record
 from kafka_ps.agents.worker import Unit, predictions_message
+from kafka_ps.tables.messages import Kind, PsMessage, decode_message, encode_message
 from kafka_ps.tables.pages import page_key
 from kafka_ps.tables.params import ParamRegistry, ParamSpec
 from kafka_ps.tables.shard import Shard
@@ -38,6 +39,20 @@ def test_a_table_page_reads_as_documented() -> None:
     assert (dtype, n_slots, rule, stamp, shape) == (2, 2, 3, 41, (2, 2))
     slots = np.frombuffer(record, "<f8", offset=24 + 4 * ndim).reshape(n_slots, *shape)
     np.testing.assert_allclose(slots[1], [[1.0, 1.0], [4.0, 4.0]])  # AdaGrad's sums, row per key
+
+
+def test_a_reply_and_a_push_header_read_as_documented() -> None:
+    """A reply's offset slots carry the worker's clock and mark; a push's, its training
+    offsets."""
+    reply = PsMessage(Kind.REPLY, 5, [b"w:1"], [np.ones(2)], 3, 77, worker_clock=4, mark=90)
+    push = PsMessage(Kind.PUSH, 5, [b"w:1"], [np.ones(2)], 4, first_offset=91, last_offset=95)
+    header = "<2sBBiqQqqII"
+    assert struct.calcsize(header) == 48
+    assert struct.unpack_from(header, encode_message(reply)) == (b"KM", 1, 2, 5, 3, 77, 4, 90, 1, 1)
+    assert struct.unpack_from(header, encode_message(push)) == (b"KM", 1, 3, 5, 4, 0, 91, 95, 1, 1)
+    by_hand = struct.pack(header, b"KM", 1, 2, 0, 8, 6, 2, 41, 0, 0) + struct.pack("<I", 0)
+    decoded = decode_message(by_hand)
+    assert (decoded.clock, decoded.request_id, decoded.worker_clock, decoded.mark) == (8, 6, 2, 41)
 
 
 def test_a_kps_batch_written_by_hand_splits_into_its_records() -> None:

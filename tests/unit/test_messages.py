@@ -25,6 +25,32 @@ def test_push_round_trip_keeps_every_field() -> None:
         np.testing.assert_array_equal(got, sent.ravel())
 
 
+def test_reply_round_trip_keeps_the_worker_clock_and_mark() -> None:
+    reply = PsMessage(Kind.REPLY, 2, [], clock=4, request_id=9, worker_clock=6, mark=1234)
+    decoded = decode_message(encode_message(reply))
+    assert (decoded.kind, decoded.worker, decoded.clock, decoded.request_id) == (
+        Kind.REPLY,
+        2,
+        4,
+        9,
+    )
+    assert (decoded.worker_clock, decoded.mark) == (6, 1234)
+    assert (decoded.first_offset, decoded.last_offset) == (-1, -1)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        PsMessage(Kind.REPLY, 0, [], first_offset=3),
+        PsMessage(Kind.PUSH, 0, [], mark=3),
+        PsMessage(Kind.PULL, 0, [], worker_clock=3),
+    ],
+)
+def test_a_field_the_kind_does_not_carry_is_refused_not_dropped(message: PsMessage) -> None:
+    with pytest.raises(MessageError, match="carries no"):
+        encode_message(message)
+
+
 def test_pull_without_values_and_empty_message() -> None:
     pull = decode_message(encode_message(PsMessage(Kind.PULL, 0, [b"w:9", b"w:10"])))
     assert pull.keys == [b"w:9", b"w:10"] and list(pull.values) == []

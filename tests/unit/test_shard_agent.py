@@ -108,6 +108,16 @@ def test_a_pull_is_answered_with_the_stored_value_on_the_worker_s_reply_partitio
     assert shard.replies(0) == []
 
 
+def test_a_keyless_pull_is_answered_with_the_worker_s_clock_and_mark() -> None:
+    shard = Harness()
+    shard.serve(shard.produce(push(worker=1, offsets=(10, 14), clock=5)))
+    shard.serve(shard.produce(PsMessage(Kind.PULL, 1, [], clock=0, request_id=8)))
+    reply = shard.replies(1)[-1]
+    assert (reply.request_id, list(reply.keys)) == (8, [])
+    assert (reply.worker_clock, reply.mark) == (6, 14)  # its push ended clock 5
+    assert (reply.first_offset, reply.last_offset) == (-1, -1)
+
+
 def test_a_push_delivered_twice_is_applied_once() -> None:
     shard = Harness()
     record = shard.produce(push())

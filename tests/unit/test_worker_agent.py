@@ -178,6 +178,25 @@ def test_a_replayed_mini_batch_is_cut_where_a_shard_s_mark_falls() -> None:
     assert sum(agent.replays["straddled"] for agent in ps.shards) == 0
 
 
+def test_a_worker_reads_its_clock_and_mark_from_every_shard_s_reply() -> None:
+    a, b = 0, 4
+    ps = job(batch_size=2)
+    events = ps.feed(records(a, b, a))
+    state: list[tuple[int, int]] = []
+
+    async def ask(ps: InMemoryJob) -> None:
+        await ps.worker.train(events)  # batch 0-1 on both shards, then 2 on shard 0 only
+        state.extend(await ps.worker.client_for(0, 0).shard_state())
+
+    run(ps, ask)
+    shards = [
+        (agent.states[p].clocks.get(0), agent.states[p].marks.get(0))
+        for p, agent in enumerate(ps.shards)
+    ]
+    assert state == shards
+    assert [mark for _, mark in state] == [2, 1]
+
+
 def test_bad_records_go_to_dead_letters_and_the_rest_are_learned() -> None:
     ps = job(batch_size=10)
     bug = encode_record({"k": 3, "bug": 1}, label=1.0)
