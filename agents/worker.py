@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import numpy as np
@@ -381,6 +382,31 @@ def _by_shard(keys: Sequence[bytes], shards: int) -> list[tuple[int, np.ndarray]
     return list(zip(present.tolist(), np.split(order, starts[1:]), strict=True))
 
 
+class ProbeClient(KafkaPsClient):
+    """A client that only checks whether the logic takes some records: it is never
+    flushed, so it pushes nothing, and it pulls each key once for all the probes of a
+    mini-batch that share its ``pulled`` rows (the checks of a bisection).
+
+    Parameters
+    ----------
+    pulled
+        Each key's slots as a shard replied, shared by the probes of one mini-batch.
+    *args
+        As for :class:`KafkaPsClient`.
+    """
+
+    def __init__(self, pulled: dict[bytes, np.ndarray], *args: Any) -> None:
+        super().__init__(*args)
+        self.pulled = pulled
+
+    async def _pull_shard(self, shard: int, keys: list[bytes]) -> PsMessage:
+        missing = [key for key in keys if key not in self.pulled]
+        if missing:
+            reply = await super()._pull_shard(shard, missing)
+            self.pulled.update(zip(reply.keys, reply.values, strict=True))
+        return PsMessage(Kind.REPLY, self.worker, keys, [self.pulled[key] for key in keys])
+
+
 def _reason(error: Exception) -> DeadLetterReason:
     """Why the logic failed on a record, as a dead-letter reason."""
     if isinstance(error, UnknownParameterError):
@@ -504,13 +530,16 @@ class WorkerAgent:
         #: assigned it partitions again (:meth:`heartbeat`).
         self.handed_over: set[int] = set()
 
-    def client_for(self, worker: int, clock: int) -> KafkaPsClient:
-        """A client for one mini-batch of logical worker ``worker`` at ``clock``."""
+    def client_for(
+        self, worker: int, clock: int, pulled: dict[bytes, np.ndarray] | None = None
+    ) -> KafkaPsClient:
+        """A client for one mini-batch of logical worker ``worker`` at ``clock``; with
+        ``pulled``, a :class:`ProbeClient` sharing those pulled rows."""
         gate = self.in_flight.setdefault(
             worker, asyncio.Semaphore(self.settings.max_pulls_in_flight)
         )
         held = self.held_back.setdefault(worker, {})
-        return KafkaPsClient(
+        parts = (
             self.transport,
             self.settings,
             self.registry,
@@ -521,6 +550,7 @@ class WorkerAgent:
             held,
             self.telemetry,
         )
+        return KafkaPsClient(*parts) if pulled is None else ProbeClient(pulled, *parts)
 
     async def clock_of(self, worker: int) -> int:
         """The logical worker's clock, learned from the shards when this process takes it
@@ -734,8 +764,9 @@ class WorkerAgent:
     ) -> tuple[KafkaPsClient, list[TrainingRecord]]:
         """The client that ran the logic on the units' ``records``, and the records learned.
 
-        When the batch fails, the records the logic cannot take are found one by one,
-        sent to dead letters and dropped from ``units``; the rest are learned."""
+        When the batch fails, the records the logic cannot take are found by bisection
+        (:meth:`rejected`), sent to dead letters and dropped from ``units``; the rest are
+        learned."""
         client = self.client_for(worker, clock)
         client.ahead = ahead
         try:
@@ -743,37 +774,59 @@ class WorkerAgent:
                 await self.logic.on_batch(records, client)
             return client, records
         except Exception:
-            client = self.client_for(worker, clock)
+            raws = [raw for unit in units for raw in unit.raw]
+            rejected = set(await self.rejected(worker, clock, records, raws))
+            position = 0
             for unit in units:
-                kept = [
-                    (record, raw)
-                    for record, raw in zip(unit.records, unit.raw, strict=True)
-                    if await self.logic_accepts(record, raw, clock)
-                ]
-                unit.records = [record for record, _ in kept]
-                unit.raw = [raw for _, raw in kept]
+                kept = [j for j in range(len(unit.records)) if position + j not in rejected]
+                position += len(unit.records)
+                unit.records = [unit.records[j] for j in kept]
+                unit.raw = [unit.raw[j] for j in kept]
             records = [record for unit in units for record in unit.records]
+            client = self.client_for(worker, clock)
             await self.logic.on_batch(records, client)
             return client, records
         finally:
             if ahead is not None:
                 ahead.cancel()  # taken already, or never to be: its replies are not awaited
 
-    async def logic_accepts(
-        self, record: TrainingRecord, raw: tuple[bytes, bytes | None, int | None], clock: int
-    ) -> bool:
-        """Does the logic take ``record`` alone? If not, it goes to dead letters."""
-        probe = self.client_for(record.partition, clock)
-        try:
-            await self.logic.on_batch([record], probe)
-        except Exception as error:
-            value, key, index = raw
-            origin = Origin(self.settings.input_topic, record.partition, record.offset, index)
-            await self.dead_letters.send(
-                value, key, _reason(error), repr(error), origin, Blame.LOGIC
-            )
-            return False
-        return True
+    async def rejected(
+        self,
+        worker: int,
+        clock: int,
+        records: list[TrainingRecord],
+        raws: list[tuple[bytes, bytes | None, int | None]],
+    ) -> list[int]:
+        """The positions of the ``records`` (a mini-batch the logic failed on) that the
+        logic cannot take alone; each goes to dead letters, in order.
+
+        Halves that fail are split again down to single records, so k bad records of n
+        cost O(k log n) dry runs rather than n, and the dry runs pull each key once.
+        """
+        pulled: dict[bytes, np.ndarray] = {}
+
+        async def within(start: int, end: int) -> list[int]:
+            try:
+                await self.logic.on_batch(
+                    records[start:end], self.client_for(worker, clock, pulled)
+                )
+            except Exception as error:
+                if end - start > 1:
+                    return await halves(start, end)
+                value, key, index = raws[start]
+                origin = Origin(self.settings.input_topic, worker, records[start].offset, index)
+                await self.dead_letters.send(
+                    value, key, _reason(error), repr(error), origin, Blame.LOGIC
+                )
+                return [start]
+            return []
+
+        async def halves(start: int, end: int) -> list[int]:
+            middle = (start + end) // 2
+            return await within(start, middle) + await within(middle, end)
+
+        # The whole mini-batch failed already: one record is checked alone, more are split.
+        return await (within(0, 1) if len(records) == 1 else halves(0, len(records)))
 
     async def publish_predictions(
         self, worker: int, units: list[Unit], predictions: list[Prediction]

@@ -211,6 +211,52 @@ def test_bad_records_go_to_dead_letters_and_the_rest_are_learned() -> None:
     assert [count(ps, k) for k in (1, 2, 3)] == [1.0, 1.0, 0.0]
 
 
+class Counted(Count):
+    """:class:`Count` that counts its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def on_batch(
+        self, records: Sequence[TrainingRecord], ps: BatchParameterServerClient
+    ) -> None:
+        self.runs += 1
+        await super().on_batch(records, ps)
+
+
+@pytest.mark.parametrize("bad", [{37}, {3, 40, 41}])
+def test_a_failing_mini_batch_is_bisected_for_its_bad_records(bad: set[int]) -> None:
+    """k bad records of n cost O(k log n) dry runs, which pull each key once, not a run
+    and a pull per record; the bad go to dead letters in order, the rest learn once."""
+    n, logic = 64, Counted()
+    settings = JobSettings(app_id="j", partitions=1, shards=2, pack_input=False, batch_size=n)
+    ps = InMemoryJob(settings, logic)
+    fields = [{"k": t % 8, "bug": 1} if t in bad else {"k": t % 8} for t in range(n)]
+    events = ps.feed([encode_record(f, label=1.0) for f in fields])
+    run(ps, lambda ps: ps.worker.train(events))
+
+    dead = [dict(r.headers) for r in ps.transport.records(settings.topic("dead-letters"))]
+    assert [(h["kps-reason"], h["kps-blame"], int(h["kps-offset"])) for h in dead] == [
+        (b"model_error", b"logic", t) for t in sorted(bad)
+    ]
+    assert [count(ps, k) for k in range(8)] == [
+        sum(1 for t in range(k, n, 8) if t not in bad) for k in range(8)
+    ]
+    published = ps.transport.records(settings.topic("predictions"), 0)
+    assert len(published) == 1
+    assert json.loads(published[0].value)["offsets"] == [t for t in range(n) if t not in bad]
+    checks = logic.runs - 2  # the mini-batch that failed, and the one learned
+    assert checks <= len(bad) * 2 * int(np.log2(n))
+    pulls = [
+        message
+        for shard in range(2)
+        for message in ps.transport.messages(settings.topic("shard"), shard)
+        if message.kind == Kind.PULL and message.keys
+    ]
+    # Per shard: the failed run, the dry runs of the two halves, the learned run.
+    assert len(pulls) <= 4 * 2
+
+
 def test_a_heartbeat_advances_idle_workers_under_bounded_staleness_only() -> None:
     bounded, asynchronous = job(consistency="ssp:1", partitions=2), job(partitions=2)
 
