@@ -814,7 +814,8 @@ class WorkerAgent:
                 if end - start > 1:
                     return await halves(start, end)
                 value, key, index = raws[start]
-                origin = Origin(self.settings.input_topic, worker, records[start].offset, index)
+                record = records[start]
+                origin = Origin(self.settings.input_topic, record.partition, record.offset, index)
                 await self.dead_letters.send(
                     value, key, _reason(error), repr(error), origin, Blame.LOGIC
                 )
